@@ -1,0 +1,353 @@
+"""The TOML configuration: parsed, validated and resolved against the environment.
+
+Secrets are never written in the file: a key ending in ``_env`` names the environment
+variable holding the value. :func:`parse_config` is pure; :func:`load_config` reads the file.
+Every problem is reported with the key it concerns, all at once.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import defaults
+from .errors import ConfigError
+from .forges import FORGES, Secrets
+from .urls import clone_url_problem
+
+CONFIG_ENV = "PUSHBUILD_CONFIG"
+DATABASE_URL_ENV = "PUSHBUILD_DATABASE_URL"
+BROKER_URL_ENV = "PUSHBUILD_BROKER_URL"
+
+_IMAGE = re.compile(
+    r"(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+    r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+)
+
+
+class Secret:
+    """A value from the environment that never shows itself in ``repr``, ``str`` or logs."""
+
+    __slots__ = ("env", "_value")
+
+    def __init__(self, env: str, value: str) -> None:
+        self.env = env
+        self._value = value
+
+    def reveal(self) -> str:
+        """Return the secret value, for the one call that needs it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret(env={self.env!r})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and (self.env, self._value) == (other.env, other._value)
+
+    def __hash__(self) -> int:
+        return hash(self.env)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Where state lives and how the service is reached and runs."""
+
+    data_dir: Path = Path(defaults.DATA_DIR)
+    mirror_dir: Path = Path(defaults.MIRROR_DIR)
+    public_url: str = defaults.PUBLIC_URL
+    database_url: str | None = None
+    broker_url: str | None = None
+    max_body_bytes: int = defaults.MAX_BODY_BYTES
+    allow_file_urls: bool = False
+    worker_concurrency: int = defaults.WORKER_CONCURRENCY
+    lease_s: float = defaults.LEASE_S
+    heartbeat_s: float = defaults.HEARTBEAT_S
+    reconcile_every_s: float = defaults.RECONCILE_EVERY_S
+    redispatch_after_s: float = defaults.REDISPATCH_AFTER_S
+    max_attempts: int = defaults.MAX_ATTEMPTS
+
+    @property
+    def state_url(self) -> str:
+        """The SQLAlchemy URL of the build records (SQLite in ``data_dir`` by default)."""
+        return self.database_url or f"sqlite:///{self.data_dir.resolve() / defaults.STATE_DB_NAME}"
+
+    @property
+    def celery_broker_url(self) -> str:
+        """The Celery broker (SQLite through SQLAlchemy in ``data_dir`` by default)."""
+        return self.broker_url or f"sqla+sqlite:///{self.data_dir.resolve() / defaults.BROKER_DB_NAME}"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How to reach the Docker engine; ``base_url=None`` means the environment (DOCKER_HOST)."""
+
+    base_url: str | None = None
+    timeout_s: float = defaults.ENGINE_TIMEOUT_S
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    """Credentials for pushing images; both absent means anonymous pushes."""
+
+    username: Secret | None = None
+    password: Secret | None = None
+
+    def auth(self) -> dict[str, str] | None:
+        """Return docker-py's ``auth_config`` for a push, or ``None``."""
+        if self.username is None or self.password is None:
+            return None
+        return {"username": self.username.reveal(), "password": self.password.reveal()}
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    """One repository pushbuild builds, and how."""
+
+    name: str
+    forge: str
+    clone_url: str
+    image: str
+    secret: Secret | None = None
+    signing_token: Secret | None = None
+    dockerfile: str = defaults.DOCKERFILE
+    context: str = defaults.CONTEXT
+    branches: tuple[str, ...] | None = None
+    tags: tuple[str, ...] | None = None
+    latest: bool = False
+    default_branch: str | None = None
+
+    def secrets(self) -> Secrets:
+        """Return the values this repository's deliveries are verified with."""
+        return Secrets(
+            name=self.name,
+            secret=self.secret.reveal() if self.secret else None,
+            signing_token=self.signing_token.reveal() if self.signing_token else None,
+        )
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated configuration."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    repos: tuple[RepoConfig, ...] = ()
+
+    def repo(self, forge: str, name: str) -> RepoConfig | None:
+        """Return the repository ``name`` configured for ``forge``, if any."""
+        return next((r for r in self.repos if r.forge == forge and r.name == name), None)
+
+    def repo_named(self, name: str) -> RepoConfig | None:
+        """Return the repository called ``name`` on any forge, if any."""
+        return next((r for r in self.repos if r.name == name), None)
+
+    def secrets(self) -> list[Secret]:
+        """Return every secret in the configuration, for redacting text."""
+        found = [self.registry.username, self.registry.password]
+        for repo in self.repos:
+            found += [repo.secret, repo.signing_token]
+        return [s for s in found if s is not None]
+
+
+class _Reader:
+    """Collects problems while reading one table, each tagged with its key path."""
+
+    def __init__(self, table: object, where: str, problems: list[str], env: Mapping[str, str]) -> None:
+        self.table = table if isinstance(table, Mapping) else {}
+        self.where = where
+        self.problems = problems
+        self.env = env
+        self.seen: set[str] = set()
+        if not isinstance(table, Mapping):
+            problems.append(f"{where}: must be a table")
+
+    def key(self, name: str) -> str:
+        """Return the dotted path of ``name`` within this table."""
+        return f"{self.where}.{name}" if self.where else name
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+        """Return ``name`` if present and of type ``kind``, else record a problem."""
+        self.seen.add(name)
+        if name not in self.table:
+            return default
+        value = self.table[name]
+        if not isinstance(value, kind) or (kind in (int, float, (int, float)) and isinstance(value, bool)):
+            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            self.problems.append(f"{self.key(name)}: must be a {names}")
+            return default
+        return value
+
+    def secret(self, name: str, *, required: bool = False) -> Secret | None:
+        """Resolve ``<name>_env`` to a :class:`Secret`; an unset or empty variable is a problem."""
+        env_name = self.get(f"{name}_env", str)
+        if env_name is None:
+            if required:
+                self.problems.append(f"{self.key(name + '_env')}: is required")
+            return None
+        value = self.env.get(env_name, "")
+        if not value.strip():
+            self.problems.append(f"{self.key(name + '_env')}: environment variable {env_name} is unset or empty")
+            return None
+        return Secret(env_name, value)
+
+    def globs(self, name: str) -> tuple[str, ...] | None:
+        """Return a list of glob strings, or ``None`` when absent."""
+        value = self.get(name, list)
+        if value is None:
+            return None
+        if not all(isinstance(v, str) and v for v in value):
+            self.problems.append(f"{self.key(name)}: must be a list of non-empty strings")
+            return None
+        return tuple(value)
+
+    def relative_path(self, name: str, default: str) -> str:
+        """Return a path inside the repository, refusing absolute paths and ``..``."""
+        value = self.get(name, str, default)
+        normal = posixpath.normpath(value)
+        if value.startswith("/") or normal == ".." or normal.startswith("../") or "\x00" in value:
+            self.problems.append(f"{self.key(name)}: must be a path inside the repository")
+            return default
+        return normal
+
+    def finish(self) -> None:
+        """Record every key that was present but never read: almost always a typo."""
+        for name in sorted(set(self.table) - self.seen):
+            self.problems.append(f"{self.key(name)}: unknown key")
+
+
+def _positive(reader: _Reader, name: str, default: float, kind: type | tuple[type, ...] = (int, float)) -> Any:
+    """Read a number that must be greater than zero."""
+    value = reader.get(name, kind, default)
+    if value <= 0:
+        reader.problems.append(f"{reader.key(name)}: must be greater than 0")
+        return default
+    return value
+
+
+def _server(table: object, problems: list[str], env: Mapping[str, str]) -> ServerConfig:
+    """Read ``[server]``."""
+    r = _Reader(table, "server", problems, env)
+    d = ServerConfig()
+    server = ServerConfig(
+        data_dir=Path(r.get("data_dir", str, str(d.data_dir))),
+        mirror_dir=Path(r.get("mirror_dir", str, str(d.mirror_dir))),
+        public_url=r.get("public_url", str, d.public_url).rstrip("/"),
+        database_url=env.get(DATABASE_URL_ENV) or r.get("database_url", str),
+        broker_url=env.get(BROKER_URL_ENV) or r.get("broker_url", str),
+        max_body_bytes=_positive(r, "max_body_bytes", d.max_body_bytes, int),
+        allow_file_urls=r.get("allow_file_urls", bool, False),
+        worker_concurrency=_positive(r, "worker_concurrency", d.worker_concurrency, int),
+        lease_s=_positive(r, "lease_s", d.lease_s),
+        heartbeat_s=_positive(r, "heartbeat_s", d.heartbeat_s),
+        reconcile_every_s=_positive(r, "reconcile_every_s", d.reconcile_every_s),
+        redispatch_after_s=_positive(r, "redispatch_after_s", d.redispatch_after_s),
+        max_attempts=_positive(r, "max_attempts", d.max_attempts, int),
+    )
+    if server.heartbeat_s >= server.lease_s:
+        problems.append("server.heartbeat_s: must be shorter than server.lease_s")
+    r.finish()
+    return server
+
+
+def _engine(table: object, problems: list[str], env: Mapping[str, str]) -> EngineConfig:
+    """Read ``[engine]``."""
+    r = _Reader(table, "engine", problems, env)
+    engine = EngineConfig(
+        base_url=r.get("base_url", str),
+        timeout_s=_positive(r, "timeout_s", defaults.ENGINE_TIMEOUT_S),
+    )
+    r.finish()
+    return engine
+
+
+def _registry(table: object, problems: list[str], env: Mapping[str, str]) -> RegistryConfig:
+    """Read ``[registry]``."""
+    r = _Reader(table, "registry", problems, env)
+    registry = RegistryConfig(username=r.secret("username"), password=r.secret("password"))
+    if (registry.username is None) != (registry.password is None) and not any("registry." in p for p in problems):
+        problems.append("registry: username_env and password_env go together")
+    r.finish()
+    return registry
+
+
+def _repo(table: object, where: str, problems: list[str], env: Mapping[str, str], allow_file: bool) -> RepoConfig | None:
+    """Read one ``[[repos]]`` entry."""
+    r = _Reader(table, where, problems, env)
+    before = len(problems)
+    name = r.get("name", str)
+    forge = r.get("forge", str)
+    clone_url = r.get("clone_url", str)
+    image = r.get("image", str)
+    for key in ("name", "forge", "clone_url", "image"):
+        if key not in r.table:
+            problems.append(f"{r.key(key)}: is required")
+    if forge is not None and forge not in FORGES:
+        problems.append(f"{r.key('forge')}: must be one of {', '.join(FORGES)}")
+    if clone_url is not None and (why := clone_url_problem(clone_url, allow_file=allow_file)):
+        problems.append(f"{r.key('clone_url')}: {why}")
+    if image is not None and not _IMAGE.fullmatch(image):
+        problems.append(f"{r.key('image')}: must be an image name without tag or digest, such as registry.example.com/acme/app")
+    # GitLab may verify with a secret token, a signing token, or both; GitHub needs its secret.
+    secret = r.secret("secret", required=forge == "github" or (forge == "gitlab" and "signing_token_env" not in r.table))
+    signing_token = r.secret("signing_token") if forge == "gitlab" else None
+    repo = RepoConfig(
+        name=name or "",
+        forge=forge or "",
+        clone_url=clone_url or "",
+        image=image or "",
+        secret=secret,
+        signing_token=signing_token,
+        dockerfile=r.relative_path("dockerfile", defaults.DOCKERFILE),
+        context=r.relative_path("context", defaults.CONTEXT),
+        branches=r.globs("branches"),
+        tags=r.globs("tags"),
+        latest=r.get("latest", bool, False),
+        default_branch=r.get("default_branch", str),
+    )
+    r.finish()
+    return repo if len(problems) == before else None
+
+
+def parse_config(data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
+    """Validate a parsed TOML document against ``env``; raise :class:`ConfigError` listing every problem."""
+    problems: list[str] = []
+    top = _Reader(data, "", problems, env)
+    server = _server(top.get("server", dict, {}), problems, env)
+    engine = _engine(top.get("engine", dict, {}), problems, env)
+    registry = _registry(top.get("registry", dict, {}), problems, env)
+    repos = []
+    for i, table in enumerate(top.get("repos", list, [])):
+        repo = _repo(table, f"repos[{i}]", problems, env, server.allow_file_urls)
+        if repo is not None:
+            if any((r.forge, r.name) == (repo.forge, repo.name) for r in repos):
+                problems.append(f"repos[{i}].name: {repo.name!r} is configured twice for {repo.forge}")
+            repos.append(repo)
+    top.finish()
+    if problems:
+        raise ConfigError(problems)
+    return Config(server=server, engine=engine, registry=registry, repos=tuple(repos))
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the configuration file at ``path`` (or ``$PUSHBUILD_CONFIG``; none means defaults)."""
+    env = os.environ if env is None else env
+    path = path or env.get(CONFIG_ENV)
+    if not path:
+        return parse_config({}, env)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot be read ({exc.strerror})"]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: is not valid TOML ({exc})"]) from exc
+    return parse_config(data, env)

@@ -1,0 +1,44 @@
+"""Every default and limit pushbuild uses, in one place, each with its unit in the name."""
+
+# --- receiving -------------------------------------------------------------
+#: GitHub and GitLab send payloads up to 25 MB (see shared FORGES.md).
+MAX_BODY_BYTES = 25 * 1024 * 1024
+#: Standard Webhooks: reject signatures whose timestamp is further off than this.
+SIGNATURE_TOLERANCE_S = 5 * 60
+
+# --- state -----------------------------------------------------------------
+DATA_DIR = ".pushbuild"
+#: Bare mirrors live on tmpfs: they are a cache that a reboot may drop.
+MIRROR_DIR = "/dev/shm/pushbuild/mirrors"
+PUBLIC_URL = "http://127.0.0.1:8080"
+STATE_DB_NAME = "state.sqlite"
+BROKER_DB_NAME = "broker.sqlite"
+#: SQLite waits this long for a lock held by another process before failing.
+SQLITE_BUSY_TIMEOUT_MS = 15_000
+
+# --- serving ---------------------------------------------------------------
+BIND = "127.0.0.1:8080"
+WEB_WORKERS = 2
+
+# --- building --------------------------------------------------------------
+#: Build threads per worker process.
+WORKER_CONCURRENCY = 2
+#: A running build whose lease was not renewed for this long is taken as lost.
+LEASE_S = 60.0
+#: The worker renews the leases of its running builds this often.
+HEARTBEAT_S = 10.0
+#: How often the worker looks for lost builds (expired leases, undispatched records).
+RECONCILE_EVERY_S = 15.0
+#: A queued build not started after this long is dispatched again (its message may be lost).
+REDISPATCH_AFTER_S = 120.0
+#: A build lost this many times (worker died each time) is failed instead of retried.
+MAX_ATTEMPTS = 3
+#: Commits are fetched this deep; 1 is enough to build a tree.
+FETCH_DEPTH = 1
+GIT_TIMEOUT_S = 300.0
+#: docker-py read timeout for engine calls; builds stream, so this bounds silence, not length.
+ENGINE_TIMEOUT_S = 600.0
+#: Chunk size for streaming the build context to the engine.
+CONTEXT_CHUNK_BYTES = 64 * 1024
+DOCKERFILE = "Dockerfile"
+CONTEXT = "."
