@@ -1,0 +1,29 @@
+"""pushbuild: signed push webhooks in, images tagged with the commit SHA out.
+
+:func:`create_app` is the composition root of the web process; gunicorn runs
+``webhook:create_app()``.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from .config import Config, load_config
+from .services import Services
+from .worker import Dispatcher, make_celery
+
+
+def create_app(test_config: Config | None = None, *, dispatcher: Dispatcher | None = None) -> Flask:
+    """Create the web app from ``test_config``, or from ``$PUSHBUILD_CONFIG`` (defaults if unset)."""
+    from . import api, http_errors, hooks
+
+    config = test_config if test_config is not None else load_config()
+    services = Services(config)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
+    app.extensions["pushbuild"] = services
+    app.extensions["pushbuild.dispatcher"] = dispatcher or Dispatcher(make_celery(config), services.store)
+    http_errors.register(app)
+    app.register_blueprint(hooks.bp)
+    app.register_blueprint(api.bp)
+    return app

@@ -1,0 +1,113 @@
+"""The build pipeline: mirror the commit, stream its tree to the engine, tag, push, record.
+
+Collaborators are passed in; this module decides the order of things and what is recorded.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from .config import Config, RepoConfig
+from .context import DOCKERIGNORE, IgnoreRules, dockerignore_patterns, filtered_tar
+from .engine import Engine
+from .errors import BuildError, ContextError
+from .mirror import Mirrors
+from .redact import Redactor
+from .store import Build, BuildState, BuildStore
+from .tags import image_tags
+from .urls import redacted_url
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one run of a build ended."""
+
+    state: BuildState
+    tags: tuple[str, ...] = ()
+    digest: str | None = None
+    error: str | None = None
+
+
+class Builder:
+    """Runs builds to their end and records the outcome."""
+
+    def __init__(self, *, config: Config, store: BuildStore, mirrors: Mirrors, engine: Callable[[], Engine],
+                 redact: Redactor, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.store = store
+        self.mirrors = mirrors
+        self.engine = engine
+        self.redact = redact
+        self.clock = clock
+
+    def run(self, build: Build, *, owner: str | None = None, echo: Log | None = None) -> Outcome:
+        """Run a claimed build, write its log as it goes, and record how it ended."""
+
+        def log(text: str) -> None:
+            text = self.redact(text)
+            self.store.append_log(build.id, text)
+            if echo is not None:
+                echo(text)
+
+        try:
+            outcome = self._run(build, log)
+        except BuildError as exc:
+            outcome = Outcome(BuildState.FAILED, error=self.redact(exc.message))
+            log(f"error: {outcome.error}\n")
+        except Exception as exc:  # a defect: still end the build visibly, then let it surface
+            outcome = Outcome(BuildState.FAILED, error=f"internal error ({type(exc).__name__}); see the worker's log")
+            log(f"error: {outcome.error}\n")
+            self.store.finish(build.id, outcome.state, owner=owner, error=outcome.error)
+            raise
+        self.store.finish(build.id, outcome.state, owner=owner, tags=outcome.tags,
+                          digest=outcome.digest, error=outcome.error)
+        return outcome
+
+    def _run(self, build: Build, log: Log) -> Outcome:
+        """Do the work of one build; raise :class:`BuildError` on any failure."""
+        repo = self.config.repo(build.forge, build.repo)
+        if repo is None:
+            raise BuildError(f"{build.repo} is no longer configured for {build.forge}")
+        log(f"building {build.repo} {build.ref or 'commit'} {build.sha} (attempt {build.attempts})\n")
+        sha = self.mirrors.fetch_commit(repo, sha=build.sha, ref=build.ref or None, log=log)
+        tags = image_tags(image=repo.image, sha=sha, ref=build.ref,
+                          default_branch=repo.default_branch or build.default_branch, latest=repo.latest)
+        engine = self.engine()
+        image_id = engine.image_id(tags[0])
+        if image_id is not None:
+            log(f"{tags[0]} was built before ({image_id}); adding tags only\n")
+        else:
+            image_id = self._build(engine, repo, sha, tag=tags[0], log=log)
+        for tag in tags[1:]:
+            engine.tag(image_id, tag)
+        digest = None
+        for tag in tags:
+            log(f"pushing {tag}\n")
+            pushed = engine.push(tag, auth=self.config.registry.auth(), log=log)
+            digest = digest or pushed
+        log(f"pushed {repo.image}@{digest}\n")
+        return Outcome(BuildState.SUCCEEDED, tags=tuple(tags), digest=digest)
+
+    def _build(self, engine: Engine, repo: RepoConfig, sha: str, *, tag: str, log: Log) -> str:
+        """Stream the commit's context to the engine and return the new image's id."""
+        if not self.mirrors.has_tree(repo, sha, repo.context):
+            raise ContextError(f"context directory {repo.context!r} does not exist at {sha}")
+        if self.mirrors.read_file(repo, sha, posixpath.join(repo.context, repo.dockerfile)) is None:
+            raise ContextError(f"no {repo.dockerfile} in {repo.context!r} at {sha}")
+        ignore = self.mirrors.read_file(repo, sha, posixpath.join(repo.context, DOCKERIGNORE)) or b""
+        rules = IgnoreRules(dockerignore_patterns(ignore.decode("utf-8", "replace")), dockerfile=repo.dockerfile)
+        labels = {
+            "org.opencontainers.image.revision": sha,
+            "org.opencontainers.image.source": redacted_url(repo.clone_url),
+            "org.opencontainers.image.created":
+                datetime.fromtimestamp(self.clock(), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        with self.mirrors.archive(repo, sha, repo.context) as tar:
+            return engine.build(filtered_tar(tar, rules), tag=tag, dockerfile=repo.dockerfile,
+                                labels=labels, log=log)

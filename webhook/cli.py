@@ -1,0 +1,124 @@
+"""The ``pushbuild`` command: serve, worker, build, check-config."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from . import defaults
+from .config import CONFIG_ENV, Config, load_config
+from .errors import ConfigError, PushbuildError
+from .events import PushEvent
+from .refs import ZERO_SHA
+from .services import Services
+
+_FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+config_option = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False), envvar=CONFIG_ENV,
+    help=f"TOML configuration file (default: ${CONFIG_ENV}; none means built-in defaults).",
+)
+
+
+def _load(config_path: str | None) -> Config:
+    """Load the configuration, or exit 2 with every problem listed."""
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        click.echo(f"pushbuild: {exc.message}", err=True)
+        sys.exit(2)
+
+
+@click.group()
+def main() -> None:
+    """pushbuild: build and push an image for every git push."""
+
+
+@main.command("check-config")
+@config_option
+def check_config(config_path: str | None) -> None:
+    """Validate a configuration file; print each problem with its key."""
+    config = _load(config_path)
+    click.echo(f"configuration is valid: {len(config.repos)} repositories")
+    for repo in config.repos:
+        click.echo(f"  {repo.forge}:{repo.name} -> {repo.image}")
+
+
+@main.command()
+@config_option
+@click.option("--concurrency", type=int, default=None, help="Builds run at once (default: server.worker_concurrency).")
+def worker(config_path: str | None, concurrency: int | None) -> None:
+    """Run a build worker."""
+    from .worker import run_worker
+
+    run_worker(_load(config_path), concurrency=concurrency)
+
+
+@main.command()
+@config_option
+@click.option("--bind", default=None, help=f"HOST:PORT to listen on (default: {defaults.BIND}, or 0.0.0.0:$PORT).")
+@click.option("--workers", type=int, default=defaults.WEB_WORKERS, show_default=True, help="gunicorn web workers.")
+def serve(config_path: str | None, bind: str | None, workers: int) -> None:
+    """Run the web app under gunicorn and one build worker, until interrupted."""
+    config = _load(config_path)
+    if bind is None:
+        bind = f"0.0.0.0:{os.environ['PORT']}" if os.environ.get("PORT") else defaults.BIND
+    Services(config)  # create the data directory and schema once, before two processes race to
+    env = dict(os.environ)
+    if config_path:
+        env[CONFIG_ENV] = str(Path(config_path).resolve())
+    commands = [
+        [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers),
+         "--access-logfile", "-", "webhook:create_app()"],
+        [sys.executable, "-m", "webhook", "worker"],
+    ]
+    children = [subprocess.Popen(command, env=env) for command in commands]
+    click.echo(f"pushbuild listening on http://{bind} (pids {', '.join(str(c.pid) for c in children)})", err=True)
+
+    def stop(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    status = os.wait()[1]  # the first child to exit ends the service
+    stop(signal.SIGTERM, None)
+    for child in children:
+        child.wait()
+    sys.exit(os.waitstatus_to_exitcode(status) if status else 0)
+
+
+@main.command()
+@config_option
+@click.argument("repo_name", metavar="REPO")
+@click.argument("revision", metavar="REF-OR-SHA")
+def build(config_path: str | None, repo_name: str, revision: str) -> None:
+    """Build REPO at a branch, tag or full commit id, streaming the log; print the digest."""
+    services = Services(_load(config_path))
+    repo = services.config.repo_named(repo_name)
+    if repo is None:
+        raise click.ClickException(f"repository {repo_name!r} is not configured")
+    echo = lambda text: click.echo(text, nl=False)  # noqa: E731
+    try:
+        if _FULL_SHA.fullmatch(revision):
+            sha, ref = revision, ""
+        else:
+            ref = revision if revision.startswith("refs/") else f"refs/heads/{revision}"
+            sha = services.mirrors.resolve(repo, ref, log=echo)
+    except PushbuildError as exc:
+        raise click.ClickException(services.redact(exc.message)) from exc
+    record, _ = services.store.record(PushEvent(
+        forge=repo.forge, repo=repo.name, ref=ref, sha=sha, before=ZERO_SHA, pusher="cli", delivery_id=None,
+    ))
+    claimed = services.store.claim(record.id, owner=f"cli:{os.getpid()}", lease_s=services.config.server.lease_s)
+    outcome = services.builder().run(claimed, owner=f"cli:{os.getpid()}", echo=echo)
+    click.echo(f"build {record.id}: {outcome.state.value}")
+    if outcome.digest:
+        click.echo(outcome.digest)
+    sys.exit(0 if outcome.digest else 1)

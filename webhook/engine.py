@@ -1,0 +1,128 @@
+"""The Docker engine: building a streamed context, tagging, pushing. Adapter over docker-py.
+
+docker-py reports build and push failures *inside* the JSON stream without raising; they
+are detected here and raised as :class:`EngineError` / :class:`RegistryError`, and every
+docker-py or transport exception is translated the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+import docker
+import requests
+from docker.errors import DockerException
+
+from .config import EngineConfig
+from .errors import EngineError, RegistryError
+
+Log = Callable[[str], None]
+
+
+def _split_image(reference: str) -> tuple[str, str]:
+    """Split ``repo:tag`` into its repository and tag (a registry port is not a tag)."""
+    repository, _, tag = reference.rpartition(":")
+    if not repository or "/" in tag:
+        raise ValueError(f"{reference!r} has no tag")
+    return repository, tag
+
+
+def _message(line: Mapping[str, Any]) -> str:
+    """Return the error text of a stream line."""
+    detail = line.get("errorDetail") or {}
+    return str(detail.get("message") or line.get("error") or "unknown error").strip()
+
+
+class Engine:
+    """One Docker engine, reached through docker-py's low-level client."""
+
+    def __init__(self, client: docker.APIClient) -> None:
+        self.client = client
+
+    @classmethod
+    def connect(cls, config: EngineConfig) -> Engine:
+        """Connect to the configured engine, or the one the environment names (DOCKER_HOST)."""
+        try:
+            kwargs = {"base_url": config.base_url} if config.base_url else docker.utils.kwargs_from_env()
+            return cls(docker.APIClient(**kwargs, version="auto", timeout=config.timeout_s))
+        except (DockerException, requests.RequestException) as exc:
+            raise EngineError(f"cannot reach the Docker engine: {exc}") from exc
+
+    def ping(self) -> None:
+        """Raise :class:`EngineError` unless the engine answers."""
+        try:
+            self.client.ping()
+        except (DockerException, requests.RequestException) as exc:
+            raise EngineError(f"the Docker engine does not answer: {exc}") from exc
+
+    def image_id(self, reference: str) -> str | None:
+        """Return the id of a local image, or ``None`` if the engine has none by that name."""
+        try:
+            return self.client.inspect_image(reference)["Id"]
+        except docker.errors.ImageNotFound:
+            return None
+        except (DockerException, requests.RequestException) as exc:
+            raise EngineError(f"cannot inspect {reference}: {exc}") from exc
+
+    def build(self, context: Iterable[bytes], *, tag: str, dockerfile: str,
+              labels: Mapping[str, str], log: Log) -> str:
+        """Build from a streamed tar ``context``, tag the image ``tag``, and return its id."""
+        image_id = None
+        try:
+            stream = self.client.build(
+                fileobj=context, custom_context=True, tag=tag, dockerfile=dockerfile,
+                labels=dict(labels), rm=True, forcerm=True, decode=True, use_config_proxy=False,
+            )
+            for line in stream:
+                if "error" in line or "errorDetail" in line:
+                    raise EngineError(_message(line))
+                if text := line.get("stream") or line.get("status"):
+                    log(text if text.endswith("\n") else text + "\n")
+                aux = line.get("aux")
+                if isinstance(aux, Mapping) and aux.get("ID"):
+                    image_id = aux["ID"]
+        except (DockerException, requests.RequestException) as exc:
+            raise EngineError(f"the build failed on the engine: {exc}") from exc
+        if image_id is None:
+            image_id = self.image_id(tag)
+        if image_id is None:
+            raise EngineError("the engine finished the build without reporting an image")
+        return image_id
+
+    def tag(self, image_id: str, reference: str) -> None:
+        """Give the image ``image_id`` the name ``reference`` (``repo:tag``)."""
+        repository, tag = _split_image(reference)
+        try:
+            self.client.tag(image_id, repository, tag, force=True)
+        except (DockerException, requests.RequestException) as exc:
+            raise EngineError(f"cannot tag {reference}: {exc}") from exc
+
+    def push(self, reference: str, *, auth: Mapping[str, str] | None, log: Log) -> str:
+        """Push ``reference`` to its registry and return the manifest digest the registry reported."""
+        repository, tag = _split_image(reference)
+        digest = None
+        try:
+            stream = self.client.push(repository, tag=tag, auth_config=dict(auth) if auth else None,
+                                      stream=True, decode=True)
+            for line in _progress_filtered(stream):
+                if "error" in line or "errorDetail" in line:
+                    raise RegistryError(f"pushing {reference} failed: {_message(line)}")
+                aux = line.get("aux")
+                if isinstance(aux, Mapping) and aux.get("Digest"):
+                    digest = aux["Digest"]
+                elif line.get("status"):
+                    log(f"{line.get('id', '')}{': ' if line.get('id') else ''}{line['status']}\n")
+        except (DockerException, requests.RequestException) as exc:
+            raise RegistryError(f"pushing {reference} failed: {exc}") from exc
+        if digest is None:
+            raise RegistryError(f"the registry did not report a digest for {reference}")
+        return digest
+
+
+def _progress_filtered(stream: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
+    """Drop the per-chunk progress lines of a push: they say nothing a log reader needs."""
+    for line in stream:
+        if line.get("progressDetail") and line.get("status") in ("Pushing", "Preparing", "Waiting"):
+            continue
+        yield line

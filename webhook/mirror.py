@@ -1,0 +1,191 @@
+"""Bare mirrors of the configured repositories, kept on tmpfs, and reading commits from them.
+
+Adapter over GitPython. Only configured clone URLs are fetched, never a payload's; only the
+pushed commit is fetched (by id, falling back to the ref), and no working tree is ever made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import re
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+import git
+from git.exc import BadName, GitCommandError
+
+from . import defaults
+from .config import RepoConfig
+from .errors import ContextError, GitError
+from .refs import validate_ref, validate_sha
+from .urls import NETWORK_SCHEMES, clone_url_problem
+
+Log = Callable[[str], None]
+_SYMLINK_MODE = 0o120000
+_locks: dict[Path, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+class Mirrors:
+    """The bare mirrors under one directory."""
+
+    def __init__(self, root: Path, *, allow_file_urls: bool = False,
+                 fetch_depth: int = defaults.FETCH_DEPTH, timeout_s: float = defaults.GIT_TIMEOUT_S) -> None:
+        self.root = root
+        self.allow_file_urls = allow_file_urls
+        self.fetch_depth = fetch_depth
+        self.timeout_s = timeout_s
+
+    def path(self, repo: RepoConfig) -> Path:
+        """Return where the mirror of ``repo`` lives; the name is derived, never taken raw."""
+        readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", repo.name)[:64]
+        digest = hashlib.sha256(f"{repo.forge}\0{repo.name}".encode()).hexdigest()[:12]
+        return self.root / f"{readable}-{digest}.git"
+
+    def _git_options(self) -> list[str]:
+        """Return ``-c`` options allowing only the transports we accept."""
+        schemes = NETWORK_SCHEMES + (("file",) if self.allow_file_urls else ())
+        options = ["protocol.allow=never", *(f"protocol.{s}.allow=always" for s in schemes)]
+        return options
+
+    @contextlib.contextmanager
+    def _open(self, repo: RepoConfig) -> Iterator[git.Repo]:
+        """Open (creating if needed) the mirror of ``repo`` while holding its lock."""
+        path = self.path(repo)
+        with _locks_guard:
+            thread_lock = _locks.setdefault(path, threading.Lock())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with thread_lock, open(f"{path}.lock", "w") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)  # other processes share the mirror too
+            try:
+                mirror = git.Repo(path) if path.exists() else git.Repo.init(path, bare=True, mkdir=True)
+            except (git.exc.GitError, OSError) as exc:
+                raise GitError(f"cannot open the mirror of {repo.name}: {exc}") from exc
+            with mirror:
+                yield mirror
+
+    def _env(self) -> dict[str, str]:
+        """Return the environment git runs with: never prompting, never reading user config."""
+        return {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "SSH_ASKPASS": "/bin/false",
+                "GIT_PROTOCOL_FROM_USER": "0", "GIT_CONFIG_NOSYSTEM": "1"}
+
+    def _fetch(self, mirror: git.Repo, repo: RepoConfig, refspec: str, *, depth: int | None, log: Log) -> None:
+        """Fetch ``refspec`` from the configured URL into the mirror."""
+        if problem := clone_url_problem(repo.clone_url, allow_file=self.allow_file_urls):
+            raise GitError(f"refusing to fetch from the configured clone_url: {problem}")
+        args = ["--no-tags", "--no-write-fetch-head", "--prune"]
+        if depth:
+            args.append(f"--depth={depth}")
+        log(f"$ git fetch {' '.join(args)} <clone_url> {refspec}\n")
+        try:
+            mirror.git(c=self._git_options()).fetch(
+                *args, "--end-of-options", repo.clone_url, refspec,
+                env=self._env(), kill_after_timeout=self.timeout_s,
+            )
+        except GitCommandError as exc:
+            raise GitError(f"git fetch failed: {(exc.stderr or '').strip() or exc.status}") from exc
+
+    def fetch_commit(self, repo: RepoConfig, *, sha: str, ref: str | None, log: Log) -> str:
+        """Make ``sha`` (pushed on ``ref``) present in the mirror; return the commit it names.
+
+        The id is fetched directly; servers that refuse fetching by id get the ref instead.
+        An annotated tag's id resolves to the tagged commit.
+        """
+        validate_sha(sha)
+        if ref:
+            validate_ref(ref)
+        keep = f"refs/pushbuild/commits/{sha}"
+        with self._open(repo) as mirror:
+            if not _has_commit(mirror, sha):
+                try:
+                    self._fetch(mirror, repo, f"+{sha}:{keep}", depth=self.fetch_depth, log=log)
+                except GitError as by_id:
+                    if not ref:
+                        raise
+                    log(f"fetching by id failed ({by_id.message}); fetching {ref} instead\n")
+                    self._fetch(mirror, repo, f"+{ref}:{keep}", depth=None, log=log)
+            commit = _commit_of(mirror, sha)
+            if commit is None:
+                raise GitError(f"commit {sha} is not on the remote (was {ref} force-pushed?)")
+            return commit
+
+    def resolve(self, repo: RepoConfig, ref: str, *, log: Log) -> str:
+        """Fetch ``ref`` (``main``, ``refs/tags/v1``) and return the commit it points to."""
+        full = ref if ref.startswith("refs/") else f"refs/heads/{ref}"
+        validate_ref(full)
+        with self._open(repo) as mirror:
+            self._fetch(mirror, repo, f"+{full}:refs/pushbuild/resolve", depth=self.fetch_depth, log=log)
+            commit = _commit_of(mirror, "refs/pushbuild/resolve")
+        if commit is None:
+            raise GitError(f"{ref} does not name a commit")
+        return commit
+
+    def has_commit(self, repo: RepoConfig, sha: str) -> bool:
+        """Say whether the mirror already holds commit ``sha``."""
+        with self._open(repo) as mirror:
+            return _has_commit(mirror, sha)
+
+    def read_file(self, repo: RepoConfig, sha: str, path: str) -> bytes | None:
+        """Return the content of regular file ``path`` at ``sha``; ``None`` if absent.
+
+        A symlink is refused: it may point outside the repository.
+        """
+        with self._open(repo) as mirror:
+            try:
+                blob = mirror.commit(sha).tree / path
+            except KeyError:
+                return None
+            except (ValueError, BadName, GitCommandError) as exc:
+                raise GitError(f"cannot read {path} at {sha}: {exc}") from exc
+            if blob.type != "blob":
+                raise ContextError(f"{path} is a {blob.type}, not a file")
+            if blob.mode == _SYMLINK_MODE:
+                raise ContextError(f"{path} is a symbolic link; it must be a regular file")
+            return blob.data_stream.read()
+
+    def has_tree(self, repo: RepoConfig, sha: str, path: str) -> bool:
+        """Say whether ``path`` is a directory at ``sha`` (``.`` is the root)."""
+        if path == ".":
+            return True
+        with self._open(repo) as mirror:
+            try:
+                return (mirror.commit(sha).tree / path).type == "tree"
+            except KeyError:
+                return False
+
+    @contextlib.contextmanager
+    def archive(self, repo: RepoConfig, sha: str, subdir: str) -> Iterator[IO[bytes]]:
+        """Yield a stream of ``git archive``'s tar of ``subdir`` at ``sha``; raise if git failed."""
+        treeish = f"{sha}^{{tree}}" if subdir == "." else f"{sha}:{subdir}"
+        process = git.Git(str(self.path(repo))).archive(
+            "--format=tar", "--end-of-options", treeish, as_process=True, env=self._env(),
+        )
+        try:
+            yield process.proc.stdout
+            process.proc.stdout.read()  # drain, so git can exit
+            process.wait()
+        except GitCommandError as exc:
+            raise GitError(f"git archive failed: {(exc.stderr or '').strip()}") from exc
+        finally:
+            if process.proc.poll() is None:
+                process.proc.kill()
+                process.proc.wait()
+
+
+def _has_commit(mirror: git.Repo, rev: str) -> bool:
+    """Say whether ``rev`` names an object present in the mirror."""
+    return _commit_of(mirror, rev) is not None
+
+
+def _commit_of(mirror: git.Repo, rev: str) -> str | None:
+    """Return the commit ``rev`` peels to, or ``None`` if it is not present."""
+    try:
+        return mirror.git.rev_parse("--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}")
+    except GitCommandError:
+        return None
+
+

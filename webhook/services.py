@@ -1,0 +1,44 @@
+"""The one place a process builds its long-lived collaborators from the configuration."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+from .builder import Builder
+from .config import Config
+from .engine import Engine
+from .mirror import Mirrors
+from .redact import Redactor
+from .store import BuildStore, create_db_engine
+
+
+@dataclass
+class Services:
+    """Everything the web app, the worker and the CLI share, made once per process."""
+
+    config: Config
+    store: BuildStore = field(init=False)
+    mirrors: Mirrors = field(init=False)
+    redact: Redactor = field(init=False)
+
+    def __post_init__(self) -> None:
+        server = self.config.server
+        server.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = BuildStore(create_db_engine(server.state_url))
+        self.store.create_schema()
+        self.mirrors = Mirrors(server.mirror_dir, allow_file_urls=server.allow_file_urls)
+        self.redact = Redactor(secret.reveal() for secret in self.config.secrets())
+
+    @functools.cached_property
+    def _engine(self) -> Engine:
+        return Engine.connect(self.config.engine)
+
+    def engine(self) -> Engine:
+        """Return the Docker engine client, connecting on first use."""
+        return self._engine
+
+    def builder(self) -> Builder:
+        """Return a build pipeline wired to this process's collaborators."""
+        return Builder(config=self.config, store=self.store, mirrors=self.mirrors,
+                       engine=self.engine, redact=self.redact)

@@ -1,0 +1,285 @@
+"""Build records: the source of truth for what was accepted and how it ended.
+
+One SQLAlchemy code path serves SQLite (the embedded default) and server databases. A build
+moves ``queued → running → succeeded | failed``; a worker holds a running build under a
+lease it renews, so a build whose worker died can be found and run again.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from . import defaults
+from .events import PushEvent
+
+metadata = sa.MetaData()
+
+builds = sa.Table(
+    "builds", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("repo", sa.String(512), nullable=False, index=True),
+    sa.Column("forge", sa.String(32), nullable=False),
+    sa.Column("ref", sa.String(1024), nullable=False),
+    sa.Column("sha", sa.String(64), nullable=False),
+    sa.Column("before", sa.String(64)),
+    sa.Column("pusher", sa.String(256)),
+    sa.Column("default_branch", sa.String(1024)),
+    sa.Column("delivery_key", sa.String(512), unique=True),
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    sa.Column("tags", sa.Text, nullable=False, default="[]"),
+    sa.Column("digest", sa.String(128)),
+    sa.Column("error", sa.Text),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("lease_owner", sa.String(256)),
+    sa.Column("lease_expires_at", sa.Float),
+    sa.Column("dispatched_at", sa.Float),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+)
+
+build_logs = sa.Table(
+    "build_logs", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("build_id", sa.Integer, sa.ForeignKey("builds.id"), nullable=False, index=True),
+    sa.Column("text", sa.Text, nullable=False),
+)
+
+
+class BuildState(str, enum.Enum):
+    """Where a build is in its life."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+FINISHED = (BuildState.SUCCEEDED, BuildState.FAILED)
+
+
+def _iso(ts: float | None) -> str | None:
+    """Format a Unix time as RFC 3339 UTC, or pass ``None`` through."""
+    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Build:
+    """One build record as stored."""
+
+    id: int
+    repo: str
+    forge: str
+    ref: str
+    sha: str
+    before: str | None
+    pusher: str | None
+    default_branch: str | None
+    state: BuildState
+    tags: tuple[str, ...]
+    digest: str | None
+    error: str | None
+    attempts: int
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Build:
+        """Build the value from a ``builds`` row."""
+        m = row._mapping
+        return cls(
+            id=m["id"], repo=m["repo"], forge=m["forge"], ref=m["ref"], sha=m["sha"],
+            before=m["before"], pusher=m["pusher"], default_branch=m["default_branch"],
+            state=BuildState(m["state"]), tags=tuple(json.loads(m["tags"])), digest=m["digest"],
+            error=m["error"], attempts=m["attempts"], created_at=m["created_at"],
+            started_at=m["started_at"], finished_at=m["finished_at"],
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the record as the API shows it."""
+        return {
+            "id": self.id, "repo": self.repo, "forge": self.forge, "ref": self.ref, "sha": self.sha,
+            "before": self.before, "pusher": self.pusher, "state": self.state.value,
+            "tags": list(self.tags), "digest": self.digest, "error": self.error,
+            "attempts": self.attempts, "created_at": _iso(self.created_at),
+            "started_at": _iso(self.started_at), "finished_at": _iso(self.finished_at),
+        }
+
+
+def create_db_engine(url: str) -> sa.Engine:
+    """Create an SQLAlchemy engine; SQLite gets WAL, a busy timeout and write-locking transactions."""
+    if not url.startswith("sqlite"):
+        return sa.create_engine(url, pool_pre_ping=True)
+    engine = sa.create_engine(url, connect_args={"timeout": defaults.SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # let the "begin" hook below issue BEGIN
+        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        dbapi_connection.execute(f"PRAGMA busy_timeout={defaults.SQLITE_BUSY_TIMEOUT_MS}")
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        # Take the write lock up front: upgrading a read lock later can fail at once with
+        # "database is locked" when two processes write, whatever the busy timeout.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class BuildStore:
+    """Reads and writes build records and their logs."""
+
+    def __init__(self, engine: sa.Engine, *, clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self.clock = clock
+
+    def create_schema(self) -> None:
+        """Create the tables if they do not exist."""
+        metadata.create_all(self.engine)
+
+    def ping(self) -> None:
+        """Raise if the database cannot be reached."""
+        with self.engine.connect() as conn:
+            conn.execute(sa.select(1))
+
+    def record(self, event: PushEvent) -> tuple[Build, bool]:
+        """Record an accepted push as a queued build; return it and whether it is new.
+
+        A delivery already recorded (same forge, repository and delivery id) returns the
+        existing build with ``False``: forges resend deliveries, and each builds once.
+        """
+        key = f"{event.forge}:{event.repo}:{event.delivery_id}" if event.delivery_id else None
+        values = dict(
+            repo=event.repo, forge=event.forge, ref=event.ref, sha=event.sha, before=event.before,
+            pusher=event.pusher, default_branch=event.default_branch, delivery_key=key,
+            state=BuildState.QUEUED.value, tags="[]", attempts=0, created_at=self.clock(),
+        )
+        try:
+            with self.engine.begin() as conn:
+                new_id = conn.execute(builds.insert().values(**values)).inserted_primary_key[0]
+        except IntegrityError:
+            with self.engine.begin() as conn:
+                row = conn.execute(builds.select().where(builds.c.delivery_key == key)).one()
+            return Build.from_row(row), False
+        return self.get(new_id), True
+
+    def get(self, build_id: int) -> Build | None:
+        """Return one build, or ``None``."""
+        with self.engine.begin() as conn:
+            row = conn.execute(builds.select().where(builds.c.id == build_id)).first()
+        return Build.from_row(row) if row else None
+
+    def list(self, *, repo: str | None = None, limit: int = 50, before_id: int | None = None) -> list[Build]:
+        """Return builds newest first, optionally of one repository or older than ``before_id``."""
+        query = builds.select().order_by(builds.c.id.desc()).limit(limit)
+        if repo is not None:
+            query = query.where(builds.c.repo == repo)
+        if before_id is not None:
+            query = query.where(builds.c.id < before_id)
+        with self.engine.begin() as conn:
+            return [Build.from_row(row) for row in conn.execute(query)]
+
+    def _update(self, build_id: int, condition: Any, **values: Any) -> bool:
+        """Update one build if ``condition`` holds; say whether it did."""
+        with self.engine.begin() as conn:
+            result = conn.execute(builds.update().where(builds.c.id == build_id, condition).values(**values))
+        return result.rowcount == 1
+
+    def mark_dispatched(self, build_id: int) -> None:
+        """Note that a message for the build was handed to the queue just now."""
+        self._update(build_id, sa.true(), dispatched_at=self.clock())
+
+    def claim(self, build_id: int, *, owner: str, lease_s: float) -> Build | None:
+        """Take the build for ``owner`` if it is queued or its lease expired; ``None`` if not."""
+        now = self.clock()
+        claimable = sa.or_(
+            builds.c.state == BuildState.QUEUED.value,
+            sa.and_(builds.c.state == BuildState.RUNNING.value, builds.c.lease_expires_at < now),
+        )
+        taken = self._update(
+            build_id, claimable,
+            state=BuildState.RUNNING.value, lease_owner=owner, lease_expires_at=now + lease_s,
+            attempts=builds.c.attempts + 1, started_at=sa.func.coalesce(builds.c.started_at, now),
+        )
+        return self.get(build_id) if taken else None
+
+    def renew(self, build_ids: Iterable[int], *, owner: str, lease_s: float) -> None:
+        """Extend the leases ``owner`` holds on running builds."""
+        ids = list(build_ids)
+        if not ids:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                builds.update()
+                .where(builds.c.id.in_(ids), builds.c.lease_owner == owner,
+                       builds.c.state == BuildState.RUNNING.value)
+                .values(lease_expires_at=self.clock() + lease_s)
+            )
+
+    def finish(self, build_id: int, state: BuildState, *, owner: str | None = None,
+               tags: Iterable[str] = (), digest: str | None = None, error: str | None = None) -> bool:
+        """End a running build as ``state``; only the lease holder (if given) may. Say whether it did."""
+        condition = builds.c.state == BuildState.RUNNING.value
+        if owner is not None:
+            condition = sa.and_(condition, builds.c.lease_owner == owner)
+        return self._update(
+            build_id, condition,
+            state=state.value, tags=json.dumps(list(tags)), digest=digest, error=error,
+            finished_at=self.clock(), lease_owner=None, lease_expires_at=None,
+        )
+
+    def fail(self, build_id: int, error: str) -> bool:
+        """End a build that is not finished as failed with ``error``, whoever holds it."""
+        return self._update(
+            build_id, builds.c.state.in_([BuildState.QUEUED.value, BuildState.RUNNING.value]),
+            state=BuildState.FAILED.value, error=error, finished_at=self.clock(),
+            lease_owner=None, lease_expires_at=None,
+        )
+
+    def lost(self, *, redispatch_after_s: float) -> list[Build]:
+        """Return builds that need dispatching again: expired leases, or queued too long."""
+        now = self.clock()
+        query = builds.select().where(sa.or_(
+            sa.and_(builds.c.state == BuildState.RUNNING.value, builds.c.lease_expires_at < now),
+            sa.and_(builds.c.state == BuildState.QUEUED.value, sa.or_(
+                builds.c.dispatched_at.is_(None), builds.c.dispatched_at < now - redispatch_after_s,
+            )),
+        )).order_by(builds.c.id)
+        with self.engine.begin() as conn:
+            return [Build.from_row(row) for row in conn.execute(query)]
+
+    def image_of(self, repo: str, sha: str) -> Build | None:
+        """Return the latest succeeded build of ``sha`` in ``repo``, if any."""
+        query = (builds.select()
+                 .where(builds.c.repo == repo, builds.c.sha == sha,
+                        builds.c.state == BuildState.SUCCEEDED.value)
+                 .order_by(builds.c.id.desc()).limit(1))
+        with self.engine.begin() as conn:
+            row = conn.execute(query).first()
+        return Build.from_row(row) if row else None
+
+    def append_log(self, build_id: int, text: str) -> None:
+        """Add text to a build's log."""
+        if text:
+            with self.engine.begin() as conn:
+                conn.execute(build_logs.insert().values(build_id=build_id, text=text))
+
+    def log(self, build_id: int, *, after: int = 0) -> tuple[str, int]:
+        """Return the log written after chunk ``after`` and the cursor to pass next time."""
+        query = (sa.select(build_logs.c.id, build_logs.c.text)
+                 .where(build_logs.c.build_id == build_id, build_logs.c.id > after)
+                 .order_by(build_logs.c.id))
+        with self.engine.begin() as conn:
+            rows = conn.execute(query).all()
+        return "".join(text for _, text in rows), (rows[-1][0] if rows else after)

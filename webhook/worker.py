@@ -1,0 +1,171 @@
+"""The build worker: Celery delivers build ids; build records decide what actually runs.
+
+Celery gives at-least-once delivery (``acks_late``); the record's lease makes running a
+build idempotent: a worker runs a build only after claiming it, renews its lease while it
+works, and a reconciler re-dispatches builds whose lease expired or whose message was lost
+(the embedded SQLite transport never redelivers an unacknowledged message by itself).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+
+from celery import Celery
+
+from .config import Config
+from .services import Services
+from .store import BuildState, BuildStore
+
+TASK_NAME = "pushbuild.build"
+log = logging.getLogger(__name__)
+
+
+def make_celery(config: Config) -> Celery:
+    """Create the Celery app for ``config``'s broker; the web side only sends, the worker consumes."""
+    app = Celery("pushbuild", broker=config.server.celery_broker_url, set_as_current=False)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        # A redelivery must not start while the first delivery may still be building.
+        broker_transport_options={"visibility_timeout": max(3600, int(config.server.lease_s * 4))},
+    )
+    return app
+
+
+class Dispatcher:
+    """Hands recorded builds to the queue; a failure here only delays the build."""
+
+    def __init__(self, celery: Celery, store: BuildStore) -> None:
+        self.celery = celery
+        self.store = store
+
+    def dispatch(self, build_id: int) -> bool:
+        """Queue ``build_id``; say whether the broker took it (the reconciler retries if not)."""
+        try:
+            self.celery.send_task(TASK_NAME, args=[build_id])
+        except Exception:  # any broker failure: the record is durable, the reconciler resends
+            log.warning("could not queue build %s; it will be re-dispatched", build_id, exc_info=True)
+            return False
+        self.store.mark_dispatched(build_id)
+        return True
+
+
+class Leases:
+    """The builds this process is running, and the thread that keeps their leases alive."""
+
+    def __init__(self, store: BuildStore, *, owner: str, lease_s: float, heartbeat_s: float) -> None:
+        self.store = store
+        self.owner = owner
+        self.lease_s = lease_s
+        self.heartbeat_s = heartbeat_s
+        self._held: set[int] = set()
+        self._lock = threading.Lock()
+
+    def hold(self, build_id: int) -> None:
+        """Start renewing ``build_id``'s lease."""
+        with self._lock:
+            self._held.add(build_id)
+
+    def release(self, build_id: int) -> None:
+        """Stop renewing ``build_id``'s lease."""
+        with self._lock:
+            self._held.discard(build_id)
+
+    def renew(self) -> None:
+        """Extend every held lease once."""
+        with self._lock:
+            held = list(self._held)
+        self.store.renew(held, owner=self.owner, lease_s=self.lease_s)
+
+
+def every(interval_s: float, action: Callable[[], None], stop: threading.Event, name: str) -> threading.Thread:
+    """Run ``action`` every ``interval_s`` in a daemon thread until ``stop`` is set; errors are logged."""
+
+    def loop() -> None:
+        while not stop.wait(interval_s):
+            try:
+                action()
+            except Exception:
+                log.exception("%s failed; trying again in %ss", name, interval_s)
+
+    thread = threading.Thread(target=loop, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+class BuildWorker:
+    """Runs the builds Celery delivers to this process, and recovers lost ones."""
+
+    def __init__(self, services: Services, dispatcher: Dispatcher, *, owner: str | None = None) -> None:
+        server = services.config.server
+        self.services = services
+        self.dispatcher = dispatcher
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.leases = Leases(services.store, owner=self.owner, lease_s=server.lease_s, heartbeat_s=server.heartbeat_s)
+
+    def run_build(self, build_id: int) -> None:
+        """Claim and run one build; a build someone else holds or that already ended is skipped."""
+        store, server = self.services.store, self.services.config.server
+        build = store.claim(build_id, owner=self.owner, lease_s=server.lease_s)
+        if build is None:
+            log.info("build %s is finished or held by another worker; skipping", build_id)
+            return
+        if build.attempts > server.max_attempts:
+            store.fail(build_id, f"the build was interrupted {build.attempts - 1} times (worker lost); giving up")
+            return
+        self.leases.hold(build_id)
+        try:
+            outcome = self.services.builder().run(build, owner=self.owner)
+        finally:
+            self.leases.release(build_id)
+        log.info("build=%s repo=%s sha=%s state=%s digest=%s", build.id, build.repo, build.sha,
+                 outcome.state.value, outcome.digest)
+
+    def reconcile(self) -> None:
+        """Re-dispatch builds whose lease expired or that were queued too long ago."""
+        server = self.services.config.server
+        for build in self.services.store.lost(redispatch_after_s=server.redispatch_after_s):
+            if build.state is BuildState.RUNNING and build.attempts >= server.max_attempts:
+                self.services.store.fail(build.id, f"the build was interrupted {build.attempts} times (worker lost); giving up")
+                continue
+            log.warning("re-dispatching build %s (%s, attempt %s)", build.id, build.state.value, build.attempts)
+            self.dispatcher.dispatch(build.id)
+
+    def start_background(self, stop: threading.Event) -> None:
+        """Start the heartbeat and the reconciler (which runs once right away)."""
+        server = self.services.config.server
+        self.reconcile()
+        every(server.heartbeat_s, self.leases.renew, stop, "lease-heartbeat")
+        every(server.reconcile_every_s, self.reconcile, stop, "reconciler")
+
+
+def run_worker(config: Config, *, concurrency: int | None = None, loglevel: str = "INFO") -> None:
+    """Run a worker process until it is stopped: Celery consuming builds, plus the background loops."""
+    services = Services(config)
+    celery = make_celery(config)
+    worker = BuildWorker(services, Dispatcher(celery, services.store))
+
+    @celery.task(name=TASK_NAME)
+    def build(build_id: int) -> None:
+        """Run one recorded build."""
+        worker.run_build(build_id)
+
+    stop = threading.Event()
+    worker.start_background(stop)
+    try:
+        celery.Worker(
+            pool="threads", concurrency=concurrency or config.server.worker_concurrency,
+            loglevel=loglevel, hostname=f"pushbuild@{socket.gethostname()}:{os.getpid()}",
+            without_gossip=True, without_mingle=True, without_heartbeat=True,
+        ).start()
+    finally:
+        stop.set()
