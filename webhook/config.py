@@ -182,7 +182,7 @@ class _Reader:
         value = self.table[name]
         if not isinstance(value, kind) or (kind in (int, float, (int, float)) and isinstance(value, bool)):
             names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-            self.problems.append(f"{self.key(name)}: must be a {names}")
+            self.problems.append(f"{self.key(name)}: must be of type {names}")
             return default
         return value
 

@@ -1,0 +1,102 @@
+"""Fixtures: configurations, the app and its client, and the real services the e2e tests use."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from webhook import create_app
+from webhook.config import Config, parse_config
+
+from .gitrepo import Repo
+from .gitserver import GitHttpServer
+
+GITHUB_SECRET = "It's a Secret to Everybody"
+GITLAB_TOKEN = "gitlab-token-0123456789"
+SECRETS_ENV = {"GITHUB_SECRET": GITHUB_SECRET, "GITLAB_TOKEN": GITLAB_TOKEN}
+
+
+def _service(name: str) -> str:
+    """Return a service address the test command exported, or skip (fail under ./dev test)."""
+    value = os.environ.get(name)
+    if value:
+        return value
+    message = f"{name} is not set: run the suite with ./dev test, which starts the engine and registry"
+    if os.environ.get("PUSHBUILD_TEST_REQUIRE_SERVICES"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def docker_host() -> str:
+    return _service("PUSHBUILD_TEST_DOCKER_HOST")
+
+
+@pytest.fixture(scope="session")
+def registry() -> str:
+    return _service("PUSHBUILD_TEST_REGISTRY")
+
+
+@pytest.fixture(scope="session")
+def base_image() -> str:
+    return _service("PUSHBUILD_TEST_BASE_IMAGE")
+
+
+@pytest.fixture(scope="session")
+def docker_client(docker_host: str) -> Iterator[docker.DockerClient]:
+    client = docker.DockerClient(base_url=docker_host, version="auto")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def git_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitHttpServer]:
+    server = GitHttpServer(tmp_path_factory.mktemp("served")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def repo(git_server: GitHttpServer, tmp_path: Path) -> Repo:
+    """A fresh repository served over HTTP, with a name no other test uses."""
+    return Repo(git_server.root, tmp_path / "work", f"acme/app-{uuid.uuid4().hex[:8]}")
+
+
+def repo_table(name: str, *, forge: str = "github", clone_url: str = "https://git.example.com/acme/app.git",
+               image: str = "127.0.0.1:5000/acme/app", **extra: Any) -> dict[str, Any]:
+    """One ``[[repos]]`` table as a test would write it."""
+    secret = {"github": {"secret_env": "GITHUB_SECRET"}, "gitlab": {"secret_env": "GITLAB_TOKEN"}}[forge]
+    return {"name": name, "forge": forge, "clone_url": clone_url, "image": image, **secret, **extra}
+
+
+@pytest.fixture
+def make_config(tmp_path: Path):
+    """Build a validated :class:`Config` with state under ``tmp_path``."""
+
+    def make(*repos: dict[str, Any], env: dict[str, str] | None = None, **sections: Any) -> Config:
+        server = {"data_dir": str(tmp_path / "data"), "mirror_dir": str(tmp_path / "mirrors"),
+                  **sections.pop("server", {})}
+        return parse_config({"server": server, "repos": list(repos), **sections}, {**SECRETS_ENV, **(env or {})})
+
+    return make
+
+
+@pytest.fixture
+def config(make_config) -> Config:
+    return make_config(repo_table("Codertocat/Hello-World"), repo_table("mike/diaspora", forge="gitlab"))
+
+
+@pytest.fixture
+def app(config: Config):
+    return create_app(config)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()

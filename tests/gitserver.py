@@ -1,0 +1,95 @@
+"""A git smart-HTTP server on loopback: ``git http-backend`` behind a tiny threaded WSGI server.
+
+Tests push and fetch through it, so pushbuild exercises git's real HTTP transport and auth.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import threading
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class GitHttpServer:
+    """Serves every bare repository under ``root``; with ``token``, requires HTTP basic auth."""
+
+    def __init__(self, root: Path, *, token: str | None = None) -> None:
+        self.root = root
+        self.token = token
+        self.requests: list[tuple[str, str]] = []
+        self._server = make_server("127.0.0.1", 0, self._app, server_class=_ThreadingServer,
+                                   handler_class=_QuietHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    def url(self, name: str) -> str:
+        return f"{self.base_url}/{name}"
+
+    def start(self) -> GitHttpServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _authorised(self, environ: dict) -> bool:
+        if self.token is None:
+            return True
+        header = environ.get("HTTP_AUTHORIZATION", "")
+        if not header.startswith("Basic "):
+            return False
+        _, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        return password == self.token
+
+    def _app(self, environ: dict, start_response):  # noqa: ANN202 - WSGI signature
+        self.requests.append((environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")))
+        if not self._authorised(environ):
+            start_response("401 Unauthorized", [("WWW-Authenticate", 'Basic realm="git"')])
+            return [b"authentication required\n"]
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        cgi_env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "GIT_PROJECT_ROOT": str(self.root),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "REQUEST_METHOD": environ["REQUEST_METHOD"],
+            "PATH_INFO": environ.get("PATH_INFO", ""),
+            "QUERY_STRING": environ.get("QUERY_STRING", ""),
+            "CONTENT_TYPE": environ.get("CONTENT_TYPE", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "REMOTE_ADDR": "127.0.0.1",
+            "REMOTE_USER": "tester",
+            "GIT_PROTOCOL": environ.get("HTTP_GIT_PROTOCOL", ""),
+            "HTTP_CONTENT_ENCODING": environ.get("HTTP_CONTENT_ENCODING", ""),
+        }
+        result = subprocess.run(["git", "http-backend"], input=body, env=cgi_env, capture_output=True, check=False)
+        head, _, payload = result.stdout.partition(b"\r\n\r\n")
+        if not _:
+            head, _, payload = result.stdout.partition(b"\n\n")
+        status = "200 OK"
+        headers = []
+        for line in head.decode("latin-1").splitlines():
+            name, _, value = line.partition(":")
+            if name.lower() == "status":
+                status = value.strip()
+            elif name:
+                headers.append((name.strip(), value.strip()))
+        start_response(status, headers)
+        return [payload]

@@ -1,0 +1,91 @@
+"""Helpers the tests share: fixtures on disk, signed deliveries, and the registry's own API."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from webhook.signatures import sign_github, sign_standard_webhook
+
+FIXTURES = Path(__file__).parent / "fixtures"
+MANIFEST_TYPES = ", ".join([
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+])
+
+
+def fixture(name: str) -> dict[str, Any]:
+    """Load a recorded payload from tests/fixtures."""
+    return json.loads((FIXTURES / name).read_text())
+
+
+def github_push(*, repo: str, sha: str, ref: str = "refs/heads/main", before: str = "0" * 40) -> dict[str, Any]:
+    """GitHub's example push payload, pointed at ``repo`` and commit ``sha``."""
+    payload = fixture("github/push_branch.json")
+    payload.update(ref=ref, after=sha, before=before)
+    payload["repository"].update(full_name=repo, default_branch="main")
+    payload["head_commit"]["id"] = sha
+    return payload
+
+
+def gitlab_push(*, repo: str, sha: str, ref: str = "refs/heads/main") -> dict[str, Any]:
+    """GitLab's documented push payload, pointed at ``repo`` and commit ``sha``."""
+    payload = fixture("gitlab/push.json")
+    payload.update(ref=ref, after=sha, checkout_sha=sha)
+    payload["project"].update(path_with_namespace=repo, default_branch="main")
+    return payload
+
+
+def github_headers(body: bytes, secret: str, *, event: str = "push", delivery: str | None = None,
+                   content_type: str = "application/json") -> dict[str, str]:
+    """Headers of a GitHub delivery of ``body`` signed with ``secret``."""
+    return {
+        "Content-Type": content_type,
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+        "X-GitHub-Hook-ID": "109948940",
+        "X-Hub-Signature-256": sign_github(body, secret),
+    }
+
+
+def gitlab_headers(*, token: str | None, event: str = "Push Hook", body: bytes = b"",
+                   signing_token: str | None = None, delivery: str | None = None) -> dict[str, str]:
+    """Headers of a GitLab delivery with a secret token and/or a Standard Webhooks signature."""
+    delivery = delivery or str(uuid.uuid4())
+    headers = {"Content-Type": "application/json", "X-Gitlab-Event": event, "Idempotency-Key": delivery}
+    if token is not None:
+        headers["X-Gitlab-Token"] = token
+    if signing_token is not None:
+        now = int(time.time())
+        headers.update({
+            "webhook-id": delivery, "webhook-timestamp": str(now),
+            "webhook-signature": sign_standard_webhook(body, msg_id=delivery, timestamp=now, secret=signing_token),
+        })
+    return headers
+
+
+def registry_digest(registry: str, name: str, tag: str) -> str | None:
+    """Ask the registry's HTTP API for the manifest digest of ``name:tag``; ``None`` if absent."""
+    response = requests.head(f"http://{registry}/v2/{name}/manifests/{tag}",
+                             headers={"Accept": MANIFEST_TYPES}, timeout=10)
+    if response.status_code == 404:
+        return None
+    response.raise_for_status()
+    return response.headers["Docker-Content-Digest"]
+
+
+def wait_for(predicate, *, timeout_s: float = 120, every_s: float = 0.25, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(every_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")

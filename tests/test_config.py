@@ -1,0 +1,116 @@
+"""Loading and validating the TOML configuration."""
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from webhook.cli import main
+from webhook.config import load_config, parse_config
+from webhook.errors import ConfigError
+
+EXAMPLE = Path(__file__).parent.parent / "deploy" / "pushbuild.example.toml"
+EXAMPLE_ENV = {"REGISTRY_USER": "bot", "REGISTRY_PASSWORD": "registry-pass-123",
+               "ACME_APP_WEBHOOK_SECRET": "s3cret-app", "ACME_API_GITLAB_TOKEN": "s3cret-api"}
+REPO = {"name": "acme/app", "forge": "github", "secret_env": "S", "clone_url": "https://h/acme/app.git",
+        "image": "registry.example.com/acme/app"}
+
+
+def test_example_config_is_valid():
+    """The shipped example parses with its variables set, and keeps secrets out of repr."""
+    config = load_config(EXAMPLE, EXAMPLE_ENV)
+    assert [r.name for r in config.repos] == ["acme/app", "acme/api"]
+    app = config.repos[0]
+    assert (app.branches, app.tags, app.latest, app.secret.reveal()) == (("main", "release/*"), ("v*",), True, "s3cret-app")
+    assert config.registry.auth() == {"username": "bot", "password": "registry-pass-123"}
+    assert "s3cret" not in repr(config) and "registry-pass" not in repr(config)
+
+
+def test_no_file_means_embedded_defaults(tmp_path):
+    """Without a file, pushbuild runs on SQLite in ./.pushbuild with mirrors on /dev/shm."""
+    config = load_config(None, {})
+    assert config.repos == ()
+    assert config.server.celery_broker_url.startswith("sqla+sqlite:///")
+    assert config.server.state_url.endswith(".pushbuild/state.sqlite")
+    assert str(config.server.mirror_dir) == "/dev/shm/pushbuild/mirrors"
+
+
+def test_environment_overrides_broker_and_database():
+    """PUSHBUILD_BROKER_URL and PUSHBUILD_DATABASE_URL win over the file."""
+    config = parse_config({}, {"PUSHBUILD_BROKER_URL": "redis://127.0.0.1:6379/0",
+                               "PUSHBUILD_DATABASE_URL": "postgresql://db/pb"})
+    assert (config.server.celery_broker_url, config.server.state_url) == ("redis://127.0.0.1:6379/0", "postgresql://db/pb")
+
+
+@pytest.mark.parametrize("change, env, problem", [
+    ({"secret_env": "UNSET"}, {}, "repos[0].secret_env: environment variable UNSET is unset or empty"),
+    ({}, {"S": ""}, "repos[0].secret_env: environment variable S is unset or empty"),
+    ({}, {"S": "   "}, "repos[0].secret_env: environment variable S is unset or empty"),
+    ({"secret_env": None}, {"S": "x"}, "repos[0].secret_env: is required"),
+    ({"forge": "sourceforge"}, {"S": "x"}, "repos[0].forge: must be one of github, gitlab"),
+    ({"clone_url": "ext::sh%S%20-c%20touch"}, {"S": "x"}, "repos[0].clone_url: must not use a git remote helper"),
+    ({"clone_url": "-uhttps://h/x"}, {"S": "x"}, "repos[0].clone_url: must not start with '-'"),
+    ({"clone_url": "file:///srv/x.git"}, {"S": "x"}, "repos[0].clone_url: scheme must be one of https, http, ssh"),
+    ({"clone_url": "https://user:tok@h/x.git"}, {"S": "x"}, "repos[0].clone_url: must not contain a password"),
+    ({"image": "Registry/App:latest"}, {"S": "x"}, "repos[0].image: must be an image name"),
+    ({"context": "../outside"}, {"S": "x"}, "repos[0].context: must be a path inside the repository"),
+    ({"dockerfile": "/etc/passwd"}, {"S": "x"}, "repos[0].dockerfile: must be a path inside the repository"),
+    ({"branches": "main"}, {"S": "x"}, "repos[0].branches: must be of type list"),
+    ({"latest": "yes"}, {"S": "x"}, "repos[0].latest: must be of type bool"),
+    ({"secert_env": "S"}, {"S": "x"}, "repos[0].secert_env: unknown key"),
+    ({"name": None}, {"S": "x"}, "repos[0].name: is required"),
+])
+def test_invalid_repo_settings_are_reported_with_their_key(change, env, problem):
+    """Each problem names the offending key."""
+    table = {k: v for k, v in {**REPO, **change}.items() if v is not None}
+    with pytest.raises(ConfigError) as raised:
+        parse_config({"repos": [table]}, env)
+    assert any(p.startswith(problem) for p in raised.value.problems), raised.value.problems
+
+
+def test_gitlab_repo_may_verify_with_a_signing_token_only():
+    """A GitLab repository needs a secret token, a signing token, or both."""
+    table = {**REPO, "forge": "gitlab", "signing_token_env": "T"}
+    del table["secret_env"]
+    config = parse_config({"repos": [table]}, {"T": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})
+    assert config.repos[0].secret is None and config.repos[0].signing_token is not None
+
+
+def test_duplicate_repository_is_refused():
+    """The same repository twice on one forge is ambiguous."""
+    with pytest.raises(ConfigError, match="configured twice"):
+        parse_config({"repos": [REPO, REPO]}, {"S": "x"})
+
+
+def test_unknown_sections_and_bad_server_values_are_reported():
+    """Typos in section names and nonsense limits are caught at start-up."""
+    with pytest.raises(ConfigError) as raised:
+        parse_config({"sever": {}, "server": {"lease_s": 0, "heartbeat_s": "5"}}, {})
+    assert raised.value.problems == ["server.lease_s: must be greater than 0",
+                                     "server.heartbeat_s: must be of type int or float", "sever: unknown key"]
+
+
+def test_check_config_prints_the_problems_and_exits_2(tmp_path):
+    """`pushbuild check-config` names each problem and fails."""
+    path = tmp_path / "bad.toml"
+    path.write_text('[[repos]]\nname = "acme/app"\nforge = "github"\nsecret_env = "NOPE_UNSET"\n')
+    result = CliRunner().invoke(main, ["check-config", "--config", str(path)], env={"NOPE_UNSET": ""})
+    assert result.exit_code == 2
+    assert "repos[0].secret_env: environment variable NOPE_UNSET is unset or empty" in result.output
+    assert "repos[0].clone_url: is required" in result.output
+
+
+def test_check_config_accepts_the_example():
+    """`pushbuild check-config` on a valid file lists the repositories."""
+    result = CliRunner().invoke(main, ["check-config", "--config", str(EXAMPLE)], env=EXAMPLE_ENV)
+    assert result.exit_code == 0, result.output
+    assert "github:acme/app -> registry.example.com/acme/app" in result.output
+
+
+def test_unreadable_and_invalid_toml_files_are_config_errors(tmp_path):
+    """A missing file or broken TOML is a clear configuration error."""
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[server\n")
+    for path in (tmp_path / "missing.toml", broken):
+        with pytest.raises(ConfigError):
+            load_config(path, {})

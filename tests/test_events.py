@@ -1,0 +1,122 @@
+"""Parsing the forges' real example payloads into one PushEvent."""
+
+import json
+from urllib.parse import quote
+
+import pytest
+
+from webhook.errors import BadRequest, UnsupportedMediaType
+from webhook.events import Ignored, PushEvent, decode_body, parse_github, parse_gitlab
+
+from .support import fixture
+
+GH = {"x-github-event": "push", "x-github-delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+      "x-github-hook-id": "109948940"}
+
+
+def test_github_branch_push_becomes_a_push_event():
+    """GitHub's example branch push names the repo, ref, head commit and pusher."""
+    event = parse_github(GH, fixture("github/push_branch.json"))
+    assert event == PushEvent(
+        forge="github", repo="Codertocat/Hello-World", ref="refs/heads/master",
+        sha="6113728f27ae82c7b1a177c8d03f9e96e0adf246", before="0" * 40, pusher="Codertocat",
+        delivery_id="109948940:72d3162e-cc78-11e3-81ab-4c9367dc0958", default_branch="master",
+        message=event.message,
+    )
+    assert event.branch == "master"
+
+
+def test_github_tag_push_builds_the_head_commit():
+    """A tag push builds head_commit.id (for annotated tags `after` is the tag object)."""
+    event = parse_github(GH, fixture("github/push_tag.json"))
+    assert (event.ref, event.sha, event.branch, event.ref_name) == (
+        "refs/tags/simple-tag", "6113728f27ae82c7b1a177c8d03f9e96e0adf246", None, "simple-tag")
+
+
+@pytest.mark.parametrize("event_name, name, reason", [
+    ("push", "github/push_delete.json", "ref deleted"),
+    ("ping", "github/ping.json", "ping"),
+    ("issues", "github/ping.json", "event 'issues' is not a push"),
+])
+def test_github_deliveries_that_build_nothing(event_name, name, reason):
+    """Deletions, pings and other events are ignored with a reason."""
+    assert parse_github({**GH, "x-github-event": event_name}, fixture(name)) == Ignored(reason)
+
+
+def test_gitlab_push_becomes_a_push_event():
+    """GitLab's documented push hook builds checkout_sha of path_with_namespace."""
+    event = parse_gitlab({"x-gitlab-event": "Push Hook", "idempotency-key": "k1"}, fixture("gitlab/push.json"))
+    assert (event.forge, event.repo, event.ref, event.sha, event.pusher, event.delivery_id, event.default_branch) == (
+        "gitlab", "mike/diaspora", "refs/heads/master", "da1560886d4f094c3e6c9ef40349f7d38b5d27d7",
+        "jsmith", "k1", "master")
+    assert event.message.startswith("fixed readme")
+
+
+def test_gitlab_tag_push_becomes_a_push_event():
+    """GitLab's documented tag push hook builds the tagged commit."""
+    event = parse_gitlab({"x-gitlab-event": "Tag Push Hook"}, fixture("gitlab/tag_push.json"))
+    assert (event.ref, event.sha, event.repo) == (
+        "refs/tags/v1.0.0", "82b3d5ae55f7080f1e6022629cdb57bfae7cccc7", "jsmith/example")
+
+
+def test_gitlab_branch_deletion_is_ignored():
+    """A deleted branch has no checkout_sha and builds nothing."""
+    payload = fixture("gitlab/push.json")
+    payload.update(after="0" * 40, checkout_sha=None)
+    assert parse_gitlab({"x-gitlab-event": "Push Hook"}, payload) == Ignored("ref deleted")
+
+
+def test_gitlab_other_events_are_ignored():
+    """Merge request hooks and the like are not pushes."""
+    assert isinstance(parse_gitlab({"x-gitlab-event": "Merge Request Hook"}, {"object_kind": "merge_request"}), Ignored)
+
+
+@pytest.mark.parametrize("parse, headers", [(parse_github, {}), (parse_gitlab, {})])
+def test_missing_event_header_is_a_bad_request(parse, headers):
+    """Without the event header there is nothing to decide on."""
+    with pytest.raises(BadRequest):
+        parse(headers, fixture("github/push_branch.json"))
+
+
+@pytest.mark.parametrize("field, value", [
+    ("ref", "refs/heads/--upload-pack=touch /tmp/x"),
+    ("ref", "HEAD"),
+    ("after", "6113728f27ae82c7b1a177c8d03f9e96e0adf24"),
+    ("repository", {"full_name": 7}),
+])
+def test_github_push_with_invalid_fields_is_a_bad_request(field, value):
+    """Refs that could be options, short ids and mistyped names are refused."""
+    payload = fixture("github/push_branch.json")
+    payload[field] = value
+    if field == "after":
+        payload["head_commit"]["id"] = value
+    with pytest.raises(BadRequest):
+        parse_github(GH, payload)
+
+
+def test_form_encoded_body_carries_the_json_payload():
+    """GitHub's form deliveries send payload=<percent-encoded JSON>."""
+    payload = fixture("github/push_branch.json")
+    body = ("payload=" + quote(json.dumps(payload))).encode()
+    assert decode_body(body, "application/x-www-form-urlencoded") == payload
+
+
+@pytest.mark.parametrize("body, content_type, error", [
+    (b"{", "application/json", BadRequest),
+    (b"[1, 2]", "application/json", BadRequest),
+    (b"\xff\xfe", "application/json", BadRequest),
+    (b"[" * 100 + b"]" * 100, "application/json", BadRequest),
+    (b"payload=%7B&payload=%7B", "application/x-www-form-urlencoded", BadRequest),
+    (b"other=1", "application/x-www-form-urlencoded", BadRequest),
+    (b"{}", "text/plain", UnsupportedMediaType),
+    (b"{}", None, UnsupportedMediaType),
+])
+def test_malformed_bodies_are_refused(body, content_type, error):
+    """Bodies that are not a JSON object, deeply nested, or of another type are refused."""
+    with pytest.raises(error):
+        decode_body(body, content_type)
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting():
+    """Depth is counted outside strings only."""
+    assert decode_body(b'{"a": "' + b"[" * 200 + b'"}', "application/json") == {"a": "[" * 200}

@@ -1,0 +1,79 @@
+"""Ref and commit id validation, branch globs, and Docker tag sanitising."""
+
+import pytest
+
+from webhook.errors import BadRequest
+from webhook.refs import docker_tag, matches_any, validate_ref, validate_sha
+
+GOOD_SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
+
+
+@pytest.mark.parametrize("ref", [
+    "refs/heads/main", "refs/heads/release/1.2", "refs/tags/v1.0.0", "refs/heads/feature_x-y",
+])
+def test_valid_refs_pass(ref):
+    """Ordinary branch and tag refs are accepted unchanged."""
+    assert validate_ref(ref) == ref
+
+
+@pytest.mark.parametrize("ref", [
+    "main", "HEAD", "refs/remotes/origin/main", "refs/heads/", "refs/heads/--upload-pack=touch",
+    "refs/heads/-u", "refs/heads/a..b", "refs/heads/a b", "refs/heads/a\x01b", "refs/heads/a~1",
+    "refs/heads/a^", "refs/heads/a:b", "refs/heads/a?", "refs/heads/a*", "refs/heads/a[", "refs/heads/a\\b",
+    "refs/heads/.hidden", "refs/heads/x.lock", "refs/heads/a//b", "refs/heads/a.", "refs/heads/a@{1}",
+    None, 42,
+])
+def test_invalid_refs_are_refused(ref):
+    """Refs git would refuse, or that could read as options, are a 400."""
+    with pytest.raises(BadRequest):
+        validate_ref(ref)
+
+
+@pytest.mark.parametrize("sha, ok", [
+    (GOOD_SHA, True),
+    ("a" * 64, True),
+    (GOOD_SHA[:39], False),
+    (GOOD_SHA.upper(), False),
+    ("--upload-pack=x" + "a" * 25, False),
+    ("HEAD", False),
+    (GOOD_SHA + "\n", False),
+    (None, False),
+])
+def test_sha_must_be_full_lowercase_hex(sha, ok):
+    """Only a full lowercase commit id passes."""
+    if ok:
+        assert validate_sha(sha) == sha
+    else:
+        with pytest.raises(BadRequest):
+            validate_sha(sha)
+
+
+@pytest.mark.parametrize("name, globs, expected", [
+    ("main", None, True),
+    ("main", ["main"], True),
+    ("mainline", ["main"], False),
+    ("release/1.2", ["release/*"], True),
+    ("release/1.2/hotfix", ["release/*"], False),
+    ("release/1.2/hotfix", ["release/**"], True),
+    ("feature/x", ["main", "feature/*"], True),
+    ("anything", [], False),
+    ("a.b", ["a?b"], False),
+])
+def test_branch_globs(name, globs, expected):
+    """``*`` stays within a path component, ``**`` crosses them; no globs means all."""
+    assert matches_any(name, globs) is expected
+
+
+@pytest.mark.parametrize("name, tag", [
+    ("main", "main"),
+    ("feature/login", "feature-login"),
+    ("release/1.2", "release-1.2"),
+    ("-weird", "weird"),
+    (".hidden", "hidden"),
+    ("ünïcode", "n-code"),
+    ("a" * 200, "a" * 128),
+    ("///", None),
+])
+def test_docker_tag_sanitising(name, tag):
+    """Branch names become valid Docker tags, or none when nothing usable is left."""
+    assert docker_tag(name) == tag

@@ -1,0 +1,100 @@
+"""Signature checks against the forges' published vectors, and how they fail."""
+
+import pytest
+
+from webhook.errors import SignatureError
+from webhook.signatures import (
+    sign_github, sign_standard_webhook, verify_github, verify_standard_webhook, verify_token,
+)
+
+# GitHub docs, "Validating webhook deliveries".
+GITHUB_SECRET = "It's a Secret to Everybody"
+GITHUB_BODY = b"Hello, World!"
+GITHUB_SIGNATURE = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+
+# Standard Webhooks specification, example signature.
+SW_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+SW_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
+SW_TIMESTAMP = 1614265330
+SW_BODY = b'{"test": 2432232314}'
+SW_SIGNATURE = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+def test_github_signature_matches_the_documented_vector():
+    """Signing GitHub's documented body with its secret gives its documented signature."""
+    assert sign_github(GITHUB_BODY, GITHUB_SECRET) == GITHUB_SIGNATURE
+    verify_github(GITHUB_BODY, GITHUB_SIGNATURE, GITHUB_SECRET)
+
+
+@pytest.mark.parametrize("header, secret, body", [
+    (None, GITHUB_SECRET, GITHUB_BODY),                                  # missing header
+    ("", GITHUB_SECRET, GITHUB_BODY),                                    # empty header
+    (GITHUB_SIGNATURE, None, GITHUB_BODY),                               # no secret configured
+    (GITHUB_SIGNATURE, "", GITHUB_BODY),                                 # empty secret
+    (GITHUB_SIGNATURE, "another secret", GITHUB_BODY),                   # another repo's secret
+    (GITHUB_SIGNATURE, GITHUB_SECRET, b"Hello, World!\n"),               # body changed
+    (GITHUB_SIGNATURE.upper(), GITHUB_SECRET, GITHUB_BODY),              # wrong case
+    (GITHUB_SIGNATURE.replace("sha256=", "sha1="), GITHUB_SECRET, GITHUB_BODY),  # wrong prefix
+    (GITHUB_SIGNATURE[len("sha256="):], GITHUB_SECRET, GITHUB_BODY),     # no prefix
+    (GITHUB_SIGNATURE[:-1], GITHUB_SECRET, GITHUB_BODY),                 # truncated
+    (GITHUB_SIGNATURE[:-1] + "é", GITHUB_SECRET, GITHUB_BODY),           # non-ASCII
+])
+def test_github_signature_refuses(header, secret, body):
+    """Anything but the exact signature under a configured secret is refused."""
+    with pytest.raises(SignatureError) as raised:
+        verify_github(body, header, secret)
+    assert GITHUB_SIGNATURE[7:] not in raised.value.message
+
+
+def test_standard_webhooks_signature_matches_the_spec_vector():
+    """The Standard Webhooks example message signs to the spec's example signature."""
+    assert sign_standard_webhook(SW_BODY, msg_id=SW_ID, timestamp=SW_TIMESTAMP, secret=SW_SECRET) == SW_SIGNATURE
+    verify_standard_webhook(SW_BODY, msg_id=SW_ID, timestamp=str(SW_TIMESTAMP), signature=SW_SIGNATURE,
+                            secret=SW_SECRET, now=SW_TIMESTAMP + 10, tolerance_s=300)
+
+
+def test_standard_webhooks_accepts_any_listed_signature():
+    """A rotated secret sends several signatures; one match is enough."""
+    verify_standard_webhook(SW_BODY, msg_id=SW_ID, timestamp=str(SW_TIMESTAMP),
+                            signature=f"v1,AAAA {SW_SIGNATURE}", secret=SW_SECRET,
+                            now=SW_TIMESTAMP, tolerance_s=300)
+
+
+@pytest.mark.parametrize("changes", [
+    {"signature": None},
+    {"msg_id": None},
+    {"timestamp": None},
+    {"timestamp": "16142653x0"},
+    {"now": SW_TIMESTAMP + 301},                        # too old
+    {"now": SW_TIMESTAMP - 301},                        # from the future
+    {"body": b'{"test": 2432232315}'},
+    {"msg_id": "msg_other"},
+    {"signature": SW_SIGNATURE.replace("v1,", "v1a,")},
+    {"secret": "whsec_" + "A" * 32},
+    {"secret": None},
+])
+def test_standard_webhooks_refuses(changes):
+    """A missing header, a stale timestamp or any changed input fails the check."""
+    args = dict(body=SW_BODY, msg_id=SW_ID, timestamp=str(SW_TIMESTAMP), signature=SW_SIGNATURE,
+                secret=SW_SECRET, now=SW_TIMESTAMP, tolerance_s=300)
+    args.update(changes)
+    body = args.pop("body")
+    with pytest.raises(SignatureError):
+        verify_standard_webhook(body, **args)
+
+
+@pytest.mark.parametrize("header, secret, ok", [
+    ("token", "token", True),
+    ("token ", "token", False),
+    ("TOKEN", "token", False),
+    (None, "token", False),
+    ("token", None, False),
+    ("tokén", "token", False),
+])
+def test_gitlab_token_is_compared_exactly(header, secret, ok):
+    """X-Gitlab-Token must equal the configured token exactly."""
+    if ok:
+        verify_token(header, secret)
+    else:
+        with pytest.raises(SignatureError):
+            verify_token(header, secret)

@@ -1,0 +1,130 @@
+"""Build records: deduplication, leases, and finding lost builds."""
+
+import threading
+
+import pytest
+
+from webhook.events import PushEvent
+from webhook.store import BuildState, BuildStore, create_db_engine
+
+SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def store(tmp_path, clock):
+    store = BuildStore(create_db_engine(f"sqlite:///{tmp_path / 'state.sqlite'}"), clock=clock)
+    store.create_schema()
+    return store
+
+
+def push(delivery="d1", sha=SHA, repo="acme/app"):
+    return PushEvent(forge="github", repo=repo, ref="refs/heads/main", sha=sha, before="0" * 40,
+                     pusher="someone", delivery_id=delivery)
+
+
+def test_a_delivery_is_recorded_once(store):
+    """The same delivery id returns the first build instead of a second one."""
+    first, created = store.record(push())
+    again, created_again = store.record(push())
+    assert (created, created_again, again.id) == (True, False, first.id)
+    assert first.state is BuildState.QUEUED
+    assert len(store.list()) == 1
+
+
+def test_concurrent_copies_of_a_delivery_make_one_build(store):
+    """Twenty simultaneous copies of one delivery record exactly one build."""
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(store.record(push()))) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(created for _, created in results) == 1
+    assert {b.id for b, _ in results} == {store.list()[0].id}
+
+
+def test_deliveries_without_id_are_not_deduplicated(store):
+    """With no delivery id there is nothing to deduplicate on."""
+    store.record(push(delivery=None))
+    store.record(push(delivery=None))
+    assert len(store.list()) == 2
+
+
+def test_claim_takes_a_queued_build_once(store):
+    """Only one worker can claim a queued build."""
+    build, _ = store.record(push())
+    claimed = store.claim(build.id, owner="w1", lease_s=60)
+    assert (claimed.state, claimed.attempts) == (BuildState.RUNNING, 1)
+    assert store.claim(build.id, owner="w2", lease_s=60) is None
+
+
+def test_an_expired_lease_can_be_claimed_again(store, clock):
+    """When a worker stops renewing, its build is lost and another worker may take it."""
+    build, _ = store.record(push())
+    store.mark_dispatched(build.id)
+    store.claim(build.id, owner="w1", lease_s=60)
+    clock.now += 30
+    store.renew([build.id], owner="w1", lease_s=60)
+    clock.now += 59
+    assert store.lost(redispatch_after_s=120) == [], "a renewed lease is not lost"
+    clock.now += 2
+    assert [b.id for b in store.lost(redispatch_after_s=120)] == [build.id]
+    reclaimed = store.claim(build.id, owner="w2", lease_s=60)
+    assert reclaimed.attempts == 2
+    assert not store.finish(build.id, BuildState.SUCCEEDED, owner="w1"), "the old owner must not finish it"
+    assert store.finish(build.id, BuildState.SUCCEEDED, owner="w2", tags=["t"], digest="sha256:x")
+    assert store.get(build.id).to_json()["state"] == "succeeded"
+
+
+def test_queued_builds_are_lost_when_never_dispatched_or_stale(store, clock):
+    """A record whose message never reached the queue, or sat too long, is dispatched again."""
+    undispatched, _ = store.record(push("a"))
+    dispatched, _ = store.record(push("b"))
+    store.mark_dispatched(dispatched.id)
+    assert [b.id for b in store.lost(redispatch_after_s=120)] == [undispatched.id]
+    clock.now += 121
+    assert [b.id for b in store.lost(redispatch_after_s=120)] == [undispatched.id, dispatched.id]
+
+
+def test_finished_builds_cannot_be_claimed_or_failed(store):
+    """A build that ended stays ended."""
+    build, _ = store.record(push())
+    store.claim(build.id, owner="w1", lease_s=60)
+    store.finish(build.id, BuildState.FAILED, owner="w1", error="boom")
+    assert store.claim(build.id, owner="w2", lease_s=60) is None
+    assert not store.fail(build.id, "again")
+    assert store.get(build.id).error == "boom"
+
+
+def test_logs_are_read_with_a_cursor(store):
+    """A reader continues from the cursor it was given."""
+    build, _ = store.record(push())
+    store.append_log(build.id, "one\n")
+    store.append_log(build.id, "two\n")
+    text, cursor = store.log(build.id)
+    store.append_log(build.id, "three\n")
+    assert text == "one\ntwo\n"
+    assert store.log(build.id, after=cursor)[0] == "three\n"
+
+
+def test_list_is_newest_first_and_filters_by_repo(store):
+    """Listing pages newest first and filters by repository."""
+    ids = [store.record(push(str(i), repo=repo))[0].id for i, repo in enumerate(["a/x", "b/y", "a/x"])]
+    assert [b.id for b in store.list()] == ids[::-1]
+    assert [b.id for b in store.list(repo="a/x")] == [ids[2], ids[0]]
+    assert [b.id for b in store.list(before_id=ids[2], limit=1)] == [ids[1]]
