@@ -24,11 +24,16 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class GitHttpServer:
-    """Serves every bare repository under ``root``; with ``token``, requires HTTP basic auth."""
+    """Serves every bare repository under ``root``; with ``token``, requires HTTP basic auth.
 
-    def __init__(self, root: Path, *, token: str | None = None) -> None:
+    With ``protocol_v2=False`` the server speaks only protocol v0, where (like many hosted
+    servers) it refuses to send a commit by id unless a ref points at it.
+    """
+
+    def __init__(self, root: Path, *, token: str | None = None, protocol_v2: bool = True) -> None:
         self.root = root
         self.token = token
+        self.protocol_v2 = protocol_v2
         self.requests: list[tuple[str, str]] = []
         self._server = make_server("127.0.0.1", 0, self._app, server_class=_ThreadingServer,
                                    handler_class=_QuietHandler)
@@ -76,7 +81,7 @@ class GitHttpServer:
             "CONTENT_LENGTH": str(len(body)),
             "REMOTE_ADDR": "127.0.0.1",
             "REMOTE_USER": "tester",
-            "GIT_PROTOCOL": environ.get("HTTP_GIT_PROTOCOL", ""),
+            "GIT_PROTOCOL": environ.get("HTTP_GIT_PROTOCOL", "") if self.protocol_v2 else "",
             "HTTP_CONTENT_ENCODING": environ.get("HTTP_CONTENT_ENCODING", ""),
         }
         result = subprocess.run(["git", "http-backend"], input=body, env=cgi_env, capture_output=True, check=False)

@@ -35,9 +35,11 @@ def make_celery(config: Config) -> Celery:
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
-        # A redelivery must not start while the first delivery may still be building.
-        broker_transport_options={"visibility_timeout": max(3600, int(config.server.lease_s * 4))},
     )
+    if not config.server.celery_broker_url.startswith("sqla+"):
+        # Redis and SQS redeliver unacknowledged messages after this long; it must outlast a
+        # build. (The SQLAlchemy transport passes these options to create_engine instead.)
+        app.conf.broker_transport_options = {"visibility_timeout": max(3600, int(config.server.lease_s * 4))}
     return app
 
 

@@ -1,0 +1,227 @@
+"""POST /hooks/<forge>: what is accepted, recorded and queued, and what is refused."""
+
+import json
+import sqlite3
+from urllib.parse import quote
+
+import pytest
+
+from webhook import create_app
+
+from .conftest import GITHUB_SECRET, GITLAB_TOKEN, repo_table
+from .support import fixture, github_headers, github_push, gitlab_headers, gitlab_push
+
+SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
+GH_REPO = "Codertocat/Hello-World"
+GL_REPO = "mike/diaspora"
+
+
+def queued(config) -> list[int]:
+    """The build ids waiting in the real SQLite broker."""
+    path = config.server.data_dir / "broker.sqlite"
+    if not path.exists():
+        return []
+    with sqlite3.connect(path) as db:
+        if not db.execute("select 1 from sqlite_master where name='kombu_message'").fetchone():
+            return []
+        rows = db.execute("select payload from kombu_message").fetchall()
+    return [json.loads(json.loads(p)["headers"]["argsrepr"])[0] for (p,) in rows]
+
+
+def builds(app):
+    return app.extensions["pushbuild"].store.list()
+
+
+def post_github(client, payload, *, secret=GITHUB_SECRET, **kwargs):
+    body = json.dumps(payload).encode()
+    return client.post("/hooks/github", data=body, headers=github_headers(body, secret, **kwargs))
+
+
+def assert_nothing_happened(app, config):
+    assert builds(app) == []
+    assert queued(config) == []
+
+
+def test_signed_github_push_is_recorded_and_queued(app, client, config):
+    """A signed push answers 202 with the build id once the build is recorded and queued."""
+    response = post_github(client, github_push(repo=GH_REPO, sha=SHA))
+    assert response.status_code == 202, response.json
+    build_id = response.json["build"]
+    assert response.json["status_url"] == f"http://127.0.0.1:8080/api/builds/{build_id}"
+    [build] = builds(app)
+    assert (build.id, build.repo, build.sha, build.ref, build.state.value) == (build_id, GH_REPO, SHA, "refs/heads/main", "queued")
+    assert queued(config) == [build_id]
+
+
+def test_form_encoded_github_delivery_is_verified_over_the_raw_body(app, client, config):
+    """GitHub signs the whole payload=<...> form body; it is verified before being parsed."""
+    body = ("payload=" + quote(json.dumps(github_push(repo=GH_REPO, sha=SHA)))).encode()
+    headers = github_headers(body, GITHUB_SECRET, content_type="application/x-www-form-urlencoded")
+    response = client.post("/hooks/github", data=body, headers=headers)
+    assert response.status_code == 202, response.json
+    assert queued(config) == [response.json["build"]]
+
+
+@pytest.mark.parametrize("mangle", [
+    lambda h: h.pop("X-Hub-Signature-256"),
+    lambda h: h.update({"X-Hub-Signature-256": "sha256=" + "0" * 64}),
+    lambda h: h.update({"X-Hub-Signature": h.pop("X-Hub-Signature-256").replace("sha256", "sha1")}),
+])
+def test_bad_github_signature_is_401_and_nothing_is_recorded(app, client, config, mangle):
+    """A missing or wrong signature is refused with 401; no build is recorded or queued."""
+    body = json.dumps(github_push(repo=GH_REPO, sha=SHA)).encode()
+    headers = github_headers(body, GITHUB_SECRET)
+    mangle(headers)
+    response = client.post("/hooks/github", data=body, headers=headers)
+    assert response.status_code == 401
+    assert "error" in response.json and GITHUB_SECRET not in response.get_data(as_text=True)
+    assert_nothing_happened(app, config)
+
+
+def test_signature_over_reserialised_json_is_refused(app, client, config):
+    """Only the raw bytes count: the same JSON serialised differently does not verify."""
+    payload = github_push(repo=GH_REPO, sha=SHA)
+    signed = json.dumps(payload).encode()
+    sent = json.dumps(payload, indent=2).encode()
+    response = client.post("/hooks/github", data=sent, headers=github_headers(signed, GITHUB_SECRET))
+    assert response.status_code == 401
+    assert_nothing_happened(app, config)
+
+
+def test_error_bodies_never_carry_the_expected_signature(app, client, config):
+    """A wrong signature's reply does not reveal what the right one would be."""
+    body = json.dumps(github_push(repo=GH_REPO, sha=SHA)).encode()
+    right = github_headers(body, GITHUB_SECRET)["X-Hub-Signature-256"]
+    headers = {**github_headers(body, GITHUB_SECRET), "X-Hub-Signature-256": "sha256=" + "1" * 64}
+    response = client.post("/hooks/github", data=body, headers=headers)
+    assert response.status_code == 401 and right[7:] not in response.get_data(as_text=True)
+
+
+def test_another_repositorys_secret_does_not_sign_for_this_one(make_config, tmp_path):
+    """A delivery signed with repo B's secret but naming repo A is refused."""
+    config = make_config(repo_table(GH_REPO), repo_table("other/repo", secret_env="OTHER"), env={"OTHER": "other-secret"})
+    app = create_app(config)
+    response = post_github(app.test_client(), github_push(repo=GH_REPO, sha=SHA), secret="other-secret")
+    assert response.status_code == 401
+    assert_nothing_happened(app, config)
+
+
+def test_unknown_repository_signed_with_a_known_secret_is_404(app, client, config):
+    """A verified delivery for a repository not in the config is a 404, not a build."""
+    response = post_github(client, github_push(repo="someone/else", sha=SHA))
+    assert response.status_code == 404
+    assert_nothing_happened(app, config)
+
+
+def test_redelivery_is_a_duplicate_of_the_first_build(app, client, config):
+    """The same delivery id sent again answers 200 with the existing build."""
+    payload = github_push(repo=GH_REPO, sha=SHA)
+    first = post_github(client, payload, delivery="d-1")
+    again = post_github(client, payload, delivery="d-1")
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json == {"duplicate": first.json["build"]}
+    assert queued(config) == [first.json["build"]]
+
+
+@pytest.mark.parametrize("event, payload, reason", [
+    ("ping", fixture("github/ping.json"), "ping"),
+    ("push", fixture("github/push_delete.json") | {"repository": {"full_name": GH_REPO}}, "ref deleted"),
+    ("issues", {"action": "opened"}, "event 'issues' is not a push"),
+])
+def test_github_deliveries_that_build_nothing_are_200_ignored(app, client, config, event, payload, reason):
+    """Pings, deletions and other events answer 200 with the reason, and record nothing."""
+    response = post_github(client, payload, event=event)
+    assert (response.status_code, response.json) == (200, {"ignored": reason})
+    assert_nothing_happened(app, config)
+
+
+def test_branches_outside_the_filter_are_ignored(make_config):
+    """A push to a branch the repository does not build is acknowledged and ignored."""
+    config = make_config(repo_table(GH_REPO, branches=["main", "release/*"]))
+    app = create_app(config)
+    client = app.test_client()
+    ignored = post_github(client, github_push(repo=GH_REPO, sha=SHA, ref="refs/heads/feature/x"))
+    built = post_github(client, github_push(repo=GH_REPO, sha=SHA, ref="refs/heads/release/2"))
+    assert (ignored.status_code, ignored.json) == (200, {"ignored": "branch 'feature/x' is not built"})
+    assert built.status_code == 202
+    assert queued(config) == [built.json["build"]]
+
+
+@pytest.mark.parametrize("field, value", [
+    ("ref", "refs/heads/--upload-pack=touch /tmp/pwned"),
+    ("ref", "HEAD"),
+    ("after", SHA[:39]),
+])
+def test_invalid_refs_and_shas_are_400(app, client, config, field, value):
+    """A signed payload with an option-like ref or a short SHA is refused and nothing recorded."""
+    payload = github_push(repo=GH_REPO, sha=SHA)
+    payload[field] = value
+    if field == "after":
+        payload["head_commit"]["id"] = value
+    assert post_github(client, payload).status_code == 400
+    assert_nothing_happened(app, config)
+
+
+def test_malformed_signed_body_is_400(app, client, config):
+    """A correctly signed body that is not JSON is a 400."""
+    body = b"{not json"
+    response = client.post("/hooks/github", data=body, headers=github_headers(body, GITHUB_SECRET))
+    assert response.status_code == 400
+    assert_nothing_happened(app, config)
+
+
+def test_other_content_types_are_415(app, client, config):
+    """Only JSON and form-encoded bodies are accepted."""
+    body = json.dumps(github_push(repo=GH_REPO, sha=SHA)).encode()
+    response = client.post("/hooks/github", data=body, headers=github_headers(body, GITHUB_SECRET, content_type="text/plain"))
+    assert response.status_code == 415
+    assert_nothing_happened(app, config)
+
+
+def test_bodies_over_the_limit_are_413(make_config):
+    """A body over max_body_bytes is refused before it is read whole."""
+    config = make_config(repo_table(GH_REPO), server={"max_body_bytes": 1024})
+    app = create_app(config)
+    body = json.dumps(github_push(repo=GH_REPO, sha=SHA) | {"padding": "x" * 2048}).encode()
+    response = app.test_client().post("/hooks/github", data=body, headers=github_headers(body, GITHUB_SECRET))
+    assert response.status_code == 413
+    assert response.json["error"]
+    assert_nothing_happened(app, config)
+
+
+def test_unknown_forge_endpoint_is_404(client):
+    """Only configured forges have endpoints."""
+    assert client.post("/hooks/sourceforge", json={}).status_code == 404
+
+
+def test_gitlab_push_with_the_right_token_is_queued(app, client, config):
+    """GitLab's X-Gitlab-Token must match the repository's secret token."""
+    body = json.dumps(gitlab_push(repo=GL_REPO, sha=SHA)).encode()
+    response = client.post("/hooks/gitlab", data=body, headers=gitlab_headers(token=GITLAB_TOKEN))
+    assert response.status_code == 202, response.json
+    assert builds(app)[0].forge == "gitlab"
+    wrong = client.post("/hooks/gitlab", data=body, headers=gitlab_headers(token="wrong"))
+    assert wrong.status_code == 401
+    assert len(builds(app)) == 1
+
+
+def test_gitlab_signing_token_is_checked_when_configured(make_config):
+    """With a signing token configured, the Standard Webhooks signature is required too."""
+    signing = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    config = make_config(repo_table(GL_REPO, forge="gitlab", signing_token_env="SIGNING"), env={"SIGNING": signing})
+    app = create_app(config)
+    client = app.test_client()
+    body = json.dumps(gitlab_push(repo=GL_REPO, sha=SHA)).encode()
+    unsigned = client.post("/hooks/gitlab", data=body, headers=gitlab_headers(token=GITLAB_TOKEN))
+    signed = client.post("/hooks/gitlab", data=body,
+                         headers=gitlab_headers(token=GITLAB_TOKEN, body=body, signing_token=signing))
+    assert (unsigned.status_code, signed.status_code) == (401, 202)
+    assert queued(config) == [signed.json["build"]]
+
+
+def test_repeated_signature_header_is_refused(app, client, config):
+    """Two X-Gitlab-Token headers are ambiguous and refused."""
+    body = json.dumps(gitlab_push(repo=GL_REPO, sha=SHA)).encode()
+    headers = list(gitlab_headers(token=GITLAB_TOKEN).items()) + [("X-Gitlab-Token", "other")]
+    assert client.post("/hooks/gitlab", data=body, headers=headers).status_code == 401
+    assert_nothing_happened(app, config)
