@@ -98,9 +98,9 @@ class Builder:
         """Stream the commit's context to the engine and return the new image's id."""
         if not self.mirrors.has_tree(repo, sha, repo.context):
             raise ContextError(f"context directory {repo.context!r} does not exist at {sha}")
-        if self.mirrors.read_file(repo, sha, posixpath.join(repo.context, repo.dockerfile)) is None:
+        if self.mirrors.read_file(repo, sha, _within(repo.context, repo.dockerfile)) is None:
             raise ContextError(f"no {repo.dockerfile} in {repo.context!r} at {sha}")
-        ignore = self.mirrors.read_file(repo, sha, posixpath.join(repo.context, DOCKERIGNORE)) or b""
+        ignore = self.mirrors.read_file(repo, sha, _within(repo.context, DOCKERIGNORE)) or b""
         rules = IgnoreRules(dockerignore_patterns(ignore.decode("utf-8", "replace")), dockerfile=repo.dockerfile)
         labels = {
             "org.opencontainers.image.revision": sha,
@@ -111,3 +111,8 @@ class Builder:
         with self.mirrors.archive(repo, sha, repo.context) as tar:
             return engine.build(filtered_tar(tar, rules), tag=tag, dockerfile=repo.dockerfile,
                                 labels=labels, log=log)
+
+
+def _within(context: str, path: str) -> str:
+    """Return ``path`` inside the ``context`` directory as a tree path (no ``./``)."""
+    return posixpath.normpath(posixpath.join(context, path))

@@ -1,0 +1,115 @@
+"""Running pushbuild for real in tests: gunicorn and a worker as separate processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from .support import wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_toml(path: Path, data: dict[str, Any]) -> Path:
+    """Write a configuration file as a user would (only the shapes pushbuild's config uses)."""
+    lines = []
+    for section, table in data.items():
+        tables = table if isinstance(table, list) else [table]
+        for entry in tables:
+            lines.append(f"[[{section}]]" if isinstance(table, list) else f"[{section}]")
+            lines += [f"{key} = {toml_value(value)}" for key, value in entry.items()]
+            lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
+class Process:
+    """A child process started by a test and stopped by its pid."""
+
+    def __init__(self, args: list[str], *, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self._out = open(log, "ab")
+        self.popen = subprocess.Popen(args, env=env, stdout=self._out, stderr=subprocess.STDOUT)
+
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to clean up."""
+        self.popen.send_signal(signal.SIGKILL)
+        self.popen.wait()
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._out.close()
+
+
+class Pushbuild:
+    """pushbuild's web app under gunicorn and its worker, each a real process."""
+
+    def __init__(self, tmp_path: Path, config: dict[str, Any], env: dict[str, str]) -> None:
+        self.tmp_path = tmp_path
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config.setdefault("server", {}).setdefault("public_url", self.url)
+        self.config_path = write_toml(tmp_path / "pushbuild.toml", config)
+        self.env = {**os.environ, **env, "PUSHBUILD_CONFIG": str(self.config_path)}
+        self.web: Process | None = None
+        self.workers: list[Process] = []
+
+    def start_web(self) -> None:
+        self.web = Process([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", "--workers", "2",
+                            "webhook:create_app()"], env=self.env, log=self.tmp_path / "web.log")
+        wait_for(lambda: self._up(), timeout_s=30, what="gunicorn to answer")
+
+    def start_worker(self) -> Process:
+        worker = Process([sys.executable, "-m", "webhook", "worker"], env=self.env,
+                         log=self.tmp_path / f"worker{len(self.workers)}.log")
+        self.workers.append(worker)
+        return worker
+
+    def _up(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/healthz", timeout=2).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    def post(self, path: str, body: bytes, headers: dict[str, str]) -> requests.Response:
+        return requests.post(f"{self.url}{path}", data=body, headers=headers, timeout=10)
+
+    def build(self, build_id: int) -> dict[str, Any]:
+        return requests.get(f"{self.url}/api/builds/{build_id}", timeout=10).json()
+
+    def wait_finished(self, build_id: int, timeout_s: float = 180) -> dict[str, Any]:
+        return wait_for(lambda: (b := self.build(build_id))["state"] in ("succeeded", "failed") and b,
+                        timeout_s=timeout_s, what=f"build {build_id} to finish")
+
+    def stop(self) -> None:
+        for process in [*self.workers, *([self.web] if self.web else [])]:
+            process.stop()
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.tmp_path.glob("*.log")))

@@ -1,0 +1,122 @@
+"""The build pipeline on a real engine, registry and git server."""
+
+import pytest
+
+from webhook.config import parse_config
+from webhook.events import PushEvent
+from webhook.services import Services
+from webhook.store import BuildState
+
+from .conftest import SECRETS_ENV
+from .support import registry_digest
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def pipeline(tmp_path, repo, git_server, docker_host, registry, base_image):
+    """Services for one repository served by the test git server, building on the real engine."""
+
+    def make(**repo_settings):
+        config = parse_config({
+            "server": {"data_dir": str(tmp_path / "data"), "mirror_dir": str(tmp_path / "mirrors")},
+            "engine": {"base_url": docker_host},
+            "registry": repo_settings.pop("registry", {}),
+            "repos": [{"name": repo.name, "forge": "github", "secret_env": "GITHUB_SECRET",
+                       "clone_url": git_server.url(f"{repo.name}.git"), "image": f"{registry}/{repo.name}",
+                       **repo_settings}],
+        }, {**SECRETS_ENV, **repo_settings.pop("env", {}), "REG_USER": "bot", "REG_PASS": "registry-pass-9876"})
+        return Services(config)
+
+    return make
+
+
+def run(services, repo, sha, ref="refs/heads/main"):
+    """Record a push of ``sha`` and run it to the end in this process."""
+    build, _ = services.store.record(PushEvent(forge="github", repo=repo.name, ref=ref, sha=sha,
+                                               before="0" * 40, pusher="t", delivery_id=None, default_branch="main"))
+    claimed = services.store.claim(build.id, owner="test", lease_s=60)
+    services.builder().run(claimed, owner="test")
+    return services.store.get(build.id)
+
+
+def image_name(registry, repo):
+    return f"{registry}/{repo.name}"
+
+
+def test_a_push_ends_as_an_image_in_the_registry(pipeline, repo, registry, base_image, docker_client):
+    """The commit is built, tagged with its SHA and branch, pushed, and runs with the committed file."""
+    sha = repo.commit({"Dockerfile": f"FROM {base_image}\nCOPY hello.txt /hello.txt\nCMD cat /hello.txt\n",
+                       "hello.txt": "hello from the commit\n"})
+    build = run(pipeline(latest=True), repo, sha)
+    assert build.state is BuildState.SUCCEEDED, build.error
+    name = image_name(registry, repo)
+    assert build.tags == (f"{name}:{sha}", f"{name}:main", f"{name}:latest")
+    assert build.digest == registry_digest(registry, repo.name, sha) == registry_digest(registry, repo.name, "main")
+    image = docker_client.images.get(f"{name}:{sha}")
+    assert image.labels["org.opencontainers.image.revision"] == sha
+    assert image.labels["org.opencontainers.image.source"].endswith(f"{repo.name}.git")
+    assert docker_client.containers.run(f"{name}:{sha}", remove=True, network_mode="none") == b"hello from the commit\n"
+
+
+def test_dockerignore_context_and_dockerfile_path_are_honoured(pipeline, repo, registry, base_image, docker_client):
+    """Only the context subdirectory is sent, minus what its .dockerignore excludes."""
+    sha = repo.commit({
+        "services/api/build/Containerfile": f"FROM {base_image}\nCOPY . /app\nCMD find /app\n",
+        "services/api/build/notes.txt": "ignored by build/*.txt\n",
+        "services/api/app.py": "print()\n",
+        "services/api/secret.env": "TOKEN=x\n",
+        "services/api/.dockerignore": "*.env\nbuild/*.txt\n",
+        "outside.txt": "not in the context\n",
+    })
+    build = run(pipeline(context="services/api", dockerfile="build/Containerfile"), repo, sha)
+    assert build.state is BuildState.SUCCEEDED, build.error
+    listing = docker_client.containers.run(build.tags[0], remove=True, network_mode="none").decode().split()
+    assert sorted(listing) == ["/app", "/app/.dockerignore", "/app/app.py", "/app/build", "/app/build/Containerfile"]
+
+
+def test_the_same_commit_is_built_once_and_later_pushes_add_tags(pipeline, repo, registry, base_image, docker_client):
+    """A second push of an already-built SHA only tags and pushes; the image is not rebuilt."""
+    services = pipeline()
+    sha = repo.commit({"Dockerfile": f"FROM {base_image}\nRUN date +%s%N > /built-at\n"})
+    first = run(services, repo, sha)
+    repo.commit({}, branch="release")  # not needed for the SHA, but a second branch exists upstream
+    second = run(services, repo, sha, ref="refs/heads/release")
+    assert (first.state, second.state) == (BuildState.SUCCEEDED, BuildState.SUCCEEDED)
+    assert second.digest == first.digest == registry_digest(registry, repo.name, "release")
+    log, _ = services.store.log(second.id)
+    assert "adding tags only" in log
+
+
+def test_a_failing_run_step_fails_with_the_engines_error_and_pushes_nothing(pipeline, repo, registry, base_image):
+    """A RUN that exits non-zero ends the build failed, with the engine's message, and nothing in the registry."""
+    sha = repo.commit({"Dockerfile": f"FROM {base_image}\nRUN echo about to fail && exit 3\n"})
+    services = pipeline()
+    build = run(services, repo, sha)
+    assert build.state is BuildState.FAILED
+    assert "returned a non-zero code: 3" in build.error
+    assert registry_digest(registry, repo.name, sha) is None
+    log, _ = services.store.log(build.id)
+    assert "about to fail" in log
+
+
+@pytest.mark.parametrize("files, symlinks, error", [
+    ({"README": "no Dockerfile here\n"}, None, "no Dockerfile"),
+    ({"README": "x"}, {"Dockerfile": "/etc/passwd"}, "symbolic link"),
+])
+def test_a_commit_that_cannot_be_a_context_fails_clearly(pipeline, repo, registry, files, symlinks, error):
+    """No Dockerfile, or one that is a symlink, is a failed build with the reason."""
+    sha = repo.commit(files, symlinks=symlinks)
+    build = run(pipeline(), repo, sha)
+    assert build.state is BuildState.FAILED and error in build.error
+
+
+def test_registry_failures_fail_the_build_without_leaking_the_password(pipeline, repo, base_image):
+    """An unreachable registry fails the push; the registry password appears nowhere."""
+    sha = repo.commit({"Dockerfile": f"FROM {base_image}\n"})
+    services = pipeline(image="127.0.0.1:9/nowhere/app", registry={"username_env": "REG_USER", "password_env": "REG_PASS"})
+    build = run(services, repo, sha)
+    assert build.state is BuildState.FAILED
+    assert "pushing 127.0.0.1:9/nowhere/app:" in build.error
+    log, _ = services.store.log(build.id)
+    assert "registry-pass-9876" not in log + build.error

@@ -1,0 +1,96 @@
+"""The whole product: signed push → gunicorn → worker → image in the registry, on real services."""
+
+import json
+
+import pytest
+import requests
+
+from .conftest import GITHUB_SECRET, GITLAB_TOKEN, SECRETS_ENV
+from .service import Pushbuild
+from .support import github_headers, github_push, gitlab_headers, gitlab_push, registry_digest, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def pushbuild(tmp_path, repo, git_server, docker_host, registry, base_image):
+    """pushbuild serving one GitHub and one GitLab repository (the same git repo), web and worker running."""
+    common = {"clone_url": git_server.url(f"{repo.name}.git"), "image": f"{registry}/{repo.name}"}
+    config = {
+        "server": {"data_dir": str(tmp_path / "data"), "mirror_dir": str(tmp_path / "mirrors"),
+                   "lease_s": 4, "heartbeat_s": 1, "reconcile_every_s": 1},
+        "engine": {"base_url": docker_host},
+        "repos": [
+            {"name": repo.name, "forge": "github", "secret_env": "GITHUB_SECRET", **common},
+            {"name": repo.name, "forge": "gitlab", "secret_env": "GITLAB_TOKEN", **common},
+        ],
+    }
+    service = Pushbuild(tmp_path, config, SECRETS_ENV)
+    service.start_web()
+    service.start_worker()
+    yield service
+    service.stop()
+    print(service.logs())
+
+
+def deliver(service, forge, repo, sha, *, secret=None):
+    if forge == "github":
+        body = json.dumps(github_push(repo=repo.name, sha=sha)).encode()
+        return service.post("/hooks/github", body, github_headers(body, secret or GITHUB_SECRET))
+    body = json.dumps(gitlab_push(repo=repo.name, sha=sha)).encode()
+    return service.post("/hooks/gitlab", body, gitlab_headers(token=secret or GITLAB_TOKEN))
+
+
+@pytest.mark.parametrize("forge", ["github", "gitlab"])
+def test_a_signed_push_ends_as_a_runnable_image_in_the_registry(pushbuild, repo, registry, base_image, docker_client, forge):
+    """202, then the API reports succeeded with the digest the registry serves, and the image runs the commit."""
+    sha = repo.commit({"Dockerfile": f"FROM {base_image}\nCOPY message.txt /message.txt\nCMD cat /message.txt\n",
+                       "message.txt": f"pushed through {forge}\n"})
+    response = deliver(pushbuild, forge, repo, sha)
+    assert response.status_code == 202, response.text
+    build = pushbuild.wait_finished(response.json()["build"])
+    assert build["state"] == "succeeded", build["error"]
+    assert (build["repo"], build["sha"], build["ref"]) == (repo.name, sha, "refs/heads/main")
+    assert build["digest"] == registry_digest(registry, repo.name, sha)
+    assert requests.get(response.json()["status_url"], timeout=5).json()["digest"] == build["digest"]
+    output = docker_client.containers.run(f"{registry}/{repo.name}@{build['digest']}", remove=True, network_mode="none")
+    assert output == f"pushed through {forge}\n".encode()
+    log = requests.get(build["log_url"], timeout=5).text
+    assert "COPY message.txt /message.txt" in log and build["digest"] in log
+    listed = requests.get(f"{pushbuild.url}/api/builds", params={"repo": repo.name}, timeout=5).json()["builds"]
+    assert [b["id"] for b in listed] == [build["id"]]
+
+
+def test_a_failing_run_step_is_reported_failed_and_nothing_is_pushed(pushbuild, repo, registry, base_image):
+    """The engine's error is in the build's error, and the registry has no such tag."""
+    sha = repo.commit({"Dockerfile": f"FROM {base_image}\nRUN exit 7\n"})
+    response = deliver(pushbuild, "github", repo, sha)
+    build = pushbuild.wait_finished(response.json()["build"])
+    assert build["state"] == "failed"
+    assert "returned a non-zero code: 7" in build["error"]
+    assert build["digest"] is None and registry_digest(registry, repo.name, sha) is None
+
+
+def test_a_bad_signature_is_401_and_no_build_exists(pushbuild, repo):
+    """A delivery signed with the wrong secret is refused and leaves no trace in the API."""
+    sha = repo.commit({"Dockerfile": "FROM scratch\n"})
+    response = deliver(pushbuild, "github", repo, sha, secret="not the secret")
+    assert response.status_code == 401
+    assert GITHUB_SECRET not in response.text
+    assert requests.get(f"{pushbuild.url}/api/builds", timeout=5).json()["builds"] == []
+
+
+def test_a_build_survives_its_worker_being_killed(pushbuild, repo, registry, base_image):
+    """SIGKILL the worker mid-build; a new worker takes the build over when its lease expires."""
+    sha = repo.commit({"Dockerfile": f"FROM {base_image}\nRUN sleep 4\nCOPY . /src\n", "x": "1"})
+    response = deliver(pushbuild, "github", repo, sha)
+    build_id = response.json()["build"]
+    wait_for(lambda: "RUN sleep 4" in requests.get(f"{pushbuild.url}/api/builds/{build_id}/log", timeout=5).text,
+             what="the build to reach its RUN step")
+    pushbuild.workers[0].kill()
+    assert pushbuild.build(build_id)["state"] == "running"
+    pushbuild.start_worker()
+    build = pushbuild.wait_finished(build_id)
+    assert build["state"] == "succeeded", build["error"]
+    assert build["attempts"] == 2
+    assert build["digest"] == registry_digest(registry, repo.name, sha)
