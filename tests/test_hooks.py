@@ -47,7 +47,7 @@ def test_signed_github_push_is_recorded_and_queued(app, client, config):
     response = post_github(client, github_push(repo=GH_REPO, sha=SHA))
     assert response.status_code == 202, response.json
     build_id = response.json["build"]
-    assert response.json["status_url"] == f"http://127.0.0.1:8080/api/builds/{build_id}"
+    assert response.json["status_url"] == f"http://localhost/api/builds/{build_id}"
     [build] = builds(app)
     assert (build.id, build.repo, build.sha, build.ref, build.state.value) == (build_id, GH_REPO, SHA, "refs/heads/main", "queued")
     assert queued(config) == [build_id]

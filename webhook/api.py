@@ -39,8 +39,13 @@ def _build(build_id: int) -> Build:
     return build
 
 
+def public_base() -> str:
+    """Return the base URL of links: ``server.public_url``, or the address this request came to."""
+    return _services().config.server.public_url or request.host_url.rstrip("/")
+
+
 def _with_links(build: Build) -> dict[str, Any]:
-    base = _services().config.server.public_url
+    base = public_base()
     return {**build.to_json(), "url": f"{base}/api/builds/{build.id}", "log_url": f"{base}/api/builds/{build.id}/log"}
 
 

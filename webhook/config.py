@@ -62,7 +62,8 @@ class ServerConfig:
 
     data_dir: Path = Path(defaults.DATA_DIR)
     mirror_dir: Path = Path(defaults.MIRROR_DIR)
-    public_url: str = defaults.PUBLIC_URL
+    #: Base of links in replies and notifications; unset means the address a request came to.
+    public_url: str | None = None
     database_url: str | None = None
     broker_url: str | None = None
     max_body_bytes: int = defaults.MAX_BODY_BYTES
@@ -240,7 +241,7 @@ def _server(table: object, problems: list[str], env: Mapping[str, str]) -> Serve
     server = ServerConfig(
         data_dir=Path(r.get("data_dir", str, str(d.data_dir))),
         mirror_dir=Path(r.get("mirror_dir", str, str(d.mirror_dir))),
-        public_url=r.get("public_url", str, d.public_url).rstrip("/"),
+        public_url=(r.get("public_url", str) or "").rstrip("/") or None,
         database_url=env.get(DATABASE_URL_ENV) or r.get("database_url", str),
         broker_url=env.get(BROKER_URL_ENV) or r.get("broker_url", str),
         max_body_bytes=_positive(r, "max_body_bytes", d.max_body_bytes, int),

@@ -10,7 +10,6 @@ SIGNATURE_TOLERANCE_S = 5 * 60
 DATA_DIR = ".pushbuild"
 #: Bare mirrors live on tmpfs: they are a cache that a reboot may drop.
 MIRROR_DIR = "/dev/shm/pushbuild/mirrors"
-PUBLIC_URL = "http://127.0.0.1:8080"
 STATE_DB_NAME = "state.sqlite"
 BROKER_DB_NAME = "broker.sqlite"
 #: SQLite waits this long for a lock held by another process before failing.

@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, Request, current_app, jsonify, request
 
 from . import defaults
+from .api import public_base
 from .errors import NotFound, SignatureError, UnsupportedMediaType
 from .events import PARSERS, FORM_TYPE, JSON_TYPE, Ignored, PushEvent, decode_body, media_type
 from .forges import FORGES, SIGNATURE_HEADERS, Clock, signed_for
@@ -66,4 +67,4 @@ def receive(forge: str) -> Any:
     current_app.extensions["pushbuild.dispatcher"].dispatch(build.id)
     current_app.logger.info("accepted forge=%s repo=%s ref=%s sha=%s build=%s delivery=%s",
                             forge, repo.name, result.ref, result.sha, build.id, result.delivery_id)
-    return jsonify(build=build.id, status_url=f"{config.server.public_url}/api/builds/{build.id}"), 202
+    return jsonify(build=build.id, status_url=f"{public_base()}/api/builds/{build.id}"), 202

@@ -1,0 +1,100 @@
+"""The pushbuild command as a user runs it."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from .conftest import GITHUB_SECRET, SECRETS_ENV
+from .service import free_port, write_toml
+from .support import github_headers, github_push, registry_digest, wait_for
+
+
+def pushbuild(*args, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "webhook", *args], capture_output=True, text=True,
+                          env={**os.environ, **SECRETS_ENV, **(env or {})}, timeout=timeout, check=False)
+
+
+@pytest.fixture
+def config_file(tmp_path, repo, git_server, docker_host, registry):
+    return write_toml(tmp_path / "pushbuild.toml", {
+        "server": {"data_dir": str(tmp_path / "data"), "mirror_dir": str(tmp_path / "mirrors")},
+        "engine": {"base_url": docker_host},
+        "repos": [{"name": repo.name, "forge": "github", "secret_env": "GITHUB_SECRET",
+                   "clone_url": git_server.url(f"{repo.name}.git"), "image": f"{registry}/{repo.name}"}],
+    })
+
+
+@pytest.mark.parametrize("command", [["worker"], ["serve"], ["check-config"]])
+def test_commands_refuse_an_invalid_config(tmp_path, command):
+    """serve, worker and check-config exit 2 naming the problem, before starting anything."""
+    bad = write_toml(tmp_path / "bad.toml", {"repos": [{"name": "a/b", "forge": "github", "secret_env": "EMPTY",
+                                                        "clone_url": "https://h/a.git", "image": "r/a"}]})
+    result = pushbuild(*command, "--config", str(bad), env={"EMPTY": ""}, timeout=30)
+    assert result.returncode == 2
+    assert "repos[0].secret_env: environment variable EMPTY is unset or empty" in result.stderr
+
+
+@pytest.mark.e2e
+def test_build_streams_the_log_and_prints_the_digest(config_file, repo, registry, base_image):
+    """`pushbuild build REPO main` builds the branch head, shows the engine's output, prints the digest."""
+    sha = repo.commit({"Dockerfile": f"FROM {base_image}\nRUN echo building-from-the-cli\n"})
+    result = pushbuild("build", "--config", str(config_file), repo.name, "main")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "building-from-the-cli" in result.stdout
+    digest = result.stdout.strip().splitlines()[-1]
+    assert digest == registry_digest(registry, repo.name, sha) == registry_digest(registry, repo.name, "main")
+
+
+@pytest.mark.e2e
+def test_build_of_a_failing_commit_exits_1(config_file, repo, base_image):
+    """A failed build says why and exits non-zero."""
+    sha = repo.commit({"Dockerfile": f"FROM {base_image}\nRUN exit 5\n"})
+    result = pushbuild("build", "--config", str(config_file), repo.name, sha)
+    assert result.returncode == 1
+    assert "returned a non-zero code: 5" in result.stdout and "failed" in result.stdout
+
+
+@pytest.mark.e2e
+def test_build_of_an_unknown_repo_or_ref_is_a_clear_error(config_file, repo):
+    """An unconfigured repository or a missing branch exits 1 with a message."""
+    repo.commit({"Dockerfile": "FROM scratch\n"})
+    unknown = pushbuild("build", "--config", str(config_file), "nobody/nothing", "main", timeout=30)
+    missing = pushbuild("build", "--config", str(config_file), repo.name, "no-such-branch", timeout=60)
+    assert unknown.returncode == 1 and "'nobody/nothing' is not configured" in unknown.stderr
+    assert missing.returncode == 1 and "git fetch failed" in missing.stderr
+
+
+@pytest.mark.e2e
+def test_serve_runs_web_and_worker_until_terminated(config_file, repo, registry, base_image):
+    """`pushbuild serve` answers webhooks and builds them; SIGTERM stops it and its children."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "webhook", "serve", "--config", str(config_file),
+                                "--bind", f"127.0.0.1:{port}"], env={**os.environ, **SECRETS_ENV},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _healthy(url), timeout_s=30, what="serve to answer")
+        sha = repo.commit({"Dockerfile": f"FROM {base_image}\n"})
+        body = json.dumps(github_push(repo=repo.name, sha=sha)).encode()
+        response = requests.post(f"{url}/hooks/github", data=body, headers=github_headers(body, GITHUB_SECRET), timeout=10)
+        assert response.status_code == 202
+        build = wait_for(lambda: (b := requests.get(response.json()["status_url"], timeout=5).json())["state"]
+                         in ("succeeded", "failed") and b, what="the build")
+        assert build["state"] == "succeeded", build["error"]
+        assert build["digest"] == registry_digest(registry, repo.name, sha)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    assert not _healthy(url)
+
+
+def _healthy(url):
+    try:
+        return requests.get(f"{url}/healthz", timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
