@@ -1,0 +1,86 @@
+"""The docker-py adapter on a real engine: errors inside streams become our errors."""
+
+import io
+import tarfile
+
+import pytest
+
+from webhook.config import EngineConfig
+from webhook.engine import Engine
+from webhook.errors import ContextError, EngineError, RegistryError
+
+from .support import registry_digest
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def engine(docker_host):
+    return Engine.connect(EngineConfig(base_url=docker_host))
+
+
+def context(files):
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, text in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(text.encode())
+            tar.addfile(info, io.BytesIO(text.encode()))
+    return iter([out.getvalue()])
+
+
+def test_build_streams_the_engines_output_and_returns_the_image(engine, base_image):
+    """Each line the engine sends reaches the log; the new image's id is returned."""
+    lines = []
+    image_id = engine.build(context({"Dockerfile": f"FROM {base_image}\nRUN echo hello-engine\n"}),
+                            tag="pushbuild-test/engine:ok", dockerfile="Dockerfile", labels={"a": "b"}, log=lines.append)
+    assert image_id.startswith("sha256:") and engine.image_id("pushbuild-test/engine:ok") == image_id
+    assert any("hello-engine" in line for line in lines)
+
+
+def test_an_error_inside_the_build_stream_raises(engine, base_image):
+    """docker-py does not raise for a failed step; the adapter does, with the engine's message."""
+    with pytest.raises(EngineError, match="returned a non-zero code: 2"):
+        engine.build(context({"Dockerfile": f"FROM {base_image}\nRUN exit 2\n"}), tag="pushbuild-test/engine:bad",
+                     dockerfile="Dockerfile", labels={}, log=lambda _: None)
+
+
+def test_a_missing_base_image_is_an_engine_error(engine):
+    """A FROM that cannot be found (nothing can be pulled here) fails clearly."""
+    with pytest.raises(EngineError):
+        engine.build(context({"Dockerfile": "FROM 127.0.0.1:9/no/such-image:1\n"}), tag="pushbuild-test/engine:nobase",
+                     dockerfile="Dockerfile", labels={}, log=lambda _: None)
+
+
+def test_an_error_in_the_context_stream_surfaces_as_itself(engine):
+    """A context that turns out unsafe mid-stream stops the build with that reason."""
+
+    def broken():
+        yield b"\0" * 512
+        raise ContextError("unsafe path")
+
+    with pytest.raises(ContextError, match="unsafe path"):
+        engine.build(broken(), tag="pushbuild-test/engine:ctx", dockerfile="Dockerfile", labels={}, log=lambda _: None)
+
+
+def test_push_returns_the_digest_the_registry_serves(engine, base_image, registry):
+    """The digest reported in the push stream is the registry's manifest digest."""
+    image_id = engine.build(context({"Dockerfile": f"FROM {base_image}\nLABEL pushed=yes\n"}),
+                            tag=f"{registry}/engine/push:one", dockerfile="Dockerfile", labels={}, log=lambda _: None)
+    engine.tag(image_id, f"{registry}/engine/push:two")
+    digest = engine.push(f"{registry}/engine/push:two", auth=None, log=lambda _: None)
+    assert digest == registry_digest(registry, "engine/push", "two")
+
+
+def test_a_push_to_an_unreachable_registry_raises(engine, base_image):
+    """A registry that cannot be reached is a RegistryError naming the reference."""
+    image_id = engine.image_id(base_image)
+    engine.tag(image_id, "127.0.0.1:9/engine/nowhere:x")
+    with pytest.raises(RegistryError, match="pushing 127.0.0.1:9/engine/nowhere:x failed"):
+        engine.push("127.0.0.1:9/engine/nowhere:x", auth={"username": "u", "password": "p"}, log=lambda _: None)
+
+
+def test_an_unreachable_engine_is_an_engine_error(tmp_path):
+    """Connecting to a socket nobody listens on is a clear EngineError."""
+    with pytest.raises(EngineError, match="Docker engine"):
+        Engine.connect(EngineConfig(base_url=f"unix://{tmp_path}/none.sock")).ping()
