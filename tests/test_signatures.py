@@ -4,7 +4,11 @@ import pytest
 
 from webhook.errors import SignatureError
 from webhook.signatures import (
-    sign_github, sign_standard_webhook, verify_github, verify_standard_webhook, verify_token,
+    sign_github,
+    sign_standard_webhook,
+    verify_github,
+    verify_standard_webhook,
+    verify_token,
 )
 
 # GitHub docs, "Validating webhook deliveries".

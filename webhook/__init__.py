@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from . import api, hooks, http_errors
 from .config import Config, load_config
 from .services import Services
 from .worker import Dispatcher, make_celery
@@ -15,8 +16,6 @@ from .worker import Dispatcher, make_celery
 
 def create_app(test_config: Config | None = None, *, dispatcher: Dispatcher | None = None) -> Flask:
     """Create the web app from ``test_config``, or from ``$PUSHBUILD_CONFIG`` (defaults if unset)."""
-    from . import api, http_errors, hooks
-
     config = test_config if test_config is not None else load_config()
     services = Services(config)
     app = Flask(__name__)

@@ -10,7 +10,7 @@ from flask import Blueprint, Request, current_app, jsonify, request
 from . import defaults
 from .api import public_base
 from .errors import NotFound, SignatureError, UnsupportedMediaType
-from .events import PARSERS, FORM_TYPE, JSON_TYPE, Ignored, PushEvent, decode_body, media_type
+from .events import FORM_TYPE, JSON_TYPE, PARSERS, Ignored, PushEvent, decode_body, media_type
 from .forges import FORGES, SIGNATURE_HEADERS, Clock, signed_for
 from .refs import matches_any
 from .services import Services

@@ -64,11 +64,10 @@ class Dispatcher:
 class Leases:
     """The builds this process is running, and the thread that keeps their leases alive."""
 
-    def __init__(self, store: BuildStore, *, owner: str, lease_s: float, heartbeat_s: float) -> None:
+    def __init__(self, store: BuildStore, *, owner: str, lease_s: float) -> None:
         self.store = store
         self.owner = owner
         self.lease_s = lease_s
-        self.heartbeat_s = heartbeat_s
         self._held: set[int] = set()
         self._lock = threading.Lock()
 
@@ -87,6 +86,11 @@ class Leases:
         with self._lock:
             held = list(self._held)
         self.store.renew(held, owner=self.owner, lease_s=self.lease_s)
+
+
+def _gave_up(interruptions: int) -> str:
+    """The error of a build whose workers kept dying."""
+    return f"the build was interrupted {interruptions} times (worker lost); giving up"
 
 
 def every(interval_s: float, action: Callable[[], None], stop: threading.Event, name: str) -> threading.Thread:
@@ -112,7 +116,7 @@ class BuildWorker:
         self.services = services
         self.dispatcher = dispatcher
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.leases = Leases(services.store, owner=self.owner, lease_s=server.lease_s, heartbeat_s=server.heartbeat_s)
+        self.leases = Leases(services.store, owner=self.owner, lease_s=server.lease_s)
 
     def run_build(self, build_id: int) -> None:
         """Claim and run one build; a build someone else holds or that already ended is skipped."""
@@ -122,7 +126,7 @@ class BuildWorker:
             log.info("build %s is finished or held by another worker; skipping", build_id)
             return
         if build.attempts > server.max_attempts:
-            store.fail(build_id, f"the build was interrupted {build.attempts - 1} times (worker lost); giving up")
+            store.fail(build_id, _gave_up(build.attempts - 1))
             return
         self.leases.hold(build_id)
         try:
@@ -137,7 +141,7 @@ class BuildWorker:
         server = self.services.config.server
         for build in self.services.store.lost(redispatch_after_s=server.redispatch_after_s):
             if build.state is BuildState.RUNNING and build.attempts >= server.max_attempts:
-                self.services.store.fail(build.id, f"the build was interrupted {build.attempts} times (worker lost); giving up")
+                self.services.store.fail(build.id, _gave_up(build.attempts))
                 continue
             log.warning("re-dispatching build %s (%s, attempt %s)", build.id, build.state.value, build.attempts)
             self.dispatcher.dispatch(build.id)

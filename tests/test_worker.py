@@ -1,0 +1,72 @@
+"""The worker's recovery: lost builds are re-queued, hopeless ones failed, held ones left alone."""
+
+import pytest
+
+from webhook.events import PushEvent
+from webhook.services import Services
+from webhook.store import BuildState
+from webhook.worker import BuildWorker, Dispatcher, make_celery
+
+from .conftest import repo_table
+from .test_hooks import queued
+
+SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
+
+
+@pytest.fixture
+def config(make_config):
+    return make_config(repo_table("acme/app"), server={"lease_s": 30, "heartbeat_s": 5, "max_attempts": 2})
+
+
+@pytest.fixture
+def services(config):
+    return Services(config)
+
+
+@pytest.fixture
+def worker(services, config):
+    return BuildWorker(services, Dispatcher(make_celery(config), services.store), owner="this-worker")
+
+
+def record(services, delivery="d"):
+    build, _ = services.store.record(PushEvent(forge="github", repo="acme/app", ref="refs/heads/main", sha=SHA,
+                                               before="0" * 40, pusher="p", delivery_id=delivery))
+    return build
+
+
+def test_a_build_recorded_but_never_queued_is_queued_by_the_reconciler(worker, services, config):
+    """If the web process died between recording and queueing, the reconciler sends the build."""
+    build = record(services)
+    assert queued(config) == []
+    worker.reconcile()
+    assert queued(config) == [build.id]
+    assert services.store.get(build.id).state is BuildState.QUEUED
+
+
+def test_a_build_whose_worker_died_too_often_is_failed_visibly(worker, services, config):
+    """After max_attempts lost runs the build fails with the reason instead of looping forever."""
+    build = record(services)
+    for owner in ("dead-1", "dead-2"):
+        services.store.claim(build.id, owner=owner, lease_s=-1)  # a lease that has already expired
+    worker.reconcile()
+    ended = services.store.get(build.id)
+    assert ended.state is BuildState.FAILED and "interrupted 2 times" in ended.error
+    assert queued(config) == []
+
+
+def test_a_build_held_by_a_live_worker_is_skipped(worker, services):
+    """A duplicate delivery of a running build does not start a second run."""
+    build = record(services)
+    services.store.claim(build.id, owner="other-worker", lease_s=300)
+    worker.run_build(build.id)  # would fail loudly if it tried to build: no engine is configured
+    held = services.store.get(build.id)
+    assert (held.state, held.attempts) == (BuildState.RUNNING, 1)
+
+
+def test_a_claimed_build_beyond_its_attempts_is_failed_not_run(worker, services):
+    """A redelivered message for a build already tried max_attempts times fails it."""
+    build = record(services)
+    for owner in ("dead-1", "dead-2"):
+        services.store.claim(build.id, owner=owner, lease_s=-1)
+    worker.run_build(build.id)
+    assert services.store.get(build.id).state is BuildState.FAILED
