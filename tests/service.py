@@ -81,8 +81,8 @@ class Pushbuild:
         self.workers: list[Process] = []
 
     def start_web(self) -> None:
-        self.web = Process([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", "--workers", "2",
-                            "webhook:create_app()"], env=self.env, log=self.tmp_path / "web.log")
+        self.web = Process([sys.executable, "-m", "gunicorn", "--config", "python:webhook.gunicorn_conf",
+                            "--bind", f"127.0.0.1:{self.port}", "webhook:create_app()"], env=self.env, log=self.tmp_path / "web.log")
         wait_for(lambda: self._up(), timeout_s=30, what="gunicorn to answer")
 
     def start_worker(self) -> Process:

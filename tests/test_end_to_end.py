@@ -94,3 +94,24 @@ def test_a_build_survives_its_worker_being_killed(pushbuild, repo, registry, bas
     assert build["state"] == "succeeded", build["error"]
     assert build["attempts"] == 2
     assert build["digest"] == registry_digest(registry, repo.name, sha)
+
+
+def test_clients_following_logs_do_not_block_deliveries(tmp_path, repo, git_server, docker_host, registry):
+    """More log followers than web workers still leave room to answer a webhook."""
+    config = {"server": {"data_dir": str(tmp_path / "data"), "mirror_dir": str(tmp_path / "mirrors")},
+              "engine": {"base_url": docker_host},
+              "repos": [{"name": repo.name, "forge": "github", "secret_env": "GITHUB_SECRET",
+                         "clone_url": git_server.url(f"{repo.name}.git"), "image": f"{registry}/{repo.name}"}]}
+    service = Pushbuild(tmp_path, config, SECRETS_ENV)
+    service.start_web()  # no worker: the first build stays queued, so its followers never finish
+    followers = []
+    try:
+        first = deliver(service, "github", repo, repo.commit({"a": "1"}))
+        log_url = f"{service.url}/api/builds/{first.json()['build']}/log?follow=1"
+        followers = [requests.get(log_url, stream=True, timeout=30) for _ in range(4)]
+        second = deliver(service, "github", repo, repo.commit({"a": "2"}))
+        assert second.status_code == 202
+    finally:
+        for follower in followers:
+            follower.close()
+        service.stop()

@@ -73,8 +73,8 @@ def serve(config_path: str | None, bind: str | None, workers: int) -> None:
     if config_path:
         env[CONFIG_ENV] = str(Path(config_path).resolve())
     commands = [
-        [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers),
-         "--access-logfile", "-", "webhook:create_app()"],
+        [sys.executable, "-m", "gunicorn", "--config", "python:webhook.gunicorn_conf", "--bind", bind,
+         "--workers", str(workers), "webhook:create_app()"],
         [sys.executable, "-m", "webhook", "worker"],
     ]
     children = [subprocess.Popen(command, env=env) for command in commands]

@@ -18,6 +18,8 @@ SQLITE_BUSY_TIMEOUT_MS = 15_000
 # --- serving ---------------------------------------------------------------
 BIND = "127.0.0.1:8080"
 WEB_WORKERS = 2
+#: Threads per web worker; each open log follower holds one.
+WEB_THREADS = 8
 
 # --- building --------------------------------------------------------------
 #: Build threads per worker process.
