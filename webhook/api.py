@@ -75,6 +75,7 @@ def get_log(build_id: int) -> Response:
         return Response(text, mimetype="text/plain", headers={"X-Log-Cursor": str(cursor)})
 
     def follow() -> Iterator[str]:
+        yield ""  # send the headers now, even while the build is still queued
         cursor = after
         while True:
             finished = store.get(build_id).state in FINISHED
