@@ -10,12 +10,14 @@ from flask import Flask
 
 from . import api, hooks, http_errors
 from .config import Config, load_config
+from .logs import configure_logging
 from .services import Services
 from .worker import Dispatcher, make_celery
 
 
 def create_app(test_config: Config | None = None, *, dispatcher: Dispatcher | None = None) -> Flask:
     """Create the web app from ``test_config``, or from ``$PUSHBUILD_CONFIG`` (defaults if unset)."""
+    configure_logging()
     config = test_config if test_config is not None else load_config()
     services = Services(config)
     app = Flask(__name__)

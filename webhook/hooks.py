@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -16,6 +17,7 @@ from .refs import matches_any
 from .services import Services
 
 bp = Blueprint("hooks", __name__, url_prefix="/hooks")
+log = logging.getLogger(__name__)
 
 
 def _headers(req: Request) -> dict[str, str]:
@@ -29,7 +31,7 @@ def _headers(req: Request) -> dict[str, str]:
     return headers
 
 
-def _wanted(event: PushEvent, branches: Any, tags: Any) -> str | None:
+def _wanted(event: PushEvent, branches: tuple[str, ...] | None, tags: tuple[str, ...] | None) -> str | None:
     """Return why a push is not built under the repository's filters, or ``None`` if it is."""
     if event.branch is not None:
         return None if matches_any(event.branch, branches) else f"branch {event.branch!r} is not built"
@@ -65,6 +67,6 @@ def receive(forge: str) -> Any:
     if not created:
         return jsonify(duplicate=build.id), 200
     current_app.extensions["pushbuild.dispatcher"].dispatch(build.id)
-    current_app.logger.info("accepted forge=%s repo=%s ref=%s sha=%s build=%s delivery=%s",
+    log.info("accepted forge=%s repo=%s ref=%s sha=%s build=%s delivery=%s",
                             forge, repo.name, result.ref, result.sha, build.id, result.delivery_id)
     return jsonify(build=build.id, status_url=f"{public_base()}/api/builds/{build.id}"), 202

@@ -49,8 +49,7 @@ class Mirrors:
     def _git_options(self) -> list[str]:
         """Return ``-c`` options allowing only the transports we accept."""
         schemes = NETWORK_SCHEMES + (("file",) if self.allow_file_urls else ())
-        options = ["protocol.allow=never", *(f"protocol.{s}.allow=always" for s in schemes)]
-        return options
+        return ["protocol.allow=never", *(f"protocol.{s}.allow=always" for s in schemes)]
 
     @contextlib.contextmanager
     def _open(self, repo: RepoConfig) -> Iterator[git.Repo]:
@@ -69,7 +68,7 @@ class Mirrors:
                 yield mirror
 
     def _env(self) -> dict[str, str]:
-        """Return the environment git runs with: never prompting, never reading user config."""
+        """Return what git adds to its environment: never prompt for credentials, ignore the system config."""
         return {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "SSH_ASKPASS": "/bin/false",
                 "GIT_PROTOCOL_FROM_USER": "0", "GIT_CONFIG_NOSYSTEM": "1"}
 
@@ -77,7 +76,7 @@ class Mirrors:
         """Fetch ``refspec`` from the configured URL into the mirror."""
         if problem := clone_url_problem(repo.clone_url, allow_file=self.allow_file_urls):
             raise GitError(f"refusing to fetch from the configured clone_url: {problem}")
-        args = ["--no-tags", "--no-write-fetch-head", "--prune"]
+        args = ["--no-tags", "--no-write-fetch-head"]
         if depth:
             args.append(f"--depth={depth}")
         log(f"$ git fetch {' '.join(args)} <clone_url> {refspec}\n")

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from celery import Celery
 
 from .config import Config
+from .logs import configure_logging
 from .services import Services
 from .store import BuildState, BuildStore
 
@@ -156,6 +157,7 @@ class BuildWorker:
 
 def run_worker(config: Config, *, concurrency: int | None = None, loglevel: str = "INFO") -> None:
     """Run a worker process until it is stopped: Celery consuming builds, plus the background loops."""
+    configure_logging()
     services = Services(config)
     celery = make_celery(config)
     worker = BuildWorker(services, Dispatcher(celery, services.store))
