@@ -13,8 +13,8 @@ SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
 
 def record(app, repo="Codertocat/Hello-World", delivery=None):
     store = app.extensions["pushbuild"].store
-    build, _ = store.record(PushEvent(forge="github", repo=repo, ref="refs/heads/main", sha=SHA,
-                                      before="0" * 40, pusher="octocat", delivery_id=delivery))
+    [build], _ = store.record([PushEvent(forge="github", repo=repo, ref="refs/heads/main", sha=SHA,
+                                      before="0" * 40, pusher="octocat", delivery_id=delivery)])
     return build
 
 

@@ -33,8 +33,8 @@ def pipeline(tmp_path, repo, git_server, docker_host, registry, base_image):
 
 def run(services, repo, sha, ref="refs/heads/main"):
     """Record a push of ``sha`` and run it to the end in this process."""
-    build, _ = services.store.record(PushEvent(forge="github", repo=repo.name, ref=ref, sha=sha,
-                                               before="0" * 40, pusher="t", delivery_id=None, default_branch="main"))
+    [build], _ = services.store.record([PushEvent(forge="github", repo=repo.name, ref=ref, sha=sha,
+                                               before="0" * 40, pusher="t", delivery_id=None, default_branch="main")])
     claimed = services.store.claim(build.id, owner="test", lease_s=60)
     services.builder().run(claimed, owner="test")
     return services.store.get(build.id)

@@ -16,7 +16,7 @@ GH = {"x-github-event": "push", "x-github-delivery": "72d3162e-cc78-11e3-81ab-4c
 
 def test_github_branch_push_becomes_a_push_event():
     """GitHub's example branch push names the repo, ref, head commit and pusher."""
-    event = parse_github(GH, fixture("github/push_branch.json"))
+    [event] = parse_github(GH, fixture("github/push_branch.json"))
     assert event == PushEvent(
         forge="github", repo="Codertocat/Hello-World", ref="refs/heads/master",
         sha="6113728f27ae82c7b1a177c8d03f9e96e0adf246", before="0" * 40, pusher="Codertocat",
@@ -28,7 +28,7 @@ def test_github_branch_push_becomes_a_push_event():
 
 def test_github_tag_push_builds_the_head_commit():
     """A tag push builds head_commit.id (for annotated tags `after` is the tag object)."""
-    event = parse_github(GH, fixture("github/push_tag.json"))
+    [event] = parse_github(GH, fixture("github/push_tag.json"))
     assert (event.ref, event.sha, event.branch, event.ref_name) == (
         "refs/tags/simple-tag", "6113728f27ae82c7b1a177c8d03f9e96e0adf246", None, "simple-tag")
 
@@ -45,7 +45,7 @@ def test_github_deliveries_that_build_nothing(event_name, name, reason):
 
 def test_gitlab_push_becomes_a_push_event():
     """GitLab's documented push hook builds checkout_sha of path_with_namespace."""
-    event = parse_gitlab({"x-gitlab-event": "Push Hook", "idempotency-key": "k1"}, fixture("gitlab/push.json"))
+    [event] = parse_gitlab({"x-gitlab-event": "Push Hook", "idempotency-key": "k1"}, fixture("gitlab/push.json"))
     assert (event.forge, event.repo, event.ref, event.sha, event.pusher, event.delivery_id, event.default_branch) == (
         "gitlab", "mike/diaspora", "refs/heads/master", "da1560886d4f094c3e6c9ef40349f7d38b5d27d7",
         "jsmith", "k1", "master")
@@ -54,7 +54,7 @@ def test_gitlab_push_becomes_a_push_event():
 
 def test_gitlab_tag_push_becomes_a_push_event():
     """GitLab's documented tag push hook builds the tagged commit."""
-    event = parse_gitlab({"x-gitlab-event": "Tag Push Hook"}, fixture("gitlab/tag_push.json"))
+    [event] = parse_gitlab({"x-gitlab-event": "Tag Push Hook"}, fixture("gitlab/tag_push.json"))
     assert (event.ref, event.sha, event.repo) == (
         "refs/tags/v1.0.0", "82b3d5ae55f7080f1e6022629cdb57bfae7cccc7", "jsmith/example")
 

@@ -33,14 +33,14 @@ def store(tmp_path, clock):
 
 
 def push(delivery="d1", sha=SHA, repo="acme/app"):
-    return PushEvent(forge="github", repo=repo, ref="refs/heads/main", sha=sha, before="0" * 40,
-                     pusher="someone", delivery_id=delivery)
+    return [PushEvent(forge="github", repo=repo, ref="refs/heads/main", sha=sha, before="0" * 40,
+                      pusher="someone", delivery_id=delivery)]
 
 
 def test_a_delivery_is_recorded_once(store):
     """The same delivery id returns the first build instead of a second one."""
-    first, created = store.record(push())
-    again, created_again = store.record(push())
+    [first], created = store.record(push())
+    [again], created_again = store.record(push())
     assert (created, created_again, again.id) == (True, False, first.id)
     assert first.state is BuildState.QUEUED
     assert len(store.list()) == 1
@@ -55,7 +55,18 @@ def test_concurrent_copies_of_a_delivery_make_one_build(store):
     for t in threads:
         t.join()
     assert sum(created for _, created in results) == 1
-    assert {b.id for b, _ in results} == {store.list()[0].id}
+    assert {b.id for [b], _ in results} == {store.list()[0].id}
+
+
+def test_the_refs_of_one_push_are_recorded_together_and_deduplicated_together(store):
+    """A Bitbucket push changing two branches records two builds; its redelivery records none."""
+    two = [PushEvent(forge="bitbucket", repo="a/b", ref=f"refs/heads/{b}", sha=SHA, before="0" * 40,
+                     pusher="p", delivery_id=f"uuid:refs/heads/{b}") for b in ("main", "dev")]
+    first, created = store.record(two)
+    again, created_again = store.record(two)
+    assert (created, created_again) == (True, False)
+    assert [b.ref for b in first] == ["refs/heads/main", "refs/heads/dev"]
+    assert [b.id for b in again] == [b.id for b in first]
 
 
 def test_deliveries_without_id_are_not_deduplicated(store):
@@ -67,7 +78,7 @@ def test_deliveries_without_id_are_not_deduplicated(store):
 
 def test_claim_takes_a_queued_build_once(store):
     """Only one worker can claim a queued build."""
-    build, _ = store.record(push())
+    [build], _ = store.record(push())
     claimed = store.claim(build.id, owner="w1", lease_s=60)
     assert (claimed.state, claimed.attempts) == (BuildState.RUNNING, 1)
     assert store.claim(build.id, owner="w2", lease_s=60) is None
@@ -75,7 +86,7 @@ def test_claim_takes_a_queued_build_once(store):
 
 def test_an_expired_lease_can_be_claimed_again(store, clock):
     """When a worker stops renewing, its build is lost and another worker may take it."""
-    build, _ = store.record(push())
+    [build], _ = store.record(push())
     store.mark_dispatched(build.id)
     store.claim(build.id, owner="w1", lease_s=60)
     clock.now += 30
@@ -93,8 +104,8 @@ def test_an_expired_lease_can_be_claimed_again(store, clock):
 
 def test_queued_builds_are_lost_when_never_dispatched_or_stale(store, clock):
     """A record whose message never reached the queue, or sat too long, is dispatched again."""
-    undispatched, _ = store.record(push("a"))
-    dispatched, _ = store.record(push("b"))
+    [undispatched], _ = store.record(push("a"))
+    [dispatched], _ = store.record(push("b"))
     store.mark_dispatched(dispatched.id)
     assert [b.id for b in store.lost(redispatch_after_s=120)] == [undispatched.id]
     clock.now += 121
@@ -103,7 +114,7 @@ def test_queued_builds_are_lost_when_never_dispatched_or_stale(store, clock):
 
 def test_finished_builds_cannot_be_claimed_or_failed(store):
     """A build that ended stays ended."""
-    build, _ = store.record(push())
+    [build], _ = store.record(push())
     store.claim(build.id, owner="w1", lease_s=60)
     store.finish(build.id, BuildState.FAILED, owner="w1", error="boom")
     assert store.claim(build.id, owner="w2", lease_s=60) is None
@@ -113,7 +124,7 @@ def test_finished_builds_cannot_be_claimed_or_failed(store):
 
 def test_logs_are_read_with_a_cursor(store):
     """A reader continues from the cursor it was given."""
-    build, _ = store.record(push())
+    [build], _ = store.record(push())
     store.append_log(build.id, "one\n")
     store.append_log(build.id, "two\n")
     text, cursor = store.log(build.id)
@@ -124,7 +135,7 @@ def test_logs_are_read_with_a_cursor(store):
 
 def test_list_is_newest_first_and_filters_by_repo(store):
     """Listing pages newest first and filters by repository."""
-    ids = [store.record(push(str(i), repo=repo))[0].id for i, repo in enumerate(["a/x", "b/y", "a/x"])]
+    ids = [store.record(push(str(i), repo=repo))[0][0].id for i, repo in enumerate(["a/x", "b/y", "a/x"])]
     assert [b.id for b in store.list()] == ids[::-1]
     assert [b.id for b in store.list(repo="a/x")] == [ids[2], ids[0]]
     assert [b.id for b in store.list(before_id=ids[2], limit=1)] == [ids[1]]

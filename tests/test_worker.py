@@ -29,8 +29,8 @@ def worker(services, config):
 
 
 def record(services, delivery="d"):
-    build, _ = services.store.record(PushEvent(forge="github", repo="acme/app", ref="refs/heads/main", sha=SHA,
-                                               before="0" * 40, pusher="p", delivery_id=delivery))
+    [build], _ = services.store.record([PushEvent(forge="github", repo="acme/app", ref="refs/heads/main", sha=SHA,
+                                               before="0" * 40, pusher="p", delivery_id=delivery)])
     return build
 
 

@@ -113,9 +113,9 @@ def build(config_path: str | None, repo_name: str, revision: str) -> None:
             sha = services.mirrors.resolve(repo, ref, log=echo)
     except PushbuildError as exc:
         raise click.ClickException(services.redact(exc.message)) from exc
-    record, _ = services.store.record(PushEvent(
+    [record], _ = services.store.record([PushEvent(
         forge=repo.forge, repo=repo.name, ref=ref, sha=sha, before=ZERO_SHA, pusher="cli", delivery_id=None,
-    ))
+    )])
     claimed = services.store.claim(record.id, owner=f"cli:{os.getpid()}", lease_s=services.config.server.lease_s)
     outcome = services.builder().run(claimed, owner=f"cli:{os.getpid()}", echo=echo)
     click.echo(f"build {record.id}: {outcome.state.value}")

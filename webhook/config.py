@@ -18,7 +18,7 @@ from typing import Any
 
 from . import defaults
 from .errors import ConfigError
-from .forges import FORGES, Secrets
+from .forges import ALIASES, FORGES, Secrets
 from .urls import clone_url_problem
 
 CONFIG_ENV = "PUSHBUILD_CONFIG"
@@ -286,19 +286,20 @@ def _repo(table: object, where: str, problems: list[str], env: Mapping[str, str]
     before = len(problems)
     name = r.get("name", str)
     forge = r.get("forge", str)
+    forge = ALIASES.get(forge, forge)
     clone_url = r.get("clone_url", str)
     image = r.get("image", str)
     for key in ("name", "forge", "clone_url", "image"):
         if key not in r.table:
             problems.append(f"{r.key(key)}: is required")
     if forge is not None and forge not in FORGES:
-        problems.append(f"{r.key('forge')}: must be one of {', '.join(FORGES)}")
+        problems.append(f"{r.key('forge')}: must be one of {', '.join(FORGES + tuple(ALIASES))}")
     if clone_url is not None and (why := clone_url_problem(clone_url, allow_file=allow_file)):
         problems.append(f"{r.key('clone_url')}: {why}")
     if image is not None and not _IMAGE.fullmatch(image):
         problems.append(f"{r.key('image')}: must be an image name without tag or digest, such as registry.example.com/acme/app")
-    # GitLab may verify with a secret token, a signing token, or both; GitHub needs its secret.
-    secret = r.secret("secret", required=forge == "github" or (forge == "gitlab" and "signing_token_env" not in r.table))
+    # GitLab may verify with a secret token, a signing token, or both; other forges need their secret.
+    secret = r.secret("secret", required=forge != "gitlab" or "signing_token_env" not in r.table)
     signing_token = r.secret("signing_token") if forge == "gitlab" else None
     repo = RepoConfig(
         name=name or "",

@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import unquote_to_bytes
 
 from .errors import BadRequest, UnsupportedMediaType
 from .refs import ZERO_SHA, is_branch, short_name, validate_ref, validate_sha
@@ -20,6 +20,8 @@ JSON_TYPE = "application/json"
 FORM_TYPE = "application/x-www-form-urlencoded"
 #: Nesting deeper than this is not a webhook payload; refuse it before it costs anything.
 MAX_JSON_DEPTH = 64
+#: A form delivery has one field; more than this many is not a webhook.
+MAX_FORM_FIELDS = 16
 
 
 @dataclass(frozen=True)
@@ -59,24 +61,31 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
+def payload_bytes(body: bytes, content_type: str | None) -> bytes:
+    """Return the JSON document a delivery carries: the body, or the ``payload`` field of a form body."""
+    kind = media_type(content_type)
+    if kind == JSON_TYPE:
+        return body
+    if kind != FORM_TYPE:
+        raise UnsupportedMediaType(f"content type must be {JSON_TYPE} or {FORM_TYPE}")
+    values = []
+    for field in body.split(b"&")[:MAX_FORM_FIELDS + 1]:
+        name, equals, value = field.partition(b"=")
+        if not equals:
+            raise BadRequest("form body is not valid application/x-www-form-urlencoded")
+        if unquote_to_bytes(name.replace(b"+", b" ")) == b"payload":
+            values.append(unquote_to_bytes(value.replace(b"+", b" ")))
+    if len(values) != 1:
+        raise BadRequest("form body must carry exactly one 'payload' field")
+    return values[0]
+
+
 def decode_body(body: bytes, content_type: str | None) -> Mapping[str, Any]:
     """Decode a JSON or form-encoded (``payload=<json>``) delivery body into a mapping."""
-    kind = media_type(content_type)
-    if kind == FORM_TYPE:
-        try:
-            fields = parse_qs(body.decode("ascii"), strict_parsing=True, max_num_fields=16)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise BadRequest("form body is not valid application/x-www-form-urlencoded") from exc
-        if len(fields.get("payload", [])) != 1:
-            raise BadRequest("form body must carry exactly one 'payload' field")
-        text = fields["payload"][0]
-    elif kind == JSON_TYPE:
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise BadRequest("JSON body is not UTF-8") from exc
-    else:
-        raise UnsupportedMediaType(f"content type must be {JSON_TYPE} or {FORM_TYPE}")
+    try:
+        text = payload_bytes(body, content_type).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest("payload is not UTF-8") from exc
     _check_depth(text)
     try:
         payload = json.loads(text)
@@ -119,63 +128,21 @@ def _get(payload: Mapping[str, Any], *path: str) -> Any:
     return value
 
 
-def _text(payload: Mapping[str, Any], *path: str, required: bool = False) -> str | None:
-    """Return a string field, refusing a value of another type."""
-    value = _get(payload, *path)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value:
-        raise BadRequest(f"payload field {'.'.join(path)} must be a non-empty string")
-    return value
-
-
-def repo_of(forge: str, payload: Mapping[str, Any]) -> str | None:
-    """Return the repository's full name as the forge names it, or ``None`` if absent."""
-    return _text(payload, *REPO_FIELDS[forge])
-
-
-REPO_FIELDS: dict[str, tuple[str, ...]] = {
-    "github": ("repository", "full_name"),
-    "gitlab": ("project", "path_with_namespace"),
-}
-
-
-def _push(forge: str, payload: Mapping[str, Any], *, sha: object, delivery_id: str | None,
-          default_branch: object, pusher: object, message: object) -> PushEvent:
+def _push(forge: str, *, repo: object, ref: object, sha: object, before: object, delivery_id: str | None,
+          default_branch: object = None, pusher: object = None, message: object = None) -> PushEvent:
     """Validate the fields every forge shares and build the :class:`PushEvent`."""
-    before = _get(payload, "before") or ZERO_SHA
+    if not isinstance(repo, str) or not repo:
+        raise BadRequest("payload does not name the repository")
     return PushEvent(
         forge=forge,
-        repo=_text(payload, *REPO_FIELDS[forge], required=True),
-        ref=validate_ref(_get(payload, "ref")),
+        repo=repo,
+        ref=validate_ref(ref),
         sha=validate_sha(sha),
-        before=validate_sha(before),
+        before=validate_sha(before or ZERO_SHA),
         pusher=pusher if isinstance(pusher, str) else "",
         delivery_id=delivery_id,
         default_branch=default_branch if isinstance(default_branch, str) else None,
         message=message if isinstance(message, str) else "",
-    )
-
-
-def parse_github(headers: Mapping[str, str], payload: Mapping[str, Any]) -> PushEvent | Ignored:
-    """Parse a GitHub delivery (``X-GitHub-Event``)."""
-    event = headers.get("x-github-event")
-    if not event:
-        raise BadRequest("missing X-GitHub-Event header")
-    if event != "push":
-        return Ignored(event if event == "ping" else f"event {event!r} is not a push")
-    if _get(payload, "deleted") is True or _get(payload, "after") == ZERO_SHA:
-        return Ignored("ref deleted")
-    head = _get(payload, "head_commit") or {}
-    return _push(
-        "github", payload,
-        # For an annotated tag `after` is the tag object; head_commit is the commit.
-        sha=_get(head, "id") or _get(payload, "after"),
-        # The delivery id is shared by every hook on the event: dedupe on (hook id, delivery id).
-        delivery_id=_joined(headers.get("x-github-hook-id"), headers.get("x-github-delivery")),
-        default_branch=_get(payload, "repository", "default_branch"),
-        pusher=_get(payload, "pusher", "name"),
-        message=_get(head, "message"),
     )
 
 
@@ -186,10 +153,43 @@ def _joined(*parts: str | None) -> str | None:
     return ":".join(part for part in parts if part)
 
 
+def _first(headers: Mapping[str, str], *names: str) -> str | None:
+    """Return the first of ``names`` present in ``headers``."""
+    return next((headers[n] for n in names if headers.get(n)), None)
+
+
+Parsed = list[PushEvent] | Ignored
+
+
+def parse_github(headers: Mapping[str, str], payload: Mapping[str, Any]) -> Parsed:
+    """Parse a GitHub delivery (``X-GitHub-Event``)."""
+    event = headers.get("x-github-event")
+    if not event:
+        raise BadRequest("missing X-GitHub-Event header")
+    if event != "push":
+        return Ignored(event if event == "ping" else f"event {event!r} is not a push")
+    if _get(payload, "deleted") is True or _get(payload, "after") == ZERO_SHA:
+        return Ignored("ref deleted")
+    head = _get(payload, "head_commit") or {}
+    return [_push(
+        "github",
+        repo=_get(payload, "repository", "full_name"),
+        ref=_get(payload, "ref"),
+        # For an annotated tag `after` is the tag object; head_commit is the commit.
+        sha=_get(head, "id") or _get(payload, "after"),
+        before=_get(payload, "before"),
+        # The delivery id is shared by every hook on the event: dedupe on (hook id, delivery id).
+        delivery_id=_joined(headers.get("x-github-hook-id"), headers.get("x-github-delivery")),
+        default_branch=_get(payload, "repository", "default_branch"),
+        pusher=_get(payload, "pusher", "name"),
+        message=_get(head, "message"),
+    )]
+
+
 GITLAB_PUSH_KINDS = {"push", "tag_push"}
 
 
-def parse_gitlab(headers: Mapping[str, str], payload: Mapping[str, Any]) -> PushEvent | Ignored:
+def parse_gitlab(headers: Mapping[str, str], payload: Mapping[str, Any]) -> Parsed:
     """Parse a GitLab delivery (``X-Gitlab-Event``: ``Push Hook``, ``Tag Push Hook``, ``System Hook``)."""
     event = headers.get("x-gitlab-event")
     if not event:
@@ -204,19 +204,105 @@ def parse_gitlab(headers: Mapping[str, str], payload: Mapping[str, Any]) -> Push
     head = next(
         (c for c in commits if isinstance(c, Mapping) and c.get("id") == sha), {}
     ) if isinstance(commits, list) else {}
-    return _push(
-        "gitlab", payload,
+    return [_push(
+        "gitlab",
+        repo=_get(payload, "project", "path_with_namespace"),
+        ref=_get(payload, "ref"),
         sha=sha,
+        before=_get(payload, "before"),
         # Resends keep Idempotency-Key / webhook-id; X-Gitlab-Event-UUID identifies older ones.
-        delivery_id=headers.get("idempotency-key") or headers.get("webhook-id")
-        or headers.get("x-gitlab-event-uuid"),
+        delivery_id=_first(headers, "idempotency-key", "webhook-id", "x-gitlab-event-uuid"),
         default_branch=_get(payload, "project", "default_branch"),
         pusher=_get(payload, "user_username") or _get(payload, "user_name"),
         message=head.get("message"),
-    )
+    )]
 
 
-PARSERS: dict[str, Callable[[Mapping[str, str], Mapping[str, Any]], PushEvent | Ignored]] = {
+def parse_gitea(headers: Mapping[str, str], payload: Mapping[str, Any]) -> Parsed:
+    """Parse a Gitea, Forgejo or Gogs delivery (``X-Gitea-Event`` / ``X-Forgejo-Event`` / ``X-Gogs-Event``)."""
+    event = _first(headers, "x-forgejo-event", "x-gitea-event", "x-gogs-event")
+    if not event:
+        raise BadRequest("missing X-Gitea-Event (or X-Forgejo-Event, X-Gogs-Event) header")
+    if event != "push":
+        return Ignored(f"event {event!r} is not a push")
+    if _get(payload, "after") == ZERO_SHA:
+        return Ignored("ref deleted")
+    head = _get(payload, "head_commit") or {}
+    return [_push(
+        "gitea",
+        repo=_get(payload, "repository", "full_name"),
+        ref=_get(payload, "ref"),
+        sha=_get(payload, "after"),
+        before=_get(payload, "before"),
+        delivery_id=_first(headers, "x-forgejo-delivery", "x-gitea-delivery", "x-gogs-delivery"),
+        default_branch=_get(payload, "repository", "default_branch"),
+        pusher=_get(payload, "pusher", "login") or _get(payload, "pusher", "username"),
+        message=_get(head, "message"),
+    )]
+
+
+#: Bitbucket's change types (Cloud: ``new.type``; Data Center: ``ref.type``) and their ref prefixes.
+_BITBUCKET_REF_KINDS = {"branch": "refs/heads/", "tag": "refs/tags/", "annotated_tag": "refs/tags/"}
+
+
+def parse_bitbucket(headers: Mapping[str, str], payload: Mapping[str, Any]) -> Parsed:
+    """Parse Bitbucket Cloud ``repo:push`` and Data Center ``repo:refs_changed``; one push may change several refs."""
+    event = headers.get("x-event-key")
+    if not event:
+        raise BadRequest("missing X-Event-Key header")
+    if event == "repo:push":
+        repo, changes = _get(payload, "repository", "full_name"), _bitbucket_cloud_changes(payload)
+        pusher = _get(payload, "actor", "nickname") or _get(payload, "actor", "display_name")
+    elif event == "repo:refs_changed":
+        key, slug = _get(payload, "repository", "project", "key"), _get(payload, "repository", "slug")
+        repo = f"{key}/{slug}" if isinstance(key, str) and isinstance(slug, str) else None
+        changes = _bitbucket_server_changes(payload)
+        pusher = _get(payload, "actor", "name")
+    else:
+        return Ignored("ping" if event == "diagnostics:ping" else f"event {event!r} is not a push")
+    delivery = _first(headers, "x-request-uuid", "x-request-id")
+    events = [
+        _push("bitbucket", repo=repo, ref=ref, sha=sha, before=before, pusher=pusher, message=message,
+              delivery_id=_joined(delivery, ref) if delivery else None)
+        for ref, sha, before, message in changes
+    ]
+    return events or Ignored("ref deleted")
+
+
+def _bitbucket_cloud_changes(payload: Mapping[str, Any]) -> list[tuple[object, object, object, object]]:
+    """Return (ref, sha, before, message) for each created or updated ref of a Cloud push."""
+    changes = _get(payload, "push", "changes")
+    if not isinstance(changes, list):
+        raise BadRequest("payload field push.changes must be a list")
+    found = []
+    for change in changes:
+        new = _get(change, "new")
+        if not isinstance(new, Mapping) or _get(change, "closed") is True:
+            continue  # a deleted branch or tag
+        prefix = _BITBUCKET_REF_KINDS.get(new.get("type"))
+        name = new.get("name")
+        if prefix is None or not isinstance(name, str):
+            raise BadRequest("push change has no branch or tag name")
+        found.append((prefix + name, _get(new, "target", "hash"), _get(change, "old", "target", "hash"),
+                      _get(new, "target", "message")))
+    return found
+
+
+def _bitbucket_server_changes(payload: Mapping[str, Any]) -> list[tuple[object, object, object, object]]:
+    """Return (ref, sha, before, message) for each added or updated ref of a Data Center push."""
+    changes = _get(payload, "changes")
+    if not isinstance(changes, list):
+        raise BadRequest("payload field changes must be a list")
+    return [
+        (_get(c, "ref", "id") or _get(c, "refId"), _get(c, "toHash"), _get(c, "fromHash"), None)
+        for c in changes
+        if _get(c, "type") != "DELETE" and _get(c, "toHash") != ZERO_SHA
+    ]
+
+
+PARSERS: dict[str, Callable[[Mapping[str, str], Mapping[str, Any]], Parsed]] = {
     "github": parse_github,
     "gitlab": parse_gitlab,
+    "gitea": parse_gitea,
+    "bitbucket": parse_bitbucket,
 }

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .errors import SignatureError
-from .signatures import verify_github, verify_standard_webhook, verify_token
+from .errors import RequestError, SignatureError
+from .events import payload_bytes
+from .signatures import verify_github, verify_hmac_hex, verify_standard_webhook, verify_token
 
 
 @dataclass(frozen=True)
@@ -54,15 +55,38 @@ def _check_gitlab(headers: Mapping[str, str], body: bytes, secrets: Secrets, clo
         )
 
 
+def _check_gitea(headers: Mapping[str, str], body: bytes, secrets: Secrets, clock: Clock) -> None:
+    """Gitea, Forgejo, Gogs: bare hex HMAC over the JSON payload, even when it arrives form-encoded."""
+    name = next((n for n in GITEA_SIGNATURE_HEADERS if headers.get(n)), GITEA_SIGNATURE_HEADERS[0])
+    try:
+        message = payload_bytes(body, headers.get("content-type"))
+    except RequestError as exc:
+        raise SignatureError("the body carries no payload to verify") from exc
+    verify_hmac_hex(message, headers.get(name), secrets.secret, name=name)
+
+
+def _check_bitbucket(headers: Mapping[str, str], body: bytes, secrets: Secrets, clock: Clock) -> None:
+    """Bitbucket Cloud and Data Center: ``X-Hub-Signature: sha256=<hex>`` over the raw body."""
+    verify_hmac_hex(body, headers.get("x-hub-signature"), secrets.secret, name="X-Hub-Signature", prefix="sha256=")
+
+
+#: Forgejo sends its own and Gitea's headers, Gitea its own and Gogs'; the first present is checked.
+GITEA_SIGNATURE_HEADERS = ("x-forgejo-signature", "x-gitea-signature", "x-gogs-signature")
+
 CHECKS: dict[str, Callable[[Mapping[str, str], bytes, Secrets, Clock], None]] = {
     "github": _check_github,
     "gitlab": _check_gitlab,
+    "gitea": _check_gitea,
+    "bitbucket": _check_bitbucket,
 }
+
+#: Other names users know these forges by; they follow the same rules.
+ALIASES = {"forgejo": "gitea", "gogs": "gitea"}
 
 #: Headers that carry a signature or token; a delivery that repeats one is refused.
 SIGNATURE_HEADERS = frozenset(
     {"x-hub-signature-256", "x-hub-signature", "x-gitlab-token", "webhook-signature",
-     "webhook-id", "webhook-timestamp"}
+     "webhook-id", "webhook-timestamp", *GITEA_SIGNATURE_HEADERS}
 )
 
 FORGES = tuple(CHECKS)

@@ -12,7 +12,7 @@ from . import defaults
 from .api import public_base
 from .errors import NotFound, SignatureError, UnsupportedMediaType
 from .events import FORM_TYPE, JSON_TYPE, PARSERS, Ignored, PushEvent, decode_body, media_type
-from .forges import FORGES, SIGNATURE_HEADERS, Clock, signed_for
+from .forges import ALIASES, FORGES, SIGNATURE_HEADERS, Clock, signed_for
 from .refs import matches_any
 from .services import Services
 
@@ -41,6 +41,7 @@ def _wanted(event: PushEvent, branches: tuple[str, ...] | None, tags: tuple[str,
 @bp.post("/<forge>")
 def receive(forge: str) -> Any:
     """Answer a delivery: 202 with the build, 200 for ignored or duplicate ones, 4xx when refused."""
+    forge = ALIASES.get(forge, forge)
     if forge not in FORGES:
         raise NotFound(f"no such forge endpoint: {forge}")
     services: Services = current_app.extensions["pushbuild"]
@@ -56,17 +57,21 @@ def receive(forge: str) -> Any:
     result = PARSERS[forge](headers, decode_body(body, request.content_type))
     if isinstance(result, Ignored):
         return jsonify(ignored=result.reason), 200
-    repo = config.repo(forge, result.repo)
+    repo = config.repo(forge, result[0].repo)
     if repo is None:
-        raise NotFound(f"repository {result.repo!r} is not configured for {forge}")
+        raise NotFound(f"repository {result[0].repo!r} is not configured for {forge}")
     if repo.name not in signed:
         raise SignatureError(f"the signature is not valid for repository {repo.name!r}")
-    if reason := _wanted(result, repo.branches, repo.tags):
-        return jsonify(ignored=reason), 200
-    build, created = services.store.record(result)
+    reasons = [_wanted(event, repo.branches, repo.tags) for event in result]
+    wanted = [event for event, reason in zip(result, reasons, strict=True) if reason is None]
+    if not wanted:
+        return jsonify(ignored="; ".join(r for r in reasons if r)), 200
+    builds, created = services.store.record(wanted)
     if not created:
-        return jsonify(duplicate=build.id), 200
-    current_app.extensions["pushbuild.dispatcher"].dispatch(build.id)
-    log.info("accepted forge=%s repo=%s ref=%s sha=%s build=%s delivery=%s",
-                            forge, repo.name, result.ref, result.sha, build.id, result.delivery_id)
-    return jsonify(build=build.id, status_url=f"{public_base()}/api/builds/{build.id}"), 202
+        return jsonify(duplicate=builds[0].id), 200
+    for build, event in zip(builds, wanted, strict=True):
+        current_app.extensions["pushbuild.dispatcher"].dispatch(build.id)
+        log.info("accepted forge=%s repo=%s ref=%s sha=%s build=%s delivery=%s",
+                 forge, repo.name, event.ref, event.sha, build.id, event.delivery_id)
+    return jsonify(build=builds[0].id, builds=[b.id for b in builds],
+                   status_url=f"{public_base()}/api/builds/{builds[0].id}"), 202

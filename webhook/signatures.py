@@ -35,16 +35,30 @@ def _require(secret: str | bytes | None, header: str | None, name: str) -> None:
         raise SignatureError(f"missing {name} header")
 
 
+def hmac_hex(key: str, message: bytes) -> str:
+    """Return the lowercase hex HMAC-SHA256 of ``message``: the form GitHub, Gitea and Bitbucket send."""
+    return hmac_sha256(key.encode(), message).hex()
+
+
+def verify_hmac_hex(message: bytes, header: str | None, secret: str | None, *, name: str, prefix: str = "") -> None:
+    """Check a header holding ``prefix`` + hex HMAC-SHA256 of ``message``, or raise.
+
+    GitHub (``X-Hub-Signature-256``) and Bitbucket (``X-Hub-Signature``) use ``sha256=``;
+    Gitea, Forgejo and Gogs send the bare hex digest.
+    """
+    _require(secret, header, name)
+    if not _same(header, prefix + hmac_hex(secret, message)):
+        raise SignatureError(f"{name} does not match the body")
+
+
 def sign_github(body: bytes, secret: str) -> str:
     """Return the ``X-Hub-Signature-256`` value GitHub would send for ``body``."""
-    return "sha256=" + hmac_sha256(secret.encode(), body).hex()
+    return "sha256=" + hmac_hex(secret, body)
 
 
 def verify_github(body: bytes, header: str | None, secret: str | None) -> None:
     """Check GitHub's ``X-Hub-Signature-256`` over the raw ``body``, or raise."""
-    _require(secret, header, "X-Hub-Signature-256")
-    if not _same(header, sign_github(body, secret)):
-        raise SignatureError("X-Hub-Signature-256 does not match the body")
+    verify_hmac_hex(body, header, secret, name="X-Hub-Signature-256", prefix="sha256=")
 
 
 def verify_token(header: str | None, secret: str | None, *, name: str = "X-Gitlab-Token") -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -153,26 +153,26 @@ class BuildStore:
         with self.engine.connect() as conn:
             conn.execute(sa.select(1))
 
-    def record(self, event: PushEvent) -> tuple[Build, bool]:
-        """Record an accepted push as a queued build; return it and whether it is new.
+    def record(self, events: Sequence[PushEvent]) -> tuple[list[Build], bool]:
+        """Record the refs of one accepted push as queued builds, all or none; return them and whether they are new.
 
         A delivery already recorded (same forge, repository and delivery id) returns the
-        existing build with ``False``: forges resend deliveries, and each builds once.
+        existing builds with ``False``: forges resend deliveries, and each builds once.
         """
-        key = f"{event.forge}:{event.repo}:{event.delivery_id}" if event.delivery_id else None
-        values = dict(
-            repo=event.repo, forge=event.forge, ref=event.ref, sha=event.sha, before=event.before,
-            pusher=event.pusher, default_branch=event.default_branch, delivery_key=key,
-            state=BuildState.QUEUED.value, tags="[]", attempts=0, created_at=self.clock(),
-        )
+        keys = [f"{e.forge}:{e.repo}:{e.delivery_id}" if e.delivery_id else None for e in events]
+        rows = [dict(
+            repo=e.repo, forge=e.forge, ref=e.ref, sha=e.sha, before=e.before, pusher=e.pusher,
+            default_branch=e.default_branch, delivery_key=key, state=BuildState.QUEUED.value,
+            tags="[]", attempts=0, created_at=self.clock(),
+        ) for e, key in zip(events, keys, strict=True)]
         try:
             with self.engine.begin() as conn:
-                new_id = conn.execute(builds.insert().values(**values)).inserted_primary_key[0]
+                ids = [conn.execute(builds.insert().values(**row)).inserted_primary_key[0] for row in rows]
         except IntegrityError:
             with self.engine.begin() as conn:
-                row = conn.execute(builds.select().where(builds.c.delivery_key == key)).one()
-            return Build.from_row(row), False
-        return self.get(new_id), True
+                found = conn.execute(builds.select().where(builds.c.delivery_key.in_(keys)).order_by(builds.c.id))
+                return [Build.from_row(row) for row in found], False
+        return [self.get(build_id) for build_id in ids], True
 
     def get(self, build_id: int) -> Build | None:
         """Return one build, or ``None``."""
