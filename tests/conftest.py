@@ -19,7 +19,11 @@ from .gitserver import GitHttpServer
 
 GITHUB_SECRET = "It's a Secret to Everybody"
 GITLAB_TOKEN = "gitlab-token-0123456789"
-SECRETS_ENV = {"GITHUB_SECRET": GITHUB_SECRET, "GITLAB_TOKEN": GITLAB_TOKEN}
+GITEA_SECRET = "gitea-secret-abcdef"
+BITBUCKET_SECRET = "bitbucket-secret-123456"
+SECRETS_ENV = {"GITHUB_SECRET": GITHUB_SECRET, "GITLAB_TOKEN": GITLAB_TOKEN,
+               "GITEA_SECRET": GITEA_SECRET, "BITBUCKET_SECRET": BITBUCKET_SECRET}
+SECRET_ENV_OF = {"github": "GITHUB_SECRET", "gitlab": "GITLAB_TOKEN", "gitea": "GITEA_SECRET", "bitbucket": "BITBUCKET_SECRET"}
 
 
 def _service(name: str) -> str:
@@ -71,8 +75,8 @@ def repo(git_server: GitHttpServer, tmp_path: Path) -> Repo:
 def repo_table(name: str, *, forge: str = "github", clone_url: str = "https://git.example.com/acme/app.git",
                image: str = "127.0.0.1:5000/acme/app", **extra: Any) -> dict[str, Any]:
     """One ``[[repos]]`` table as a test would write it."""
-    secret = {"github": {"secret_env": "GITHUB_SECRET"}, "gitlab": {"secret_env": "GITLAB_TOKEN"}}[forge]
-    return {"name": name, "forge": forge, "clone_url": clone_url, "image": image, **secret, **extra}
+    return {"name": name, "forge": forge, "clone_url": clone_url, "image": image,
+            "secret_env": SECRET_ENV_OF.get(forge, "GITHUB_SECRET"), **extra}
 
 
 @pytest.fixture
@@ -89,7 +93,8 @@ def make_config(tmp_path: Path):
 
 @pytest.fixture
 def config(make_config) -> Config:
-    return make_config(repo_table("Codertocat/Hello-World"), repo_table("mike/diaspora", forge="gitlab"))
+    return make_config(repo_table("Codertocat/Hello-World"), repo_table("mike/diaspora", forge="gitlab"),
+                       repo_table("example/example", forge="gitea"), repo_table("team_name/repo_name", forge="bitbucket"))
 
 
 @pytest.fixture

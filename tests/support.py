@@ -10,7 +10,7 @@ from typing import Any
 
 import requests
 
-from webhook.signatures import sign_github, sign_standard_webhook
+from webhook.signatures import hmac_hex, sign_github, sign_standard_webhook
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MANIFEST_TYPES = ", ".join([
@@ -89,3 +89,45 @@ def wait_for(predicate, *, timeout_s: float = 120, every_s: float = 0.25, what: 
             return value
         time.sleep(every_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def gitea_push(*, repo: str, sha: str, ref: str = "refs/heads/main") -> dict[str, Any]:
+    """Gitea's push payload, pointed at ``repo`` and commit ``sha``."""
+    payload = fixture("gitea/push.json")
+    payload.update(ref=ref, after=sha)
+    payload["repository"].update(full_name=repo, default_branch="main")
+    return payload
+
+
+def gitea_headers(payload_json: bytes, secret: str, *, flavour: str = "Gitea", event: str = "push",
+                  content_type: str = "application/json") -> dict[str, str]:
+    """Headers of a Gitea/Forgejo/Gogs delivery: hex HMAC over the JSON payload itself."""
+    return {
+        "Content-Type": content_type,
+        f"X-{flavour}-Event": event,
+        f"X-{flavour}-Delivery": str(uuid.uuid4()),
+        f"X-{flavour}-Signature": hmac_hex(secret, payload_json),
+    }
+
+
+def bitbucket_push(*, repo: str, changes: list[tuple[str, str, str]]) -> dict[str, Any]:
+    """Bitbucket Cloud's repo:push payload for ``repo`` with one change per (type, name, sha)."""
+    payload = fixture("bitbucket/repo_push.json")
+    payload["repository"]["full_name"] = repo
+    template = payload["push"]["changes"][0]
+    payload["push"]["changes"] = [
+        {**template, "new": {**template["new"], "type": kind, "name": name,
+                             "target": {**template["new"]["target"], "hash": sha}}}
+        for kind, name, sha in changes
+    ]
+    return payload
+
+
+def bitbucket_headers(body: bytes, secret: str, *, event: str = "repo:push") -> dict[str, str]:
+    """Headers of a Bitbucket delivery: X-Hub-Signature sha256= over the raw body."""
+    return {
+        "Content-Type": "application/json",
+        "X-Event-Key": event,
+        "X-Request-UUID": str(uuid.uuid4()),
+        "X-Hub-Signature": "sha256=" + hmac_hex(secret, body),
+    }

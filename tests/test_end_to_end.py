@@ -5,9 +5,20 @@ import json
 import pytest
 import requests
 
-from .conftest import GITHUB_SECRET, GITLAB_TOKEN, SECRETS_ENV
+from .conftest import GITHUB_SECRET, SECRET_ENV_OF, SECRETS_ENV
 from .service import Pushbuild
-from .support import github_headers, github_push, gitlab_headers, gitlab_push, registry_digest, wait_for
+from .support import (
+    bitbucket_headers,
+    bitbucket_push,
+    gitea_headers,
+    gitea_push,
+    github_headers,
+    github_push,
+    gitlab_headers,
+    gitlab_push,
+    registry_digest,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -20,10 +31,7 @@ def pushbuild(tmp_path, repo, git_server, docker_host, registry, base_image):
         "server": {"data_dir": str(tmp_path / "data"), "mirror_dir": str(tmp_path / "mirrors"),
                    "lease_s": 4, "heartbeat_s": 1, "reconcile_every_s": 1},
         "engine": {"base_url": docker_host},
-        "repos": [
-            {"name": repo.name, "forge": "github", "secret_env": "GITHUB_SECRET", **common},
-            {"name": repo.name, "forge": "gitlab", "secret_env": "GITLAB_TOKEN", **common},
-        ],
+        "repos": [{"name": repo.name, "forge": forge, "secret_env": SECRET_ENV_OF[forge], **common} for forge in FORGES],
     }
     service = Pushbuild(tmp_path, config, SECRETS_ENV)
     service.start_web()
@@ -34,14 +42,25 @@ def pushbuild(tmp_path, repo, git_server, docker_host, registry, base_image):
 
 
 def deliver(service, forge, repo, sha, *, secret=None):
+    """Send the forge's real example push, pointed at ``repo`` and ``sha``, signed as that forge signs."""
+    secret = secret or SECRETS_ENV[SECRET_ENV_OF[forge]]
     if forge == "github":
         body = json.dumps(github_push(repo=repo.name, sha=sha)).encode()
-        return service.post("/hooks/github", body, github_headers(body, secret or GITHUB_SECRET))
-    body = json.dumps(gitlab_push(repo=repo.name, sha=sha)).encode()
-    return service.post("/hooks/gitlab", body, gitlab_headers(token=secret or GITLAB_TOKEN))
+        return service.post("/hooks/github", body, github_headers(body, secret))
+    if forge == "gitlab":
+        body = json.dumps(gitlab_push(repo=repo.name, sha=sha)).encode()
+        return service.post("/hooks/gitlab", body, gitlab_headers(token=secret))
+    if forge == "gitea":
+        body = json.dumps(gitea_push(repo=repo.name, sha=sha)).encode()
+        return service.post("/hooks/gitea", body, gitea_headers(body, secret))
+    body = json.dumps(bitbucket_push(repo=repo.name, changes=[("branch", "main", sha)])).encode()
+    return service.post("/hooks/bitbucket", body, bitbucket_headers(body, secret))
 
 
-@pytest.mark.parametrize("forge", ["github", "gitlab"])
+FORGES = ["github", "gitlab", "gitea", "bitbucket"]
+
+
+@pytest.mark.parametrize("forge", FORGES)
 def test_a_signed_push_ends_as_a_runnable_image_in_the_registry(pushbuild, repo, registry, base_image, docker_client, forge):
     """202, then the API reports succeeded with the digest the registry serves, and the image runs the commit."""
     sha = repo.commit({"Dockerfile": f"FROM {base_image}\nCOPY message.txt /message.txt\nCMD cat /message.txt\n",

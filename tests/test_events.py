@@ -1,12 +1,21 @@
 """Parsing the forges' real example payloads into one PushEvent."""
 
 import json
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 import pytest
 
 from webhook.errors import BadRequest, UnsupportedMediaType
-from webhook.events import Ignored, PushEvent, decode_body, parse_github, parse_gitlab
+from webhook.events import (
+    Ignored,
+    PushEvent,
+    decode_body,
+    parse_bitbucket,
+    parse_gitea,
+    parse_github,
+    parse_gitlab,
+    payload_bytes,
+)
 
 from .support import fixture
 
@@ -120,3 +129,65 @@ def test_malformed_bodies_are_refused(body, content_type, error):
 def test_brackets_inside_strings_do_not_count_as_nesting():
     """Depth is counted outside strings only."""
     assert decode_body(b'{"a": "' + b"[" * 200 + b'"}', "application/json") == {"a": "[" * 200}
+
+
+@pytest.mark.parametrize("header", ["x-gitea-event", "x-forgejo-event", "x-gogs-event"])
+def test_gitea_family_push_becomes_a_push_event(header):
+    """Gitea's push names repository.full_name and builds `after`, whichever flavour sent it."""
+    [event] = parse_gitea({header: "push", "x-gitea-delivery": "d-9"}, fixture("gitea/push.json"))
+    assert (event.forge, event.repo, event.ref, event.sha, event.pusher, event.default_branch, event.message) == (
+        "gitea", "example/example", "refs/heads/master", "67b56589a45103f891bdee7c0546e5d40bc02001",
+        "example", "master", "example\n")
+    assert event.delivery_id == "d-9"
+
+
+def test_gitea_deletion_and_other_events_are_ignored():
+    """A zero `after` is a deletion; create/delete/issues events are not pushes."""
+    payload = fixture("gitea/push.json") | {"after": "0" * 40}
+    assert parse_gitea({"x-gitea-event": "push"}, payload) == Ignored("ref deleted")
+    assert parse_gitea({"x-gitea-event": "create"}, fixture("gitea/push.json")) == Ignored("event 'create' is not a push")
+
+
+def test_bitbucket_cloud_push_becomes_one_event_per_changed_ref():
+    """Bitbucket's documented repo:push builds new.target.hash of each change."""
+    [event] = parse_bitbucket({"x-event-key": "repo:push", "x-request-uuid": "u-1"}, fixture("bitbucket/repo_push.json"))
+    assert (event.forge, event.repo, event.ref, event.sha, event.before, event.pusher, event.message) == (
+        "bitbucket", "team_name/repo_name", "refs/heads/name-of-branch", "709d658dc5b6d6afcd46049c2f332ee3f515a67d",
+        "1e65c05c1d5171631d92438a13901ca7dae9618c", "Emma", "new commit message\n")
+    assert event.delivery_id == "u-1:refs/heads/name-of-branch"
+
+
+def test_bitbucket_cloud_push_of_several_refs_and_deletions():
+    """One push may create a tag, update a branch and delete another: deletions build nothing."""
+    payload = fixture("bitbucket/repo_push.json")
+    change = payload["push"]["changes"][0]
+    tag = {**change, "new": {**change["new"], "type": "tag", "name": "v2.0.0"}}
+    deleted = {**change, "new": None, "closed": True}
+    payload["push"]["changes"] = [change, tag, deleted]
+    events = parse_bitbucket({"x-event-key": "repo:push"}, payload)
+    assert [e.ref for e in events] == ["refs/heads/name-of-branch", "refs/tags/v2.0.0"]
+    payload["push"]["changes"] = [deleted]
+    assert parse_bitbucket({"x-event-key": "repo:push"}, payload) == Ignored("ref deleted")
+
+
+def test_bitbucket_data_center_refs_changed():
+    """Data Center's repo:refs_changed names the repo PROJECT/slug; its example is a deletion."""
+    payload = fixture("bitbucket/refs_changed_server.json")
+    assert parse_bitbucket({"x-event-key": "repo:refs_changed"}, payload) == Ignored("ref deleted")
+    payload["changes"][0].update(type="UPDATE", toHash="a" * 40)
+    [event] = parse_bitbucket({"x-event-key": "repo:refs_changed", "x-request-id": "r-1"}, payload)
+    assert (event.repo, event.ref, event.sha, event.before, event.pusher) == (
+        "~gopher/webhook-test", "refs/heads/feature/wip", "a" * 40, "32a0b8a740c2963c6f56bd8baf3dc05683d299e0", "gopher")
+
+
+@pytest.mark.parametrize("event, reason", [("diagnostics:ping", "ping"), ("pullrequest:created", "event 'pullrequest:created' is not a push")])
+def test_bitbucket_other_events_are_ignored(event, reason):
+    """Bitbucket's ping and pull request events build nothing."""
+    assert parse_bitbucket({"x-event-key": event}, {}) == Ignored(reason)
+
+
+def test_form_payload_bytes_are_the_exact_json_signed():
+    """Gitea signs the JSON payload; the form field decodes back to those exact bytes."""
+    raw = json.dumps({"a": "é & = +"}).encode()
+    assert payload_bytes(b"payload=" + quote(raw).encode(), "application/x-www-form-urlencoded") == raw
+    assert payload_bytes(b"payload=" + quote_plus(raw).encode(), "application/x-www-form-urlencoded") == raw

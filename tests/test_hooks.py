@@ -8,8 +8,18 @@ import pytest
 
 from webhook import create_app
 
-from .conftest import GITHUB_SECRET, GITLAB_TOKEN, repo_table
-from .support import fixture, github_headers, github_push, gitlab_headers, gitlab_push
+from .conftest import BITBUCKET_SECRET, GITEA_SECRET, GITHUB_SECRET, GITLAB_TOKEN, repo_table
+from .support import (
+    bitbucket_headers,
+    bitbucket_push,
+    fixture,
+    gitea_headers,
+    gitea_push,
+    github_headers,
+    github_push,
+    gitlab_headers,
+    gitlab_push,
+)
 
 SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
 GH_REPO = "Codertocat/Hello-World"
@@ -224,4 +234,63 @@ def test_repeated_signature_header_is_refused(app, client, config):
     body = json.dumps(gitlab_push(repo=GL_REPO, sha=SHA)).encode()
     headers = list(gitlab_headers(token=GITLAB_TOKEN).items()) + [("X-Gitlab-Token", "other")]
     assert client.post("/hooks/gitlab", data=body, headers=headers).status_code == 401
+    assert_nothing_happened(app, config)
+
+
+GITEA_REPO = "example/example"
+BB_REPO = "team_name/repo_name"
+
+
+@pytest.mark.parametrize("flavour, endpoint", [("Gitea", "gitea"), ("Forgejo", "forgejo"), ("Gogs", "gogs")])
+def test_signed_gitea_family_push_is_queued(app, client, config, flavour, endpoint):
+    """Gitea, Forgejo and Gogs deliveries are verified by their own signature header."""
+    body = json.dumps(gitea_push(repo=GITEA_REPO, sha=SHA)).encode()
+    response = client.post(f"/hooks/{endpoint}", data=body, headers=gitea_headers(body, GITEA_SECRET, flavour=flavour))
+    assert response.status_code == 202, response.json
+    assert builds(app)[0].forge == "gitea"
+    assert queued(config) == [response.json["build"]]
+
+
+def test_gitea_form_delivery_is_verified_over_the_json_payload(app, client, config):
+    """Unlike GitHub, Gitea signs the JSON payload even when it sends a form body."""
+    payload_json = json.dumps(gitea_push(repo=GITEA_REPO, sha=SHA)).encode()
+    body = b"payload=" + quote(payload_json).encode()
+    over_json = gitea_headers(payload_json, GITEA_SECRET, content_type="application/x-www-form-urlencoded")
+    over_form = gitea_headers(body, GITEA_SECRET, content_type="application/x-www-form-urlencoded")
+    assert client.post("/hooks/gitea", data=body, headers=over_form).status_code == 401
+    assert client.post("/hooks/gitea", data=body, headers=over_json).status_code == 202
+
+
+@pytest.mark.parametrize("mangle", [
+    lambda h: h.pop("X-Gitea-Signature"),
+    lambda h: h.update({"X-Gitea-Signature": "sha256=" + h["X-Gitea-Signature"]}),
+    lambda h: h.update({"X-Gitea-Signature": h["X-Gitea-Signature"].upper()}),
+])
+def test_bad_gitea_signature_is_401(app, client, config, mangle):
+    """A missing, prefixed or upper-cased Gitea signature is refused."""
+    body = json.dumps(gitea_push(repo=GITEA_REPO, sha=SHA)).encode()
+    headers = gitea_headers(body, GITEA_SECRET)
+    mangle(headers)
+    assert client.post("/hooks/gitea", data=body, headers=headers).status_code == 401
+    assert_nothing_happened(app, config)
+
+
+def test_bitbucket_push_of_two_refs_records_two_builds(app, client, config):
+    """One Bitbucket push changing a branch and a tag becomes two builds, both queued."""
+    other = "b" * 40
+    body = json.dumps(bitbucket_push(repo=BB_REPO, changes=[("branch", "main", SHA), ("tag", "v1.0.0", other)])).encode()
+    headers = bitbucket_headers(body, BITBUCKET_SECRET)
+    response = client.post("/hooks/bitbucket", data=body, headers=headers)
+    assert response.status_code == 202, response.json
+    assert sorted((b.ref, b.sha) for b in builds(app)) == [("refs/heads/main", SHA), ("refs/tags/v1.0.0", other)]
+    assert sorted(queued(config)) == sorted(response.json["builds"])
+    again = client.post("/hooks/bitbucket", data=body, headers=headers)
+    assert (again.status_code, again.json) == (200, {"duplicate": response.json["build"]})
+
+
+def test_bad_bitbucket_signature_is_401(app, client, config):
+    """Bitbucket's X-Hub-Signature must be sha256= over the raw body."""
+    body = json.dumps(bitbucket_push(repo=BB_REPO, changes=[("branch", "main", SHA)])).encode()
+    headers = bitbucket_headers(body, "wrong secret")
+    assert client.post("/hooks/bitbucket", data=body, headers=headers).status_code == 401
     assert_nothing_happened(app, config)

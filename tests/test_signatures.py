@@ -7,6 +7,7 @@ from webhook.signatures import (
     sign_github,
     sign_standard_webhook,
     verify_github,
+    verify_hmac_hex,
     verify_standard_webhook,
     verify_token,
 )
@@ -102,3 +103,20 @@ def test_gitlab_token_is_compared_exactly(header, secret, ok):
     else:
         with pytest.raises(SignatureError):
             verify_token(header, secret)
+
+
+@pytest.mark.parametrize("header, prefix, ok", [
+    ("sha256=" + GITHUB_SIGNATURE[7:], "sha256=", True),      # Bitbucket: the GitHub vector under its header
+    (GITHUB_SIGNATURE[7:], "", True),                          # Gitea: bare hex
+    (GITHUB_SIGNATURE[7:], "sha256=", False),
+    ("sha256=" + GITHUB_SIGNATURE[7:], "", False),
+    (GITHUB_SIGNATURE[7:].upper(), "", False),
+    (" " + GITHUB_SIGNATURE[7:], "", False),
+])
+def test_hex_hmac_headers_with_and_without_prefix(header, prefix, ok):
+    """One helper checks every hex-HMAC forge; the prefix must be exactly the forge's."""
+    if ok:
+        verify_hmac_hex(GITHUB_BODY, header, GITHUB_SECRET, name="X-Test", prefix=prefix)
+    else:
+        with pytest.raises(SignatureError):
+            verify_hmac_hex(GITHUB_BODY, header, GITHUB_SECRET, name="X-Test", prefix=prefix)
