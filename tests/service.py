@@ -28,6 +28,8 @@ def toml_value(value: Any) -> str:
         return str(value)
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{toml_value(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -92,6 +94,8 @@ class Pushbuild:
         return worker
 
     def _up(self) -> bool:
+        if self.web.popen.poll() is not None:
+            raise AssertionError(f"gunicorn exited with {self.web.popen.returncode}:\n{self.web.log.read_text()[-3000:]}")
         try:
             return requests.get(f"{self.url}/healthz", timeout=2).status_code == 200
         except requests.ConnectionError:

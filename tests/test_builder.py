@@ -17,7 +17,8 @@ pytestmark = pytest.mark.e2e
 def pipeline(tmp_path, repo, git_server, docker_host, registry, base_image):
     """Services for one repository served by the test git server, building on the real engine."""
 
-    def make(**repo_settings):
+    def make(env=None, **repo_settings):
+        env = env or {}
         config = parse_config({
             "server": {"data_dir": str(tmp_path / "data"), "mirror_dir": str(tmp_path / "mirrors")},
             "engine": {"base_url": docker_host},
@@ -25,7 +26,7 @@ def pipeline(tmp_path, repo, git_server, docker_host, registry, base_image):
             "repos": [{"name": repo.name, "forge": "github", "secret_env": "GITHUB_SECRET",
                        "clone_url": git_server.url(f"{repo.name}.git"), "image": f"{registry}/{repo.name}",
                        **repo_settings}],
-        }, {**SECRETS_ENV, **repo_settings.pop("env", {}), "REG_USER": "bot", "REG_PASS": "registry-pass-9876"})
+        }, {**SECRETS_ENV, **env, "REG_USER": "bot", "REG_PASS": "registry-pass-9876"})
         return Services(config)
 
     return make
@@ -120,3 +121,43 @@ def test_registry_failures_fail_the_build_without_leaking_the_password(pipeline,
     assert "pushing 127.0.0.1:9/nowhere/app:" in build.error
     log, _ = services.store.log(build.id)
     assert "registry-pass-9876" not in log + build.error
+
+
+def test_a_semver_tag_push_fans_out_to_version_tags(pipeline, repo, registry, base_image):
+    """A v1.2.3 tag under a semver rule is pushed as 1.2.3, 1.2 and 1, all one digest."""
+    repo.commit({"Dockerfile": f"FROM {base_image}\nLABEL release=yes\n"})
+    tag_sha = repo.tag("v1.2.3", annotated=True)
+    services = pipeline(rules=[{"tag_regex": r"^v\d+\.\d+\.\d+$", "tags": ["{tag}"], "semver": True}])
+    build = run(services, repo, tag_sha, ref="refs/tags/v1.2.3")
+    assert build.state is BuildState.SUCCEEDED, build.error
+    digests = {registry_digest(registry, repo.name, t) for t in ("v1.2.3", "1.2.3", "1.2", "1")}
+    assert digests == {build.digest}
+    assert registry_digest(registry, repo.name, "latest") is None
+
+
+def test_target_and_build_args_reach_the_engine_and_secret_values_stay_out_of_the_log(pipeline, repo, docker_client, base_image):
+    """The rule's target stage is built with its arguments; an argument from the environment is masked in the log."""
+    sha = repo.commit({"Dockerfile": (
+        f"FROM {base_image} AS base\nARG GREETING\nARG TOKEN\n"
+        "RUN test \"$TOKEN\" = \"tok-5ecret-value\" && echo \"token is $TOKEN\"\n"
+        "RUN echo \"$GREETING from base\" > /greeting\n"
+        "FROM base AS final\nCMD cat /greeting\n"
+        "FROM base AS other\nRUN exit 9\n"
+    )})
+    services = pipeline(env={"TOKEN_VAR": "tok-5ecret-value"}, build_args={"GREETING": "hello"},
+                        build_args_env={"TOKEN": "TOKEN_VAR"}, target="final")
+    build = run(services, repo, sha)
+    assert build.state is BuildState.SUCCEEDED, build.error
+    assert docker_client.containers.run(build.tags[0], remove=True, network_mode="none") == b"hello from base\n"
+    log, _ = services.store.log(build.id)
+    assert "token is ***" in log and "tok-5ecret-value" not in log
+
+
+def test_a_commit_built_with_other_settings_is_rebuilt_not_reused(pipeline, repo, docker_client, base_image):
+    """The same SHA under another target is built again, so the SHA tag never names the wrong stage."""
+    sha = repo.commit({"Dockerfile": f"FROM {base_image} AS a\nCMD echo stage-a\nFROM {base_image} AS b\nCMD echo stage-b\n"})
+    first = run(pipeline(target="a"), repo, sha)
+    second = run(pipeline(target="b"), repo, sha)
+    assert (first.state, second.state) == (BuildState.SUCCEEDED, BuildState.SUCCEEDED)
+    assert first.digest != second.digest
+    assert docker_client.containers.run(second.tags[0], remove=True, network_mode="none") == b"stage-b\n"

@@ -21,7 +21,12 @@ def test_example_config_is_valid():
     config = load_config(EXAMPLE, EXAMPLE_ENV)
     assert [r.name for r in config.repos] == ["acme/app", "acme/api"]
     app = config.repos[0]
-    assert (app.branches, app.tags, app.latest, app.secret.reveal()) == (("main", "release/*"), ("v*",), True, "s3cret-app")
+    sha = "a" * 40
+    assert app.plan("refs/heads/main", sha, default_branch="main").tags[1:] == (
+        "registry.example.com/acme/app:main", "registry.example.com/acme/app:latest")
+    assert app.plan("refs/heads/release/2", sha) is not None and app.plan("refs/tags/v1", sha) is not None
+    assert app.plan("refs/heads/feature", sha) is None and app.plan("refs/tags/nightly", sha) is None
+    assert app.secret.reveal() == "s3cret-app"
     assert config.registry.auth() == {"username": "bot", "password": "registry-pass-123"}
     assert "s3cret" not in repr(config) and "registry-pass" not in repr(config)
 
@@ -59,6 +64,18 @@ def test_environment_overrides_broker_and_database():
     ({"latest": "yes"}, {"S": "x"}, "repos[0].latest: must be of type bool"),
     ({"secert_env": "S"}, {"S": "x"}, "repos[0].secert_env: unknown key"),
     ({"name": None}, {"S": "x"}, "repos[0].name: is required"),
+    ({"rules": [{"branch": "main", "tag": "v*"}]}, {"S": "x"}, "repos[0].rules[0]: needs exactly one of"),
+    ({"rules": [{"tag": "v*", "tags": ["{version}"]}]}, {"S": "x"}, "repos[0].rules[0].tags: unknown field {version}"),
+    ({"rules": [{"branch": "main", "semver": True}]}, {"S": "x"}, "repos[0].rules[0].semver: only applies to tag rules"),
+    ({"rules": [{"tag_regex": "v(("}]}, {"S": "x"}, "repos[0].rules[0].tag_regex: is not a valid regular expression"),
+    ({"rules": []}, {"S": "x"}, "repos[0].rules: must list at least one rule"),
+    ({"rules": [{"branch": "main"}], "branches": ["main"]}, {"S": "x"}, "repos[0].branches: goes in each rule"),
+    ({"build_args_env": {"TOKEN": "UNSET_VAR"}}, {"S": "x"}, "repos[0].build_args_env.TOKEN: environment variable UNSET_VAR"),
+    ({"build_args": {"1BAD": "x"}}, {"S": "x"}, "repos[0].build_args.1BAD: must be a string"),
+    ({"secrets_env": {"npm": "S"}}, {"S": "x"}, "repos[0].secrets_env: build secrets need builder"),
+    ({"builder": "kaniko"}, {"S": "x"}, "repos[0].builder: must be one of classic, buildkit"),
+    ({"platform": "amd64"}, {"S": "x"}, "repos[0].platform: must look like linux/amd64"),
+    ({"cache_from": ["Not An Image"]}, {"S": "x"}, "repos[0].cache_from: must be a list of image references"),
 ])
 def test_invalid_repo_settings_are_reported_with_their_key(change, env, problem):
     """Each problem names the offending key."""
@@ -74,6 +91,24 @@ def test_gitlab_repo_may_verify_with_a_signing_token_only():
     del table["secret_env"]
     config = parse_config({"repos": [table]}, {"T": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})
     assert config.repos[0].secret is None and config.repos[0].signing_token is not None
+
+
+def test_rules_and_build_settings_are_read():
+    """A rules table, build arguments from the environment and BuildKit secrets load as given."""
+    table = {**REPO, "builder": "buildkit", "target": "prod", "platform": "linux/amd64",
+             "build_args": {"MODE": "release"}, "build_args_env": {"NPM_TOKEN": "NPM"}, "secrets_env": {"npm": "NPM"},
+             "cache_from": ["registry.example.com/acme/app:cache"],
+             "rules": [{"tag_regex": r"^v(?P<v>.+)$", "tags": ["{v}"], "semver": True, "latest": True},
+                       {"branch": ["main", "release/*"], "tags": ["{sha}", "{branch}"], "target": "debug"}]}
+    config = parse_config({"repos": [table]}, {"S": "x", "NPM": "npm-token-value"})
+    repo = config.repos[0]
+    release = repo.plan("refs/tags/v1.4.2", "a" * 40)
+    assert [t.rsplit(":", 1)[1] for t in release.tags] == ["a" * 40, "1.4.2", "1.4", "1", "latest"]
+    assert (release.target, release.platform, release.cache_from) == ("prod", "linux/amd64", ("registry.example.com/acme/app:cache",))
+    assert dict(release.build_args) == {"MODE": "release", "NPM_TOKEN": "npm-token-value"}
+    assert repo.plan("refs/heads/main", "a" * 40).target == "debug"
+    assert "npm-token-value" not in repr(config)
+    assert "npm-token-value" in [s.reveal() for s in config.secrets()]
 
 
 def test_duplicate_repository_is_refused():

@@ -10,6 +10,7 @@ from .service import Pushbuild
 from .support import (
     bitbucket_headers,
     bitbucket_push,
+    fixture,
     gitea_headers,
     gitea_push,
     github_headers,
@@ -133,4 +134,32 @@ def test_clients_following_logs_do_not_block_deliveries(tmp_path, repo, git_serv
     finally:
         for follower in followers:
             follower.close()
+        service.stop()
+
+
+def test_a_semver_tag_push_through_the_service(tmp_path, repo, git_server, docker_host, registry, base_image):
+    """GitHub's real tag-push example, aimed at a fresh v2.5.0 tag, ends as 2.5.0, 2.5 and 2 in the registry."""
+    config = {"server": {"data_dir": str(tmp_path / "data"), "mirror_dir": str(tmp_path / "mirrors")},
+              "engine": {"base_url": docker_host},
+              "repos": [{"name": repo.name, "forge": "github", "secret_env": "GITHUB_SECRET",
+                         "clone_url": git_server.url(f"{repo.name}.git"), "image": f"{registry}/{repo.name}",
+                         "rules": [{"tag": "v*", "semver": True, "latest": True}, {"branch": "main"}]}]}
+    service = Pushbuild(tmp_path, config, SECRETS_ENV)
+    service.start_web()
+    service.start_worker()
+    try:
+        commit = repo.commit({"Dockerfile": f"FROM {base_image}\nLABEL version=2.5.0\n"})
+        repo.tag("v2.5.0", annotated=True)
+        payload = fixture("github/push_tag.json")
+        payload.update(ref="refs/tags/v2.5.0", after=commit)
+        payload["repository"]["full_name"] = repo.name
+        payload["head_commit"]["id"] = commit
+        body = json.dumps(payload).encode()
+        response = service.post("/hooks/github", body, github_headers(body, GITHUB_SECRET))
+        assert response.status_code == 202, response.text
+        build = service.wait_finished(response.json()["build"])
+        assert build["state"] == "succeeded", build["error"]
+        assert {t.rsplit(":", 1)[1] for t in build["tags"]} == {commit, "v2.5.0", "2.5.0", "2.5", "2", "latest"}
+        assert {registry_digest(registry, repo.name, t) for t in ("2.5.0", "2.5", "2", "latest")} == {build["digest"]}
+    finally:
         service.stop()

@@ -8,10 +8,12 @@ import pytest
 from webhook.config import EngineConfig
 from webhook.engine import Engine
 from webhook.errors import ContextError, EngineError, RegistryError
+from webhook.rules import BuildPlan
 
 from .support import registry_digest
 
 pytestmark = pytest.mark.e2e
+PLAN = BuildPlan(tags=(), dockerfile="Dockerfile", context=".")
 
 
 @pytest.fixture
@@ -33,7 +35,7 @@ def test_build_streams_the_engines_output_and_returns_the_image(engine, base_ima
     """Each line the engine sends reaches the log; the new image's id is returned."""
     lines = []
     image_id = engine.build(context({"Dockerfile": f"FROM {base_image}\nRUN echo hello-engine\n"}),
-                            tag="pushbuild-test/engine:ok", dockerfile="Dockerfile", labels={"a": "b"}, log=lines.append)
+                            tag="pushbuild-test/engine:ok", plan=PLAN, labels={"a": "b"}, log=lines.append)
     assert image_id.startswith("sha256:") and engine.image_id("pushbuild-test/engine:ok") == image_id
     assert any("hello-engine" in line for line in lines)
 
@@ -42,14 +44,14 @@ def test_an_error_inside_the_build_stream_raises(engine, base_image):
     """docker-py does not raise for a failed step; the adapter does, with the engine's message."""
     with pytest.raises(EngineError, match="returned a non-zero code: 2"):
         engine.build(context({"Dockerfile": f"FROM {base_image}\nRUN exit 2\n"}), tag="pushbuild-test/engine:bad",
-                     dockerfile="Dockerfile", labels={}, log=lambda _: None)
+                     plan=PLAN, labels={}, log=lambda _: None)
 
 
 def test_a_missing_base_image_is_an_engine_error(engine):
     """A FROM that cannot be found (nothing can be pulled here) fails clearly."""
     with pytest.raises(EngineError):
         engine.build(context({"Dockerfile": "FROM 127.0.0.1:9/no/such-image:1\n"}), tag="pushbuild-test/engine:nobase",
-                     dockerfile="Dockerfile", labels={}, log=lambda _: None)
+                     plan=PLAN, labels={}, log=lambda _: None)
 
 
 def test_an_error_in_the_context_stream_surfaces_as_itself(engine):
@@ -60,13 +62,13 @@ def test_an_error_in_the_context_stream_surfaces_as_itself(engine):
         raise ContextError("unsafe path")
 
     with pytest.raises(ContextError, match="unsafe path"):
-        engine.build(broken(), tag="pushbuild-test/engine:ctx", dockerfile="Dockerfile", labels={}, log=lambda _: None)
+        engine.build(broken(), tag="pushbuild-test/engine:ctx", plan=PLAN, labels={}, log=lambda _: None)
 
 
 def test_push_returns_the_digest_the_registry_serves(engine, base_image, registry):
     """The digest reported in the push stream is the registry's manifest digest."""
     image_id = engine.build(context({"Dockerfile": f"FROM {base_image}\nLABEL pushed=yes\n"}),
-                            tag=f"{registry}/engine/push:one", dockerfile="Dockerfile", labels={}, log=lambda _: None)
+                            tag=f"{registry}/engine/push:one", plan=PLAN, labels={}, log=lambda _: None)
     engine.tag(image_id, f"{registry}/engine/push:two")
     digest = engine.push(f"{registry}/engine/push:two", auth=None, log=lambda _: None)
     assert digest == registry_digest(registry, "engine/push", "two")

@@ -152,7 +152,7 @@ def test_branches_outside_the_filter_are_ignored(make_config):
     client = app.test_client()
     ignored = post_github(client, github_push(repo=GH_REPO, sha=SHA, ref="refs/heads/feature/x"))
     built = post_github(client, github_push(repo=GH_REPO, sha=SHA, ref="refs/heads/release/2"))
-    assert (ignored.status_code, ignored.json) == (200, {"ignored": "branch 'feature/x' is not built"})
+    assert (ignored.status_code, ignored.json) == (200, {"ignored": "no build rule matches branch 'feature/x'"})
     assert built.status_code == 202
     assert queued(config) == [built.json["build"]]
 
@@ -294,3 +294,34 @@ def test_bad_bitbucket_signature_is_401(app, client, config):
     headers = bitbucket_headers(body, "wrong secret")
     assert client.post("/hooks/bitbucket", data=body, headers=headers).status_code == 401
     assert_nothing_happened(app, config)
+
+
+@pytest.mark.parametrize("message", ["Fix typo [skip ci]", "docs [CI SKIP]", "[skip pushbuild] wip"])
+def test_skip_markers_in_the_head_commit_message_build_nothing(app, client, config, message):
+    """A head commit asking to be skipped is acknowledged and ignored."""
+    payload = github_push(repo=GH_REPO, sha=SHA)
+    payload["head_commit"]["message"] = message
+    response = post_github(client, payload)
+    assert response.status_code == 200 and "in the head commit message" in response.json["ignored"]
+    assert_nothing_happened(app, config)
+
+
+def test_skip_markers_can_be_turned_off(make_config):
+    """With skip_markers = false, a [skip ci] commit is built anyway."""
+    config = make_config(repo_table(GH_REPO, skip_markers=False))
+    app = create_app(config)
+    payload = github_push(repo=GH_REPO, sha=SHA)
+    payload["head_commit"]["message"] = "release [skip ci]"
+    assert post_github(app.test_client(), payload).status_code == 202
+
+
+def test_tag_pushes_follow_the_tag_rules(make_config):
+    """A rules table builds only what it names: here semver tags, not branches."""
+    config = make_config(repo_table(GH_REPO, rules=[{"tag_regex": r"^v\d+\.\d+\.\d+$", "semver": True}]))
+    app = create_app(config)
+    client = app.test_client()
+    tag = post_github(client, github_push(repo=GH_REPO, sha=SHA, ref="refs/tags/v1.2.3"))
+    branch = post_github(client, github_push(repo=GH_REPO, sha=SHA, ref="refs/heads/main"))
+    other = post_github(client, github_push(repo=GH_REPO, sha=SHA, ref="refs/tags/nightly"))
+    assert (tag.status_code, branch.status_code, other.status_code) == (202, 200, 200)
+    assert other.json == {"ignored": "no build rule matches tag 'nightly'"}

@@ -17,11 +17,13 @@ from .engine import Engine
 from .errors import BuildError, ContextError
 from .mirror import Mirrors
 from .redact import Redactor
+from .rules import BuildPlan
 from .store import Build, BuildState, BuildStore
-from .tags import image_tags
 from .urls import redacted_url
 
 Log = Callable[[str], None]
+#: Label recording the build settings, so a commit built with other settings is rebuilt, not reused.
+PLAN_LABEL = "dev.pushbuild.plan"
 
 
 @dataclass(frozen=True)
@@ -76,41 +78,42 @@ class Builder:
             raise BuildError(f"{build.repo} is no longer configured for {build.forge}")
         log(f"building {build.repo} {build.ref or 'commit'} {build.sha} (attempt {build.attempts})\n")
         sha = self.mirrors.fetch_commit(repo, sha=build.sha, ref=build.ref or None, log=log)
-        tags = image_tags(image=repo.image, sha=sha, ref=build.ref,
-                          default_branch=repo.default_branch or build.default_branch, latest=repo.latest)
+        plan = repo.plan(build.ref, sha, default_branch=build.default_branch)
+        if plan is None:
+            raise BuildError(f"no build rule of {build.repo} matches {build.ref} any more")
         engine = self.engine()
-        image_id = engine.image_id(tags[0])
-        if image_id is not None:
-            log(f"{tags[0]} was built before ({image_id}); adding tags only\n")
+        image_id = engine.image_id(plan.tags[0])
+        if image_id is not None and engine.label(image_id, PLAN_LABEL) == plan.fingerprint():
+            log(f"{plan.tags[0]} was built before with these settings ({image_id}); adding tags only\n")
         else:
-            image_id = self._build(engine, repo, sha, tag=tags[0], log=log)
-        for tag in tags[1:]:
+            image_id = self._build(engine, repo, sha, plan, log=log)
+        for tag in plan.tags[1:]:
             engine.tag(image_id, tag)
         digest = None
-        for tag in tags:
+        for tag in plan.tags:
             log(f"pushing {tag}\n")
             pushed = engine.push(tag, auth=self.config.registry.auth(), log=log)
             digest = digest or pushed
         log(f"pushed {repo.image}@{digest}\n")
-        return Outcome(BuildState.SUCCEEDED, tags=tuple(tags), digest=digest)
+        return Outcome(BuildState.SUCCEEDED, tags=plan.tags, digest=digest)
 
-    def _build(self, engine: Engine, repo: RepoConfig, sha: str, *, tag: str, log: Log) -> str:
+    def _build(self, engine: Engine, repo: RepoConfig, sha: str, plan: BuildPlan, *, log: Log) -> str:
         """Stream the commit's context to the engine and return the new image's id."""
-        if not self.mirrors.has_tree(repo, sha, repo.context):
-            raise ContextError(f"context directory {repo.context!r} does not exist at {sha}")
-        if self.mirrors.read_file(repo, sha, _within(repo.context, repo.dockerfile)) is None:
-            raise ContextError(f"no {repo.dockerfile} in {repo.context!r} at {sha}")
-        ignore = self.mirrors.read_file(repo, sha, _within(repo.context, DOCKERIGNORE)) or b""
-        rules = IgnoreRules(dockerignore_patterns(ignore.decode("utf-8", "replace")), dockerfile=repo.dockerfile)
+        if not self.mirrors.has_tree(repo, sha, plan.context):
+            raise ContextError(f"context directory {plan.context!r} does not exist at {sha}")
+        if self.mirrors.read_file(repo, sha, _within(plan.context, plan.dockerfile)) is None:
+            raise ContextError(f"no {plan.dockerfile} in {plan.context!r} at {sha}")
+        ignore = self.mirrors.read_file(repo, sha, _within(plan.context, DOCKERIGNORE)) or b""
+        rules = IgnoreRules(dockerignore_patterns(ignore.decode("utf-8", "replace")), dockerfile=plan.dockerfile)
         labels = {
             "org.opencontainers.image.revision": sha,
             "org.opencontainers.image.source": redacted_url(repo.clone_url),
             "org.opencontainers.image.created":
                 datetime.fromtimestamp(self.clock(), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            PLAN_LABEL: plan.fingerprint(),
         }
-        with self.mirrors.archive(repo, sha, repo.context) as tar:
-            return engine.build(filtered_tar(tar, rules), tag=tag, dockerfile=repo.dockerfile,
-                                labels=labels, log=log)
+        with self.mirrors.archive(repo, sha, plan.context) as tar:
+            return engine.build(filtered_tar(tar, rules), tag=plan.tags[0], plan=plan, labels=labels, log=log)
 
 
 def _within(context: str, path: str) -> str:

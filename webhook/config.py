@@ -19,9 +19,11 @@ from typing import Any
 from . import defaults
 from .errors import ConfigError
 from .forges import ALIASES, FORGES, Secrets
+from .rules import BuildPlan, Rule, TemplateError, default_rules, plan, render, template_values
 from .urls import clone_url_problem
 
 CONFIG_ENV = "PUSHBUILD_CONFIG"
+BUILDERS = ("classic", "buildkit")
 DATABASE_URL_ENV = "PUSHBUILD_DATABASE_URL"
 BROKER_URL_ENV = "PUSHBUILD_BROKER_URL"
 
@@ -120,10 +122,25 @@ class RepoConfig:
     signing_token: Secret | None = None
     dockerfile: str = defaults.DOCKERFILE
     context: str = defaults.CONTEXT
-    branches: tuple[str, ...] | None = None
-    tags: tuple[str, ...] | None = None
-    latest: bool = False
+    rules: tuple[Rule, ...] = default_rules(branches=None, tags=None, latest=False)
     default_branch: str | None = None
+    target: str | None = None
+    platform: str | None = None
+    build_args: tuple[tuple[str, str], ...] = ()
+    build_args_env: tuple[tuple[str, Secret], ...] = ()
+    cache_from: tuple[str, ...] = ()
+    builder: str = "classic"
+    build_secrets: tuple[tuple[str, Secret], ...] = ()
+    skip_markers: bool = True
+
+    def plan(self, ref: str, sha: str, *, default_branch: str | None = None) -> BuildPlan | None:
+        """Return how ``ref`` at ``sha`` builds here, or ``None`` if no rule builds it."""
+        args = dict(self.build_args) | {name: secret.reveal() for name, secret in self.build_args_env}
+        return plan(self.rules, image=self.image, ref=ref, sha=sha,
+                    default_branch=self.default_branch or default_branch, dockerfile=self.dockerfile,
+                    context=self.context, build_args=tuple(args.items()), target=self.target,
+                    platform=self.platform, cache_from=self.cache_from,
+                    secret_args=frozenset(name for name, _ in self.build_args_env))
 
     def secrets(self) -> Secrets:
         """Return the values this repository's deliveries are verified with."""
@@ -156,6 +173,7 @@ class Config:
         found = [self.registry.username, self.registry.password]
         for repo in self.repos:
             found += [repo.secret, repo.signing_token]
+            found += [secret for _, secret in (*repo.build_args_env, *repo.build_secrets)]
         return [s for s in found if s is not None]
 
 
@@ -209,6 +227,41 @@ class _Reader:
             self.problems.append(f"{self.key(name)}: must be a list of non-empty strings")
             return None
         return tuple(value)
+
+    def strings(self, name: str, pattern: re.Pattern[str] | None = None, what: str = "") -> tuple[str, ...]:
+        """Return a list of strings (each matching ``pattern`` if given); absent means empty."""
+        value = self.get(name, list, [])
+        if not all(isinstance(v, str) and v and (pattern is None or pattern.fullmatch(v)) for v in value):
+            self.problems.append(f"{self.key(name)}: must be a list of {what or 'non-empty strings'}")
+            return ()
+        return tuple(value)
+
+    def string_table(self, name: str, key_pattern: re.Pattern[str]) -> tuple[tuple[str, str], ...]:
+        """Return a table of string values whose keys match ``key_pattern``; absent means empty."""
+        value = self.get(name, dict, {})
+        for key, item in value.items():
+            if not key_pattern.fullmatch(key) or not isinstance(item, str):
+                self.problems.append(f"{self.key(name)}.{key}: must be a string under a name like {key_pattern.pattern}")
+                return ()
+        return tuple(value.items())
+
+    def secret_table(self, name: str, key_pattern: re.Pattern[str]) -> tuple[tuple[str, Secret], ...]:
+        """Resolve a table of ``key = "ENV_VAR"`` into secrets; an unset variable is a problem."""
+        found = []
+        for key, env_name in self.string_table(name, key_pattern):
+            if env_name not in self.env:
+                self.problems.append(f"{self.key(name)}.{key}: environment variable {env_name} is unset")
+            else:
+                found.append((key, Secret(env_name, self.env[env_name])))
+        return tuple(found)
+
+    def choice(self, name: str, options: tuple[str, ...], default: str) -> str:
+        """Return one of ``options``."""
+        value = self.get(name, str, default)
+        if value not in options:
+            self.problems.append(f"{self.key(name)}: must be one of {', '.join(options)}")
+            return default
+        return value
 
     def relative_path(self, name: str, default: str) -> str:
         """Return a path inside the repository, refusing absolute paths and ``..``."""
@@ -280,6 +333,62 @@ def _registry(table: object, problems: list[str], env: Mapping[str, str]) -> Reg
     return registry
 
 
+_ARG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SECRET_ID = re.compile(r"[A-Za-z0-9_.-]+")
+_PLATFORM = re.compile(r"[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?")
+_TAGGED_IMAGE = re.compile(_IMAGE.pattern + r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?")
+_MATCHERS = ("branch", "tag", "branch_regex", "tag_regex")
+
+
+def _rule(table: object, where: str, problems: list[str], env: Mapping[str, str]) -> Rule | None:
+    """Read one ``[[repos.rules]]`` entry."""
+    r = _Reader(table, where, problems, env)
+    before = len(problems)
+    given = [m for m in _MATCHERS if m in r.table]
+    if len(given) != 1:
+        problems.append(f"{where}: needs exactly one of {', '.join(_MATCHERS)}")
+        r.seen.update(_MATCHERS)
+        r.finish()
+        return None
+    matcher = given[0]
+    kind = matcher.split("_")[0]
+    globs, regex = None, None
+    if matcher.endswith("_regex"):
+        try:
+            regex = re.compile(r.get(matcher, str, ""))
+        except re.error as exc:
+            problems.append(f"{r.key(matcher)}: is not a valid regular expression ({exc})")
+    else:
+        value = r.get(matcher, (str, list))
+        globs = (value,) if isinstance(value, str) else r.globs(matcher)
+    templates = r.strings("tags") or ("{sha}", "{ref}")
+    semver = r.get("semver", bool, False)
+    if semver and kind != "tag":
+        problems.append(f"{r.key('semver')}: only applies to tag rules")
+    if regex is not None:
+        captured = {str(i): "x" for i in range(1, regex.groups + 1)} | dict.fromkeys(regex.groupindex, "x")
+        sample = template_values("refs/heads/x" if kind == "branch" else "refs/tags/x", "0" * 40, captured)
+    else:
+        sample = template_values("refs/heads/x" if kind == "branch" else "refs/tags/x", "0" * 40, {})
+    for template in templates:
+        try:
+            render(template, sample)
+        except TemplateError as exc:
+            problems.append(f"{r.key('tags')}: {exc}")
+    platform = r.get("platform", str)
+    if platform is not None and not _PLATFORM.fullmatch(platform):
+        problems.append(f"{r.key('platform')}: must look like linux/amd64 or linux/arm64/v8")
+    rule = Rule(
+        kind=kind, globs=globs, regex=regex, tags=templates,
+        dockerfile=r.relative_path("dockerfile", "") or None if "dockerfile" in r.table else None,
+        context=r.relative_path("context", "") or None if "context" in r.table else None,
+        target=r.get("target", str), build_args=r.string_table("build_args", _ARG_NAME),
+        platform=platform, latest=r.get("latest", bool, False), semver=semver,
+    )
+    r.finish()
+    return rule if len(problems) == before else None
+
+
 def _repo(table: object, where: str, problems: list[str], env: Mapping[str, str], allow_file: bool) -> RepoConfig | None:
     """Read one ``[[repos]]`` entry."""
     r = _Reader(table, where, problems, env)
@@ -301,6 +410,23 @@ def _repo(table: object, where: str, problems: list[str], env: Mapping[str, str]
     # GitLab may verify with a secret token, a signing token, or both; other forges need their secret.
     secret = r.secret("secret", required=forge != "gitlab" or "signing_token_env" not in r.table)
     signing_token = r.secret("signing_token") if forge == "gitlab" else None
+    if "rules" in r.table:
+        for key in ("branches", "tags", "latest"):
+            if key in r.table:
+                problems.append(f"{r.key(key)}: goes in each rule when rules are given")
+        rule_tables = r.get("rules", list, [])
+        rules = tuple(_rule(t, f"{r.key('rules')}[{i}]", problems, env) for i, t in enumerate(rule_tables))
+        if not rule_tables:
+            problems.append(f"{r.key('rules')}: must list at least one rule")
+    else:
+        rules = default_rules(branches=r.globs("branches"), tags=r.globs("tags"), latest=r.get("latest", bool, False))
+    platform = r.get("platform", str)
+    if platform is not None and not _PLATFORM.fullmatch(platform):
+        problems.append(f"{r.key('platform')}: must look like linux/amd64 or linux/arm64/v8")
+    builder = r.choice("builder", BUILDERS, "classic")
+    build_secrets = r.secret_table("secrets_env", _SECRET_ID)
+    if build_secrets and builder != "buildkit":
+        problems.append(f"{r.key('secrets_env')}: build secrets need builder = \"buildkit\"")
     repo = RepoConfig(
         name=name or "",
         forge=forge or "",
@@ -310,10 +436,16 @@ def _repo(table: object, where: str, problems: list[str], env: Mapping[str, str]
         signing_token=signing_token,
         dockerfile=r.relative_path("dockerfile", defaults.DOCKERFILE),
         context=r.relative_path("context", defaults.CONTEXT),
-        branches=r.globs("branches"),
-        tags=r.globs("tags"),
-        latest=r.get("latest", bool, False),
+        rules=tuple(rule for rule in rules if rule is not None),
         default_branch=r.get("default_branch", str),
+        target=r.get("target", str),
+        platform=platform,
+        build_args=r.string_table("build_args", _ARG_NAME),
+        build_args_env=r.secret_table("build_args_env", _ARG_NAME),
+        cache_from=r.strings("cache_from", _TAGGED_IMAGE, "image references"),
+        builder=builder,
+        build_secrets=build_secrets,
+        skip_markers=r.get("skip_markers", bool, True),
     )
     r.finish()
     return repo if len(problems) == before else None

@@ -16,6 +16,7 @@ from docker.errors import DockerException
 
 from .config import EngineConfig
 from .errors import EngineError, RegistryError
+from .rules import BuildPlan
 
 Log = Callable[[str], None]
 
@@ -65,14 +66,16 @@ class Engine:
         except (DockerException, requests.RequestException) as exc:
             raise EngineError(f"cannot inspect {reference}: {exc}") from exc
 
-    def build(self, context: Iterable[bytes], *, tag: str, dockerfile: str,
+    def build(self, context: Iterable[bytes], *, tag: str, plan: BuildPlan,
               labels: Mapping[str, str], log: Log) -> str:
-        """Build from a streamed tar ``context``, tag the image ``tag``, and return its id."""
+        """Build from a streamed tar ``context`` as ``plan`` says, tag the image ``tag``, and return its id."""
         image_id = None
         try:
             stream = self.client.build(
-                fileobj=context, custom_context=True, tag=tag, dockerfile=dockerfile,
-                labels=dict(labels), rm=True, forcerm=True, decode=True, use_config_proxy=False,
+                fileobj=context, custom_context=True, tag=tag, dockerfile=plan.dockerfile,
+                target=plan.target, buildargs=dict(plan.build_args) or None, platform=plan.platform,
+                cache_from=list(plan.cache_from) or None, labels=dict(labels), rm=True, forcerm=True,
+                decode=True, use_config_proxy=False,
             )
             for line in stream:
                 if "error" in line or "errorDetail" in line:
@@ -89,6 +92,16 @@ class Engine:
         if image_id is None:
             raise EngineError("the engine finished the build without reporting an image")
         return image_id
+
+    def label(self, image_id: str, name: str) -> str | None:
+        """Return the value of label ``name`` on a local image, or ``None``."""
+        try:
+            labels = self.client.inspect_image(image_id)["Config"].get("Labels") or {}
+        except docker.errors.ImageNotFound:
+            return None
+        except (DockerException, requests.RequestException) as exc:
+            raise EngineError(f"cannot inspect {image_id}: {exc}") from exc
+        return labels.get(name)
 
     def tag(self, image_id: str, reference: str) -> None:
         """Give the image ``image_id`` the name ``reference`` (``repo:tag``)."""

@@ -10,10 +10,11 @@ from flask import Blueprint, Request, current_app, jsonify, request
 
 from . import defaults
 from .api import public_base
+from .config import RepoConfig
 from .errors import NotFound, SignatureError, UnsupportedMediaType
 from .events import FORM_TYPE, JSON_TYPE, PARSERS, Ignored, PushEvent, decode_body, media_type
 from .forges import ALIASES, FORGES, SIGNATURE_HEADERS, Clock, signed_for
-from .refs import matches_any
+from .rules import skip_marker
 from .services import Services
 
 bp = Blueprint("hooks", __name__, url_prefix="/hooks")
@@ -31,11 +32,14 @@ def _headers(req: Request) -> dict[str, str]:
     return headers
 
 
-def _wanted(event: PushEvent, branches: tuple[str, ...] | None, tags: tuple[str, ...] | None) -> str | None:
-    """Return why a push is not built under the repository's filters, or ``None`` if it is."""
-    if event.branch is not None:
-        return None if matches_any(event.branch, branches) else f"branch {event.branch!r} is not built"
-    return None if matches_any(event.ref_name, tags) else f"tag {event.ref_name!r} is not built"
+def _unwanted(event: PushEvent, repo: RepoConfig) -> str | None:
+    """Return why a push builds nothing under the repository's rules, or ``None`` if it builds."""
+    if repo.skip_markers and (marker := skip_marker(event.message)):
+        return f"{marker} in the head commit message"
+    if repo.plan(event.ref, event.sha, default_branch=event.default_branch) is None:
+        kind = "branch" if event.branch is not None else "tag"
+        return f"no build rule matches {kind} {event.ref_name!r}"
+    return None
 
 
 @bp.post("/<forge>")
@@ -62,7 +66,7 @@ def receive(forge: str) -> Any:
         raise NotFound(f"repository {result[0].repo!r} is not configured for {forge}")
     if repo.name not in signed:
         raise SignatureError(f"the signature is not valid for repository {repo.name!r}")
-    reasons = [_wanted(event, repo.branches, repo.tags) for event in result]
+    reasons = [_unwanted(event, repo) for event in result]
     wanted = [event for event, reason in zip(result, reasons, strict=True) if reason is None]
     if not wanted:
         return jsonify(ignored="; ".join(r for r in reasons if r)), 200
