@@ -138,7 +138,7 @@ def test_a_semver_tag_push_fans_out_to_version_tags(pipeline, repo, registry, ba
 def test_target_and_build_args_reach_the_engine_and_secret_values_stay_out_of_the_log(pipeline, repo, docker_client, base_image):
     """The rule's target stage is built with its arguments; an argument from the environment is masked in the log."""
     sha = repo.commit({"Dockerfile": (
-        f"FROM {base_image} AS base\nARG GREETING\nARG TOKEN\n"
+        f"FROM {base_image} AS base\nLABEL test-run={repo.name}\nARG GREETING\nARG TOKEN\n"
         "RUN test \"$TOKEN\" = \"tok-5ecret-value\" && echo \"token is $TOKEN\"\n"
         "RUN echo \"$GREETING from base\" > /greeting\n"
         "FROM base AS final\nCMD cat /greeting\n"

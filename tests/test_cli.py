@@ -42,7 +42,7 @@ def test_commands_refuse_an_invalid_config(tmp_path, command):
 @pytest.mark.e2e
 def test_build_streams_the_log_and_prints_the_digest(config_file, repo, registry, base_image):
     """`pushbuild build REPO main` builds the branch head, shows the engine's output, prints the digest."""
-    sha = repo.commit({"Dockerfile": f"FROM {base_image}\nRUN echo building-from-the-cli\n"})
+    sha = repo.commit({"Dockerfile": f"FROM {base_image}\nLABEL test-run={repo.name}\nRUN echo building-from-the-cli\n"})
     result = pushbuild("build", "--config", str(config_file), repo.name, "main")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "building-from-the-cli" in result.stdout

@@ -1,6 +1,7 @@
 """The docker-py adapter on a real engine: errors inside streams become our errors."""
 
 import io
+import uuid
 import tarfile
 
 import pytest
@@ -34,7 +35,9 @@ def context(files):
 def test_build_streams_the_engines_output_and_returns_the_image(engine, base_image):
     """Each line the engine sends reaches the log; the new image's id is returned."""
     lines = []
-    image_id = engine.build(context({"Dockerfile": f"FROM {base_image}\nRUN echo hello-engine\n"}),
+    # A label unique to this run keeps the engine's layer cache from skipping the RUN step.
+    dockerfile = f"FROM {base_image}\nLABEL test-run={uuid.uuid4()}\nRUN echo hello-engine\n"
+    image_id = engine.build(context({"Dockerfile": dockerfile}),
                             tag="pushbuild-test/engine:ok", plan=PLAN, labels={"a": "b"}, log=lines.append)
     assert image_id.startswith("sha256:") and engine.image_id("pushbuild-test/engine:ok") == image_id
     assert any("hello-engine" in line for line in lines)

@@ -94,6 +94,10 @@ class EngineConfig:
 
     base_url: str | None = None
     timeout_s: float = defaults.ENGINE_TIMEOUT_S
+    #: Network for RUN steps; ``None`` means the engine's bridge, or the host's when it has none.
+    build_network: str | None = None
+    #: The docker CLI the BuildKit builder drives (docker-py cannot drive BuildKit).
+    docker_cli: str = defaults.DOCKER_CLI
 
 
 @dataclass(frozen=True)
@@ -318,6 +322,8 @@ def _engine(table: object, problems: list[str], env: Mapping[str, str]) -> Engin
     engine = EngineConfig(
         base_url=r.get("base_url", str),
         timeout_s=_positive(r, "timeout_s", defaults.ENGINE_TIMEOUT_S),
+        build_network=r.get("build_network", str),
+        docker_cli=r.get("docker_cli", str, defaults.DOCKER_CLI),
     )
     r.finish()
     return engine

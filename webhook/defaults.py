@@ -41,5 +41,7 @@ GIT_TIMEOUT_S = 300.0
 ENGINE_TIMEOUT_S = 600.0
 #: Chunk size for streaming the build context to the engine.
 CONTEXT_CHUNK_BYTES = 64 * 1024
+#: The docker CLI used by the BuildKit builder; it must be able to run `docker build` with BuildKit.
+DOCKER_CLI = "docker"
 DOCKERFILE = "Dockerfile"
 CONTEXT = "."

@@ -7,6 +7,8 @@ docker-py or transport exception is translated the same way.
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -38,17 +40,34 @@ def _message(line: Mapping[str, Any]) -> str:
 class Engine:
     """One Docker engine, reached through docker-py's low-level client."""
 
-    def __init__(self, client: docker.APIClient) -> None:
+    def __init__(self, client: docker.APIClient, *, config: EngineConfig | None = None) -> None:
         self.client = client
+        self.config = config or EngineConfig()
 
     @classmethod
     def connect(cls, config: EngineConfig) -> Engine:
         """Connect to the configured engine, or the one the environment names (DOCKER_HOST)."""
         try:
             kwargs = {"base_url": config.base_url} if config.base_url else docker.utils.kwargs_from_env()
-            return cls(docker.APIClient(**kwargs, version="auto", timeout=config.timeout_s))
+            return cls(docker.APIClient(**kwargs, version="auto", timeout=config.timeout_s), config=config)
         except (DockerException, requests.RequestException) as exc:
             raise EngineError(f"cannot reach the Docker engine: {exc}") from exc
+
+    @property
+    def host(self) -> str | None:
+        """The engine address for the docker CLI, or ``None`` to let the CLI use its own default."""
+        return self.config.base_url or os.environ.get("DOCKER_HOST")
+
+    @functools.cached_property
+    def build_network(self) -> str | None:
+        """The network RUN steps use: as configured, else the host's when the engine has no bridge."""
+        if self.config.build_network is not None:
+            return self.config.build_network
+        try:
+            has_bridge = bool(self.client.networks(names=["bridge"]))
+        except (DockerException, requests.RequestException) as exc:
+            raise EngineError(f"cannot list the engine's networks: {exc}") from exc
+        return None if has_bridge else "host"
 
     def ping(self) -> None:
         """Raise :class:`EngineError` unless the engine answers."""
@@ -75,7 +94,7 @@ class Engine:
                 fileobj=context, custom_context=True, tag=tag, dockerfile=plan.dockerfile,
                 target=plan.target, buildargs=dict(plan.build_args) or None, platform=plan.platform,
                 cache_from=list(plan.cache_from) or None, labels=dict(labels), rm=True, forcerm=True,
-                decode=True, use_config_proxy=False,
+                network_mode=self.build_network, decode=True, use_config_proxy=False,
             )
             for line in stream:
                 if "error" in line or "errorDetail" in line:
