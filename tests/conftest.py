@@ -53,6 +53,12 @@ def base_image() -> str:
 
 
 @pytest.fixture(scope="session")
+def docker_cli() -> str:
+    """A docker CLI that can run BuildKit builds (Debian's docker.io, under ./dev test)."""
+    return os.environ.get("PUSHBUILD_TEST_DOCKER_CLI", "docker")
+
+
+@pytest.fixture(scope="session")
 def docker_client(docker_host: str) -> Iterator[docker.DockerClient]:
     client = docker.DockerClient(base_url=docker_host, version="auto")
     yield client

@@ -1,5 +1,8 @@
 """The build pipeline on a real engine, registry and git server."""
 
+import hashlib
+import json
+
 import pytest
 
 from webhook.config import parse_config
@@ -14,14 +17,14 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def pipeline(tmp_path, repo, git_server, docker_host, registry, base_image):
+def pipeline(tmp_path, repo, git_server, docker_host, docker_cli, registry, base_image):
     """Services for one repository served by the test git server, building on the real engine."""
 
     def make(env=None, **repo_settings):
         env = env or {}
         config = parse_config({
             "server": {"data_dir": str(tmp_path / "data"), "mirror_dir": str(tmp_path / "mirrors")},
-            "engine": {"base_url": docker_host},
+            "engine": {"base_url": docker_host, "docker_cli": docker_cli},
             "registry": repo_settings.pop("registry", {}),
             "repos": [{"name": repo.name, "forge": "github", "secret_env": "GITHUB_SECRET",
                        "clone_url": git_server.url(f"{repo.name}.git"), "image": f"{registry}/{repo.name}",
@@ -161,3 +164,44 @@ def test_a_commit_built_with_other_settings_is_rebuilt_not_reused(pipeline, repo
     assert (first.state, second.state) == (BuildState.SUCCEEDED, BuildState.SUCCEEDED)
     assert first.digest != second.digest
     assert docker_client.containers.run(second.tags[0], remove=True, network_mode="none") == b"stage-b\n"
+
+
+BUILDKIT_ONLY = (
+    "FROM {base}\nLABEL test-run={run}\n"
+    "RUN --mount=type=cache,target=/cache echo cached >> /cache/marker && wc -l < /cache/marker\n"
+    # The secret is compared by its hash, so the Dockerfile itself does not hold it.
+    "RUN --mount=type=secret,id=npm test \"$(sha256sum < /run/secrets/npm | cut -c1-64)\" = \"{secret_sha}\" && echo secret-ok\n"
+    "COPY hello.txt /hello.txt\nCMD cat /hello.txt\n"
+)
+
+
+def test_the_buildkit_builder_builds_what_only_buildkit_can(pipeline, repo, registry, docker_client, base_image):
+    """Cache mounts and build secrets work; the secret is in neither the log nor the image history."""
+    dockerfile = BUILDKIT_ONLY.format(base=base_image, run=repo.name, secret_sha=hashlib.sha256(b"npm-s3cret-token").hexdigest())
+    sha = repo.commit({"Dockerfile": dockerfile, "hello.txt": "from buildkit\n"})
+    services = pipeline(builder="buildkit", secrets_env={"npm": "NPM_TOKEN"}, env={"NPM_TOKEN": "npm-s3cret-token"})
+    build = run(services, repo, sha)
+    assert build.state is BuildState.SUCCEEDED, build.error
+    assert build.digest == registry_digest(registry, repo.name, sha)
+    assert docker_client.containers.run(build.tags[0], remove=True, network_mode="none") == b"from buildkit\n"
+    log, _ = services.store.log(build.id)
+    assert "secret-ok" in log and "npm-s3cret-token" not in log
+    history = json.dumps(docker_client.api.history(build.tags[0]))
+    assert "npm-s3cret-token" not in history
+    assert docker_client.images.get(build.tags[0]).labels["org.opencontainers.image.revision"] == sha
+
+
+def test_the_classic_builder_cannot_and_says_so(pipeline, repo, base_image):
+    """The same Dockerfile on the classic builder fails with the engine's reason."""
+    sha = repo.commit({"Dockerfile": BUILDKIT_ONLY.format(base=base_image, run=repo.name, secret_sha="0"), "hello.txt": "x\n"})
+    build = run(pipeline(), repo, sha)
+    assert build.state is BuildState.FAILED and "BuildKit" in build.error
+
+
+def test_a_failing_buildkit_step_fails_with_its_reason(pipeline, repo, registry, base_image):
+    """BuildKit's own failure line becomes the build's error; nothing is pushed."""
+    sha = repo.commit({"Dockerfile": f"FROM {base_image}\nLABEL test-run={repo.name}\nRUN exit 6\n"})
+    build = run(pipeline(builder="buildkit"), repo, sha)
+    assert build.state is BuildState.FAILED
+    assert "exit code: 6" in build.error
+    assert registry_digest(registry, repo.name, sha) is None

@@ -1,8 +1,8 @@
 """The docker-py adapter on a real engine: errors inside streams become our errors."""
 
 import io
-import uuid
 import tarfile
+import uuid
 
 import pytest
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from .buildkit import build_with_buildkit
 from .config import Config, RepoConfig
 from .context import DOCKERIGNORE, IgnoreRules, dockerignore_patterns, filtered_tar
 from .engine import Engine
@@ -113,7 +114,14 @@ class Builder:
             PLAN_LABEL: plan.fingerprint(),
         }
         with self.mirrors.archive(repo, sha, plan.context) as tar:
-            return engine.build(filtered_tar(tar, rules), tag=plan.tags[0], plan=plan, labels=labels, log=log)
+            context = filtered_tar(tar, rules)
+            if repo.builder == "buildkit":
+                return build_with_buildkit(
+                    engine, context, tag=plan.tags[0], plan=plan, labels=labels, log=log,
+                    secrets={secret_id: secret.reveal() for secret_id, secret in repo.build_secrets},
+                    auth=self.config.registry.auth(),
+                )
+            return engine.build(context, tag=plan.tags[0], plan=plan, labels=labels, log=log)
 
 
 def _within(context: str, path: str) -> str:

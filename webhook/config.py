@@ -339,7 +339,9 @@ def _registry(table: object, problems: list[str], env: Mapping[str, str]) -> Reg
     return registry
 
 
-_ARG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: Build argument names; names the docker CLI itself reads from its environment are reserved.
+_ARG_NAME = re.compile(r"(?!(?:PATH|HOME|LANG|TMPDIR|SSL_CERT_FILE|SSL_CERT_DIR|DOCKER_\w*|BUILDKIT_\w*|PUSHBUILD_\w*)$)"
+                       r"[A-Za-z_][A-Za-z0-9_]*")
 _SECRET_ID = re.compile(r"[A-Za-z0-9_.-]+")
 _PLATFORM = re.compile(r"[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?")
 _TAGGED_IMAGE = re.compile(_IMAGE.pattern + r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?")

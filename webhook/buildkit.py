@@ -1,0 +1,126 @@
+"""The BuildKit builder: the same in-memory context, streamed to the docker CLI's BuildKit build.
+
+docker-py cannot drive BuildKit (docker/docker-py#2230), so this adapter runs
+``docker build -`` with ``DOCKER_BUILDKIT=1`` and the tar on stdin. That gives
+``RUN --mount=type=cache``, build secrets and BuildKit's cache. Secret values and build
+argument values travel in the CLI's environment, never on its command line (the process
+list) or in the log.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+from .engine import Engine
+from .errors import EngineError
+from .rules import BuildPlan
+
+Log = Callable[[str], None]
+#: Lines kept to explain a failure; BuildKit prints the cause last.
+_TAIL_LINES = 20
+#: What the CLI inherits from our environment; nothing else (no tokens of ours) reaches it.
+_INHERITED = ("PATH", "HOME", "LANG", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR")
+
+
+def registry_host(image: str) -> str:
+    """Return the registry part of an image name (``docker.io`` when it names none)."""
+    first, _, rest = image.partition("/")
+    return first if rest and ("." in first or ":" in first or first == "localhost") else "docker.io"
+
+
+def _cli_config(directory: Path, auth: Mapping[str, str] | None, image: str) -> None:
+    """Write a private docker CLI config holding only the registry credentials (mode 0600)."""
+    auths = {}
+    if auth:
+        token = base64.b64encode(f"{auth['username']}:{auth['password']}".encode()).decode()
+        auths[registry_host(image)] = {"auth": token}
+    path = directory / "config.json"
+    path.touch(mode=0o600)
+    path.write_text(json.dumps({"auths": auths}))
+
+
+def build_with_buildkit(engine: Engine, context: Iterable[bytes], *, tag: str, plan: BuildPlan,
+                        labels: Mapping[str, str], secrets: Mapping[str, str],
+                        auth: Mapping[str, str] | None, log: Log) -> str:
+    """Build ``context`` with BuildKit as ``plan`` says, tag it ``tag``, and return the image id."""
+    with tempfile.TemporaryDirectory(prefix="pushbuild-") as tmp:
+        workdir = Path(tmp)
+        _cli_config(workdir, auth, tag)
+        env = {name: os.environ[name] for name in _INHERITED if name in os.environ}
+        env.update(DOCKER_BUILDKIT="1", DOCKER_CONFIG=str(workdir), BUILDKIT_PROGRESS="plain")
+        if engine.host:
+            env["DOCKER_HOST"] = engine.host
+        args = [engine.config.docker_cli, "build", "--progress=plain", "--iidfile", str(workdir / "iid"),
+                "--file", plan.dockerfile, "--tag", tag]
+        for name, value in labels.items():
+            args += ["--label", f"{name}={value}"]
+        for name, value in plan.build_args:
+            env[name] = value
+            args += ["--build-arg", name]  # the CLI reads the value from its environment
+        for number, (secret_id, value) in enumerate(sorted(secrets.items())):
+            env[f"PUSHBUILD_SECRET_{number}"] = value
+            args += ["--secret", f"id={secret_id},env=PUSHBUILD_SECRET_{number}"]
+        for option, value in (("--target", plan.target), ("--platform", plan.platform),
+                              ("--network", engine.build_network)):
+            if value:
+                args += [option, value]
+        for image in plan.cache_from:
+            args += ["--cache-from", image]
+        _run(args + ["-"], env=env, context=context, log=log)
+        return (workdir / "iid").read_text().strip()
+
+
+def _run(args: list[str], *, env: Mapping[str, str], context: Iterable[bytes], log: Log) -> None:
+    """Run the CLI with ``context`` on its stdin, streaming its output to ``log``; raise on failure."""
+    try:
+        process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, env=dict(env))
+    except OSError as exc:
+        raise EngineError(f"cannot run the docker CLI {args[0]!r}: {exc.strerror}") from exc
+    feeding_failed: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            for chunk in context:
+                process.stdin.write(chunk)
+        except BrokenPipeError:
+            pass  # the CLI stopped reading; its exit status says why
+        except BaseException as exc:  # an unsafe context: stop the build, report it below
+            feeding_failed.append(exc)
+            process.kill()
+        finally:
+            try:
+                process.stdin.close()
+            except BrokenPipeError:
+                pass
+
+    feeder = threading.Thread(target=feed, name="buildkit-context", daemon=True)
+    feeder.start()
+    tail: list[str] = []
+    for raw in process.stdout:
+        line = raw.decode("utf-8", "replace")
+        log(line)
+        if line.strip():
+            tail = (tail + [line.strip()])[-_TAIL_LINES:]
+    status = process.wait()
+    feeder.join()
+    if feeding_failed:
+        raise feeding_failed[0]
+    if status != 0:
+        raise EngineError(_failure(tail) or f"the docker CLI exited with status {status}")
+
+
+def _failure(tail: list[str]) -> str | None:
+    """Pick the line that says why BuildKit failed."""
+    for line in reversed(tail):
+        lowered = line.lower()
+        if lowered.startswith(("error:", "error ")) or "failed to solve" in lowered or "executor failed" in lowered:
+            return line.removeprefix("ERROR: ").removeprefix("error: ")
+    return tail[-1] if tail else None
