@@ -1,11 +1,16 @@
 """The whole product: signed push → gunicorn → worker → image in the registry, on real services."""
 
 import json
+import time
 
 import pytest
 import requests
+from standardwebhooks.webhooks import Webhook
+
+from webhook.signatures import ed25519_public_key, new_ed25519_secret_key, verify_ed25519
 
 from .conftest import GITHUB_SECRET, SECRET_ENV_OF, SECRETS_ENV
+from .receivers import Receiver
 from .service import Pushbuild
 from .support import (
     bitbucket_headers,
@@ -163,3 +168,66 @@ def test_a_semver_tag_push_through_the_service(tmp_path, repo, git_server, docke
         assert {registry_digest(registry, repo.name, t) for t in ("2.5.0", "2.5", "2", "latest")} == {build["digest"]}
     finally:
         service.stop()
+
+
+def test_after_the_push_the_forge_and_the_deployer_hear_of_it(tmp_path, repo, git_server, docker_host, registry, base_image):
+    """Status pending then success reach the forge API; the signed hook names the digest the registry serves."""
+    forge_api, deployer = Receiver(answers=[201]), Receiver(answers=[200])
+    hook_secret, signing_key = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", new_ed25519_secret_key()
+    config = {"server": {"data_dir": str(tmp_path / "data"), "mirror_dir": str(tmp_path / "mirrors")},
+              "engine": {"base_url": docker_host},
+              "repos": [{"name": repo.name, "forge": "github", "secret_env": "GITHUB_SECRET",
+                         "clone_url": git_server.url(f"{repo.name}.git"), "image": f"{registry}/{repo.name}",
+                         "status": {"token_env": "STATUS_TOKEN", "api_url": forge_api.url},
+                         "hooks": [{"name": "prod", "url": deployer.url + "/redeploy", "secret_env": "HOOK_SECRET",
+                                    "signing_key_env": "HOOK_KEY"}]}]}
+    service = Pushbuild(tmp_path, config, {**SECRETS_ENV, "STATUS_TOKEN": "tok-status", "HOOK_SECRET": hook_secret,
+                                           "HOOK_KEY": signing_key})
+    service.start_web()
+    service.start_worker()
+    try:
+        sha = repo.commit({"Dockerfile": f"FROM {base_image}\nLABEL hooks=yes\n"})
+        build = service.wait_finished(deliver(service, "github", repo, sha).json()["build"])
+        assert build["state"] == "succeeded", build["error"]
+        wait_for(lambda: len(deployer.received) == 1 and forge_api.received
+                 and forge_api.received[-1].json()["state"] == "success", what="the final status and the hook")
+        # pending is sent as the build starts; only a build faster than the forge API skips it
+        assert [r.json()["state"] for r in forge_api.received] in (["pending", "success"], ["success"])
+        assert forge_api.received[0].path == f"/repos/{repo.name}/statuses/{sha}"
+        [hook] = deployer.received
+        data = Webhook(hook_secret).verify(hook.body, hook.headers)["data"]
+        assert data["digest"] == f"{registry}/{repo.name}@{registry_digest(registry, repo.name, sha)}"
+        verify_ed25519(hook.body, msg_id=hook.headers["webhook-id"], timestamp=hook.headers["webhook-timestamp"],
+                       signature=hook.headers["webhook-signature"], public_key=ed25519_public_key(signing_key),
+                       now=time.time(), tolerance_s=300)
+        listed = requests.get(build["deliveries_url"], timeout=5).json()["deliveries"]
+        assert [(d["kind"], d["state"]) for d in listed][1:] == [("status", "delivered"), ("hook", "delivered")]
+    finally:
+        service.stop()
+        forge_api.stop()
+        deployer.stop()
+        print(service.logs())
+
+
+def test_a_failing_status_api_never_fails_the_build(tmp_path, repo, git_server, docker_host, registry, base_image):
+    """The forge API answering 500 leaves the build succeeded and the status visibly retrying."""
+    forge_api = Receiver(answers=[500])
+    config = {"server": {"data_dir": str(tmp_path / "data"), "mirror_dir": str(tmp_path / "mirrors")},
+              "engine": {"base_url": docker_host},
+              "repos": [{"name": repo.name, "forge": "github", "secret_env": "GITHUB_SECRET",
+                         "clone_url": git_server.url(f"{repo.name}.git"), "image": f"{registry}/{repo.name}",
+                         "status": {"token_env": "STATUS_TOKEN", "api_url": forge_api.url}}]}
+    service = Pushbuild(tmp_path, config, {**SECRETS_ENV, "STATUS_TOKEN": "tok-status"})
+    service.start_web()
+    service.start_worker()
+    try:
+        sha = repo.commit({"Dockerfile": f"FROM {base_image}\n"})
+        build = service.wait_finished(deliver(service, "github", repo, sha).json()["build"])
+        assert build["state"] == "succeeded" and build["digest"] == registry_digest(registry, repo.name, sha)
+        statuses = wait_for(lambda: [d for d in requests.get(build["deliveries_url"], timeout=5).json()["deliveries"]
+                                     if d["attempts"] and d["state"] == "pending"], what="a retrying status")
+        assert statuses[-1]["attempts"][0]["status_code"] == 500 and statuses[-1]["next_attempt_at"]
+        assert "tok-status" not in service.logs()
+    finally:
+        service.stop()
+        forge_api.stop()

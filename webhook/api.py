@@ -46,7 +46,8 @@ def public_base() -> str:
 
 def _with_links(build: Build) -> dict[str, Any]:
     base = public_base()
-    return {**build.to_json(), "url": f"{base}/api/builds/{build.id}", "log_url": f"{base}/api/builds/{build.id}/log"}
+    return {**build.to_json(), "url": f"{base}/api/builds/{build.id}", "log_url": f"{base}/api/builds/{build.id}/log",
+            "deliveries_url": f"{base}/api/builds/{build.id}/deliveries"}
 
 
 @bp.get("/api/builds")
@@ -87,6 +88,24 @@ def get_log(build_id: int) -> Response:
             time.sleep(FOLLOW_POLL_S)
 
     return Response(stream_with_context(follow()), mimetype="text/plain")
+
+
+@bp.get("/api/builds/<int:build_id>/deliveries")
+def build_deliveries(build_id: int) -> Any:
+    """List the statuses and redeploy hooks a build owes, with every attempt."""
+    _build(build_id)
+    store = _services().deliveries
+    return jsonify(deliveries=[d.to_json(store.attempts(d.id)) for d in store.of_build(build_id)])
+
+
+@bp.get("/api/deliveries/<int:delivery_id>")
+def get_delivery(delivery_id: int) -> Any:
+    """Show one status or hook delivery with every attempt."""
+    store = _services().deliveries
+    delivery = store.get(delivery_id)
+    if delivery is None:
+        raise NotFound(f"no delivery {delivery_id}")
+    return jsonify(delivery.to_json(store.attempts(delivery_id)))
 
 
 @bp.get("/healthz")

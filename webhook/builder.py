@@ -17,6 +17,7 @@ from .context import DOCKERIGNORE, IgnoreRules, dockerignore_patterns, filtered_
 from .engine import Engine
 from .errors import BuildError, ContextError
 from .mirror import Mirrors
+from .notifier import Notifier
 from .redact import Redactor
 from .rules import BuildPlan
 from .store import Build, BuildState, BuildStore
@@ -41,8 +42,9 @@ class Builder:
     """Runs builds to their end and records the outcome."""
 
     def __init__(self, *, config: Config, store: BuildStore, mirrors: Mirrors, engine: Callable[[], Engine],
-                 redact: Redactor, clock: Callable[[], float] = time.time) -> None:
+                 redact: Redactor, notifier: Notifier | None = None, clock: Callable[[], float] = time.time) -> None:
         self.config = config
+        self.notifier = notifier
         self.store = store
         self.mirrors = mirrors
         self.engine = engine
@@ -58,6 +60,9 @@ class Builder:
             if echo is not None:
                 echo(text)
 
+        if self.notifier is not None:
+            self.notifier.build_started(build)
+            self.notifier.deliver_soon(build.id)
         try:
             outcome = self._run(build, log)
         except BuildError as exc:
@@ -68,8 +73,12 @@ class Builder:
             log(f"error: {outcome.error}\n")
             self.store.finish(build.id, outcome.state, owner=owner, error=outcome.error)
             raise
-        self.store.finish(build.id, outcome.state, owner=owner, tags=outcome.tags,
-                          digest=outcome.digest, error=outcome.error)
+        recorded = self.store.finish(build.id, outcome.state, owner=owner, tags=outcome.tags,
+                                     digest=outcome.digest, error=outcome.error)
+        if recorded and self.notifier is not None:
+            self.notifier.build_finished(build, state=outcome.state, tags=outcome.tags, digest=outcome.digest,
+                                         error=outcome.error)
+            self.notifier.deliver_soon(build.id)
         return outcome
 
     def _run(self, build: Build, log: Log) -> Outcome:

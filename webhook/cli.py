@@ -7,16 +7,18 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import click
 
 from . import defaults
 from .config import CONFIG_ENV, Config, load_config
-from .errors import ConfigError, PushbuildError
+from .errors import ConfigError, PushbuildError, SignatureError
 from .events import PushEvent
 from .refs import ZERO_SHA
 from .services import Services
+from .signatures import ed25519_public_key, new_ed25519_secret_key, verify_ed25519, verify_standard_webhook
 
 _FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 config_option = click.option(
@@ -118,7 +120,63 @@ def build(config_path: str | None, repo_name: str, revision: str) -> None:
     )])
     claimed = services.store.claim(record.id, owner=f"cli:{os.getpid()}", lease_s=services.config.server.lease_s)
     outcome = services.builder().run(claimed, owner=f"cli:{os.getpid()}", echo=echo)
+    services.notifier.deliver_due(build_id=record.id)
+    for delivery in services.deliveries.of_build(record.id):
+        click.echo(f"{delivery.kind} {delivery.target}: {delivery.state.value}"
+                   + (f" ({delivery.last_error}; a worker retries it)" if delivery.state.value == "pending" else ""))
     click.echo(f"build {record.id}: {outcome.state.value}")
     if outcome.digest:
         click.echo(outcome.digest)
     sys.exit(0 if outcome.digest else 1)
+
+
+@main.command()
+@config_option
+@click.argument("delivery_id", metavar="DELIVERY", type=int)
+def redeliver(config_path: str | None, delivery_id: int) -> None:
+    """Send a commit status or redeploy hook again now (its id is in /api/builds/<id>/deliveries)."""
+    services = Services(_load(config_path))
+    delivery = services.notifier.redeliver(delivery_id)
+    if delivery is None:
+        raise click.ClickException(f"no delivery {delivery_id}")
+    attempts = services.deliveries.attempts(delivery_id)
+    last = attempts[-1] if attempts else None
+    click.echo(f"delivery {delivery_id} ({delivery.kind} {delivery.target}): {delivery.state.value}"
+               + (f", answered {last.status_code}" if last and last.status_code else "")
+               + (f": {delivery.last_error}" if delivery.last_error and delivery.state.value != "delivered" else ""))
+    sys.exit(0 if delivery.state.value == "delivered" else 1)
+
+
+@main.command("verify-hook")
+@click.option("--id", "msg_id", envvar="WEBHOOK_ID", required=True, help="The webhook-id header.")
+@click.option("--timestamp", envvar="WEBHOOK_TIMESTAMP", required=True, help="The webhook-timestamp header.")
+@click.option("--signature", envvar="WEBHOOK_SIGNATURE", required=True, help="The webhook-signature header.")
+@click.option("--secret-env", help="Environment variable holding the whsec_ secret (HMAC, v1).")
+@click.option("--public-key", help="The whpk_ Ed25519 public key (v1a); not a secret.")
+@click.option("--tolerance-s", type=float, default=defaults.SIGNATURE_TOLERANCE_S, show_default=True)
+@click.argument("body", type=click.File("rb"), default="-")
+def verify_hook(msg_id: str, timestamp: str, signature: str, secret_env: str | None, public_key: str | None,
+                tolerance_s: float, body) -> None:
+    """Check a redeploy hook's Standard Webhooks signature over BODY (default stdin); exit 0 if valid."""
+    if bool(secret_env) == bool(public_key):
+        raise click.UsageError("give exactly one of --secret-env and --public-key")
+    data = body.read()
+    try:
+        if secret_env:
+            verify_standard_webhook(data, msg_id=msg_id, timestamp=timestamp, signature=signature,
+                                    secret=os.environ.get(secret_env), now=time.time(), tolerance_s=tolerance_s)
+        else:
+            verify_ed25519(data, msg_id=msg_id, timestamp=timestamp, signature=signature, public_key=public_key,
+                           now=time.time(), tolerance_s=tolerance_s)
+    except SignatureError as exc:
+        click.echo(f"invalid: {exc.message}", err=True)
+        sys.exit(1)
+    click.echo("valid")
+
+
+@main.command("hook-keys")
+def hook_keys() -> None:
+    """Generate an Ed25519 key pair for signing redeploy hooks (whsk_ for pushbuild, whpk_ for receivers)."""
+    secret = new_ed25519_secret_key()
+    click.echo(f"secret key (set it in the variable signing_key_env names): {secret}")
+    click.echo(f"public key (give it to receivers): {ed25519_public_key(secret)}")

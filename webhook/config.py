@@ -19,7 +19,9 @@ from typing import Any
 from . import defaults
 from .errors import ConfigError
 from .forges import ALIASES, FORGES, Secrets
+from .redeploy import HOOK_KINDS
 from .rules import BuildPlan, Rule, TemplateError, default_rules, plan, render, template_values
+from .statuses import DEFAULT_API_URLS
 from .urls import clone_url_problem
 
 CONFIG_ENV = "PUSHBUILD_CONFIG"
@@ -76,6 +78,9 @@ class ServerConfig:
     reconcile_every_s: float = defaults.RECONCILE_EVERY_S
     redispatch_after_s: float = defaults.REDISPATCH_AFTER_S
     max_attempts: int = defaults.MAX_ATTEMPTS
+    delivery_attempts: int = defaults.DELIVERY_ATTEMPTS
+    delivery_retry_s: float = defaults.DELIVERY_RETRY_S
+    delivery_retry_max_s: float = defaults.DELIVERY_RETRY_MAX_S
 
     @property
     def state_url(self) -> str:
@@ -115,6 +120,29 @@ class RegistryConfig:
 
 
 @dataclass(frozen=True)
+class StatusConfig:
+    """Where and how to report commit statuses back to the forge."""
+
+    token: Secret
+    api_url: str
+    context: str = defaults.STATUS_CONTEXT
+
+
+@dataclass(frozen=True)
+class HookConfig:
+    """One redeploy hook: who hears about a pushed image, and how."""
+
+    name: str
+    kind: str  # standard | keel | command
+    url: str | None = None
+    argv: tuple[str, ...] = ()
+    secret: Secret | None = None
+    signing_key: Secret | None = None
+    branches: tuple[str, ...] | None = None
+    timeout_s: float = defaults.HOOK_TIMEOUT_S
+
+
+@dataclass(frozen=True)
 class RepoConfig:
     """One repository pushbuild builds, and how."""
 
@@ -136,6 +164,8 @@ class RepoConfig:
     builder: str = "classic"
     build_secrets: tuple[tuple[str, Secret], ...] = ()
     skip_markers: bool = True
+    status: StatusConfig | None = None
+    hooks: tuple[HookConfig, ...] = ()
 
     def plan(self, ref: str, sha: str, *, default_branch: str | None = None) -> BuildPlan | None:
         """Return how ``ref`` at ``sha`` builds here, or ``None`` if no rule builds it."""
@@ -178,6 +208,8 @@ class Config:
         for repo in self.repos:
             found += [repo.secret, repo.signing_token]
             found += [secret for _, secret in (*repo.build_args_env, *repo.build_secrets)]
+            found += [repo.status.token] if repo.status else []
+            found += [s for hook in repo.hooks for s in (hook.secret, hook.signing_key)]
         return [s for s in found if s is not None]
 
 
@@ -309,6 +341,9 @@ def _server(table: object, problems: list[str], env: Mapping[str, str]) -> Serve
         reconcile_every_s=_positive(r, "reconcile_every_s", d.reconcile_every_s),
         redispatch_after_s=_positive(r, "redispatch_after_s", d.redispatch_after_s),
         max_attempts=_positive(r, "max_attempts", d.max_attempts, int),
+        delivery_attempts=_positive(r, "delivery_attempts", d.delivery_attempts, int),
+        delivery_retry_s=_positive(r, "delivery_retry_s", d.delivery_retry_s),
+        delivery_retry_max_s=_positive(r, "delivery_retry_max_s", d.delivery_retry_max_s),
     )
     if server.heartbeat_s >= server.lease_s:
         problems.append("server.heartbeat_s: must be shorter than server.lease_s")
@@ -397,6 +432,48 @@ def _rule(table: object, where: str, problems: list[str], env: Mapping[str, str]
     return rule if len(problems) == before else None
 
 
+_HTTP_URL = re.compile(r"https?://[^\s/]+(/\S*)?")
+
+
+def _status(table: object, where: str, forge: str | None, problems: list[str], env: Mapping[str, str]) -> StatusConfig | None:
+    """Read ``[repos.status]``."""
+    r = _Reader(table, where, problems, env)
+    token = r.secret("token", required=True)
+    api_url = r.get("api_url", str, DEFAULT_API_URLS.get(forge or ""))
+    if api_url is None:
+        problems.append(f"{r.key('api_url')}: is required for {forge} (such as https://gitea.example.com/api/v1)")
+    elif not _HTTP_URL.fullmatch(api_url):
+        problems.append(f"{r.key('api_url')}: must be an http(s) URL")
+    context = r.get("context", str, defaults.STATUS_CONTEXT)
+    r.finish()
+    return StatusConfig(token=token, api_url=api_url, context=context) if token and api_url else None
+
+
+def _hook(table: object, where: str, problems: list[str], env: Mapping[str, str]) -> HookConfig | None:
+    """Read one ``[[repos.hooks]]`` entry."""
+    r = _Reader(table, where, problems, env)
+    before = len(problems)
+    kind = r.choice("kind", HOOK_KINDS, "standard")
+    url = r.get("url", str)
+    argv = r.strings("argv")
+    if kind == "command":
+        if not argv:
+            problems.append(f"{r.key('argv')}: a command hook needs argv, such as [\"/usr/local/bin/redeploy\", \"{{digest}}\"]")
+    elif url is None or not _HTTP_URL.fullmatch(url):
+        problems.append(f"{r.key('url')}: a {kind} hook needs an http(s) URL")
+    secret = r.secret("secret")
+    signing_key = r.secret("signing_key")
+    if kind == "standard" and secret is None and signing_key is None and not any(p.startswith(where) for p in problems[before:]):
+        problems.append(f"{r.key('secret_env')}: a standard hook is signed: give secret_env (whsec_…) and/or signing_key_env (whsk_…)")
+    hook = HookConfig(
+        name=r.get("name", str, where.rsplit(".", 1)[-1]), kind=kind, url=url, argv=argv, secret=secret,
+        signing_key=signing_key, branches=r.globs("branches"),
+        timeout_s=_positive(r, "timeout_s", defaults.HOOK_TIMEOUT_S),
+    )
+    r.finish()
+    return hook if len(problems) == before else None
+
+
 def _repo(table: object, where: str, problems: list[str], env: Mapping[str, str], allow_file: bool) -> RepoConfig | None:
     """Read one ``[[repos]]`` entry."""
     r = _Reader(table, where, problems, env)
@@ -454,6 +531,8 @@ def _repo(table: object, where: str, problems: list[str], env: Mapping[str, str]
         builder=builder,
         build_secrets=build_secrets,
         skip_markers=r.get("skip_markers", bool, True),
+        status=_status(r.get("status", dict), r.key("status"), forge, problems, env) if "status" in r.table else None,
+        hooks=tuple(h for i, t in enumerate(r.get("hooks", list, [])) if (h := _hook(t, f"{r.key('hooks')}[{i}]", problems, env))),
     )
     r.finish()
     return repo if len(problems) == before else None

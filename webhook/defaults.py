@@ -41,6 +41,19 @@ GIT_TIMEOUT_S = 300.0
 ENGINE_TIMEOUT_S = 600.0
 #: Chunk size for streaming the build context to the engine.
 CONTEXT_CHUNK_BYTES = 64 * 1024
+# --- after the push --------------------------------------------------------
+#: The name commit statuses appear under on the forge.
+STATUS_CONTEXT = "pushbuild"
+#: A status or hook delivery is tried this many times before it is given up as failed.
+DELIVERY_ATTEMPTS = 8
+#: The first retry waits this long; each further one twice as long (with jitter), up to the maximum.
+DELIVERY_RETRY_S = 5.0
+DELIVERY_RETRY_MAX_S = 600.0
+#: Longest a status call or redeploy hook may take.
+HOOK_TIMEOUT_S = 10.0
+#: How often a worker looks for statuses and hooks that are due.
+DELIVERY_POLL_S = 1.0
+
 #: The docker CLI used by the BuildKit builder; it must be able to run `docker build` with BuildKit.
 DOCKER_CLI = "docker"
 DOCKERFILE = "Dockerfile"

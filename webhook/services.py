@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 
 from .builder import Builder
 from .config import Config
+from .deliveries import DeliveryStore
 from .engine import Engine
 from .mirror import Mirrors
+from .notifier import Notifier
 from .redact import Redactor
 from .store import BuildStore, create_db_engine
 
@@ -19,13 +21,16 @@ class Services:
 
     config: Config
     store: BuildStore = field(init=False)
+    deliveries: DeliveryStore = field(init=False)
     mirrors: Mirrors = field(init=False)
     redact: Redactor = field(init=False)
 
     def __post_init__(self) -> None:
         server = self.config.server
         server.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = BuildStore(create_db_engine(server.state_url))
+        db = create_db_engine(server.state_url)
+        self.store = BuildStore(db)
+        self.deliveries = DeliveryStore(db)
         self.store.create_schema()
         self.mirrors = Mirrors(server.mirror_dir, allow_file_urls=server.allow_file_urls)
         self.redact = Redactor(secret.reveal() for secret in self.config.secrets())
@@ -38,7 +43,12 @@ class Services:
         """Return the Docker engine client, connecting on first use."""
         return self._engine
 
+    @functools.cached_property
+    def notifier(self) -> Notifier:
+        """The sender of commit statuses and redeploy hooks."""
+        return Notifier(config=self.config, deliveries=self.deliveries, redact=self.redact)
+
     def builder(self) -> Builder:
         """Return a build pipeline wired to this process's collaborators."""
         return Builder(config=self.config, store=self.store, mirrors=self.mirrors,
-                       engine=self.engine, redact=self.redact)
+                       engine=self.engine, redact=self.redact, notifier=self.notifier)

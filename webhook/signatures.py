@@ -12,6 +12,10 @@ import binascii
 import hashlib
 import hmac
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
 from .errors import SignatureError
 
 STANDARD_WEBHOOKS_PREFIX = "whsec_"
@@ -110,3 +114,60 @@ def verify_standard_webhook(
     matched = [_same(candidate, expected) for candidate in candidates]
     if not any(matched):
         raise SignatureError("webhook-signature does not match the body")
+
+
+# Standard Webhooks asymmetric signatures (``v1a``): Ed25519 over the same signed content.
+ED25519_SECRET_PREFIX = "whsk_"
+ED25519_PUBLIC_PREFIX = "whpk_"
+
+
+def _key_bytes(value: str, prefix: str) -> bytes:
+    """Decode a ``whsk_``/``whpk_`` key into its 32 raw bytes."""
+    encoded = value[len(prefix):] if value.startswith(prefix) else value
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise SignatureError("the key is not valid base64") from exc
+    if len(raw) != 32:
+        raise SignatureError("an Ed25519 key is 32 bytes")
+    return raw
+
+
+def ed25519_public_key(secret_key: str) -> str:
+    """Return the ``whpk_`` public key of a ``whsk_`` secret key, to hand to receivers."""
+    private = Ed25519PrivateKey.from_private_bytes(_key_bytes(secret_key, ED25519_SECRET_PREFIX))
+    raw = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return ED25519_PUBLIC_PREFIX + base64.b64encode(raw).decode()
+
+
+def new_ed25519_secret_key() -> str:
+    """Generate a ``whsk_`` Ed25519 secret key."""
+    raw = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    return ED25519_SECRET_PREFIX + base64.b64encode(raw).decode()
+
+
+def sign_ed25519(body: bytes, *, msg_id: str, timestamp: int, secret_key: str) -> str:
+    """Return the ``v1a,<base64>`` signature of one message under an Ed25519 ``whsk_`` key."""
+    private = Ed25519PrivateKey.from_private_bytes(_key_bytes(secret_key, ED25519_SECRET_PREFIX))
+    return "v1a," + base64.b64encode(private.sign(f"{msg_id}.{timestamp}.".encode() + body)).decode()
+
+
+def verify_ed25519(body: bytes, *, msg_id: str | None, timestamp: str | None, signature: str | None,
+                   public_key: str, now: float, tolerance_s: float) -> None:
+    """Check the ``v1a`` signatures of Standard Webhooks headers against a ``whpk_`` public key, or raise."""
+    if not signature or not msg_id or not timestamp:
+        raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature header")
+    if not timestamp.isascii() or not timestamp.isdigit() or abs(now - int(timestamp)) > tolerance_s:
+        raise SignatureError("webhook-timestamp is outside the allowed tolerance")
+    public = Ed25519PublicKey.from_public_bytes(_key_bytes(public_key, ED25519_PUBLIC_PREFIX))
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    for part in signature.split(" "):
+        if not part.startswith("v1a,"):
+            continue
+        try:
+            public.verify(base64.b64decode(part[4:], validate=True), signed)
+            return
+        except (InvalidSignature, binascii.Error, ValueError):
+            continue
+    raise SignatureError("webhook-signature has no valid v1a signature")

@@ -67,7 +67,7 @@ class BuildState(str, enum.Enum):
 FINISHED = (BuildState.SUCCEEDED, BuildState.FAILED)
 
 
-def _iso(ts: float | None) -> str | None:
+def iso_time(ts: float | None) -> str | None:
     """Format a Unix time as RFC 3339 UTC, or pass ``None`` through."""
     return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
 
@@ -111,8 +111,8 @@ class Build:
             "id": self.id, "repo": self.repo, "forge": self.forge, "ref": self.ref, "sha": self.sha,
             "before": self.before, "pusher": self.pusher, "state": self.state.value,
             "tags": list(self.tags), "digest": self.digest, "error": self.error,
-            "attempts": self.attempts, "created_at": _iso(self.created_at),
-            "started_at": _iso(self.started_at), "finished_at": _iso(self.finished_at),
+            "attempts": self.attempts, "created_at": iso_time(self.created_at),
+            "started_at": iso_time(self.started_at), "finished_at": iso_time(self.finished_at),
         }
 
 

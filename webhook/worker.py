@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from celery import Celery
 
+from . import defaults
 from .config import Config
 from .logs import configure_logging
 from .services import Services
@@ -153,6 +154,7 @@ class BuildWorker:
         self.reconcile()
         every(server.heartbeat_s, self.leases.renew, stop, "lease-heartbeat")
         every(server.reconcile_every_s, self.reconcile, stop, "reconciler")
+        every(defaults.DELIVERY_POLL_S, self.services.notifier.deliver_due, stop, "deliveries")
 
 
 def run_worker(config: Config, *, concurrency: int | None = None, loglevel: str = "INFO") -> None:

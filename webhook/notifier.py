@@ -1,0 +1,222 @@
+"""After the push: commit statuses to the forge and redeploy hooks to whoever deploys.
+
+Side effects only here; the messages come from :mod:`statuses` and :mod:`redeploy`. Every
+delivery is recorded first and sent by whichever worker claims it, so a restart loses none.
+A failure is retried with exponential backoff and jitter on 5xx, 408, 429, timeouts and
+connection errors; any other 4xx is final. A status never fails the build.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import random
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+from . import defaults
+from .config import Config, HookConfig, RepoConfig
+from .deliveries import Delivery, DeliveryState, DeliveryStore
+from .outbound import OutboundRequest
+from .redact import Redactor
+from .redeploy import ImagePushed, command_argv, keel_request, message_body, standard_request
+from .refs import is_branch, matches_any, short_name
+from .statuses import FAILURE, PENDING, SUCCESS, status_request
+from .store import Build, BuildState
+
+log = logging.getLogger(__name__)
+#: A claimed delivery is held this long while it is being sent; longer than any send may take.
+CLAIM_HOLD_S = 120.0
+_RETRYABLE = {408, 425, 429}
+
+
+def build_url(config: Config, build_id: int) -> str:
+    """The link to a build, for statuses and hook messages."""
+    base = config.server.public_url or f"http://{defaults.BIND}"
+    return f"{base}/api/builds/{build_id}"
+
+
+class Notifier:
+    """Records what a build owes the outside world, and sends it."""
+
+    def __init__(self, *, config: Config, deliveries: DeliveryStore, redact: Redactor,
+                 session: requests.Session | None = None, clock: Callable[[], float] = time.time,
+                 rng: random.Random | None = None) -> None:
+        self.config = config
+        self.deliveries = deliveries
+        self.redact = redact
+        self.session = session or requests.Session()
+        self.clock = clock
+        self.rng = rng or random.Random()
+
+    # --- what a build owes ----------------------------------------------------
+
+    def build_started(self, build: Build) -> None:
+        """Owe the forge a pending status."""
+        self._status(build, PENDING, "building the image")
+
+    def build_finished(self, build: Build, *, state: BuildState, tags: tuple[str, ...], digest: str | None,
+                       error: str | None) -> None:
+        """Owe the forge the final status and, for a pushed image, each matching hook its message."""
+        if state is BuildState.SUCCEEDED:
+            self._status(build, SUCCESS, f"pushed {digest}")
+        else:
+            self._status(build, FAILURE, (error or "the build failed")[:140])
+        repo = self.config.repo(build.forge, build.repo)
+        if state is not BuildState.SUCCEEDED or repo is None or digest is None:
+            return
+        event = ImagePushed(repo=build.repo, forge=build.forge, ref=build.ref, sha=build.sha, image=repo.image,
+                            tags=tags, digest=f"{repo.image}@{digest}", build_id=build.id,
+                            build_url=build_url(self.config, build.id))
+        for hook in repo.hooks:
+            if hook.branches is not None and not (is_branch(build.ref) and matches_any(short_name(build.ref), hook.branches)):
+                continue
+            payload: dict[str, Any] = {"event": _event_json(event)}
+            if hook.kind == "standard":
+                payload["body"] = base64.b64encode(message_body(event, at=self.clock())).decode()
+            self.deliveries.add(build_id=build.id, repo=build.repo, ref=build.ref, kind="hook", target=hook.name,
+                                payload=payload)
+
+    def _status(self, build: Build, state: str, description: str) -> None:
+        repo = self.config.repo(build.forge, build.repo)
+        if repo is None or repo.status is None:
+            return
+        self.deliveries.add(build_id=build.id, repo=build.repo, ref=build.ref, kind="status",
+                            target=repo.status.context,
+                            payload={"state": state, "description": description, "sha": build.sha},
+                            supersede_pending_of_build=True)
+
+    # --- sending --------------------------------------------------------------
+
+    def deliver_soon(self, build_id: int) -> None:
+        """Send a build's due deliveries now, in the background, rather than at the next poll."""
+        threading.Thread(target=self._deliver_quietly, args=(build_id,), name=f"deliver-{build_id}", daemon=True).start()
+
+    def _deliver_quietly(self, build_id: int) -> None:
+        try:
+            self.deliver_due(build_id=build_id)
+        except Exception:  # the poller retries; a background thread must not die noisily mid-build
+            log.exception("sending the deliveries of build %s failed; the poller will retry", build_id)
+
+    def deliver_due(self, *, build_id: int | None = None) -> int:
+        """Send every delivery that is due (optionally only one build's); return how many were tried."""
+        due = self.deliveries.claim_due(hold_s=CLAIM_HOLD_S, build_id=build_id)
+        for delivery in due:
+            self.send(delivery)
+        return len(due)
+
+    def redeliver(self, delivery_id: int) -> Delivery | None:
+        """Send a delivery again now, whatever became of it before."""
+        delivery = self.deliveries.reopen(delivery_id)
+        if delivery is not None:
+            self.send(delivery, ordered=False)
+        return self.deliveries.get(delivery_id)
+
+    def send(self, delivery: Delivery, *, ordered: bool = True) -> None:
+        """Make one attempt at ``delivery`` and record it; never raises for the peer's failures."""
+        repo = self.config.repo_named(delivery.repo)
+        if delivery.kind == "hook" and ordered and self.deliveries.newer_hook_exists(delivery):
+            log.info("delivery=%s superseded: a newer build of %s %s has its own hook", delivery.id, delivery.repo, delivery.ref)
+            self.deliveries.supersede(delivery)
+            return
+        started = self.clock()
+        status_code, error = None, None
+        try:
+            status_code = self._attempt(delivery, repo)
+        except _Unsendable as exc:
+            self._record(delivery, DeliveryState.FAILED, started, None, str(exc))
+            return
+        except _CommandFailed as exc:
+            error = str(exc)
+        except (requests.RequestException, subprocess.TimeoutExpired, OSError) as exc:
+            error = self.redact(f"{type(exc).__name__}: {exc}")
+        ok = status_code is not None and 200 <= status_code < 300
+        if ok:
+            self._record(delivery, DeliveryState.DELIVERED, started, status_code, None)
+            return
+        error = error or f"answered {status_code}"
+        permanent = status_code is not None and 400 <= status_code < 500 and status_code not in _RETRYABLE
+        attempts = delivery.attempts + 1
+        if permanent or attempts >= self.config.server.delivery_attempts:
+            self._record(delivery, DeliveryState.FAILED, started, status_code, error)
+        else:
+            self._record(delivery, DeliveryState.PENDING, started, status_code, error,
+                         retry_at=self.clock() + self._backoff(attempts))
+
+    def _backoff(self, attempts: int) -> float:
+        """Exponential backoff with jitter: half to all of base × 2^(attempts-1), capped."""
+        server = self.config.server
+        ceiling = min(server.delivery_retry_max_s, server.delivery_retry_s * 2 ** (attempts - 1))
+        return ceiling * self.rng.uniform(0.5, 1.0)
+
+    def _record(self, delivery: Delivery, state: DeliveryState, started: float, status_code: int | None,
+                error: str | None, retry_at: float | None = None) -> None:
+        self.deliveries.record_attempt(delivery, state=state, at=started, duration_s=self.clock() - started,
+                                       status_code=status_code, error=error, retry_at=retry_at)
+        log.info("delivery=%s build=%s kind=%s target=%s state=%s status=%s error=%s", delivery.id,
+                 delivery.build_id, delivery.kind, delivery.target, state.value, status_code, error)
+
+    def _attempt(self, delivery: Delivery, repo: RepoConfig | None) -> int:
+        """Send once; return the HTTP status (a command's success is 200, its failure 500)."""
+        if repo is None:
+            raise _Unsendable(f"{delivery.repo} is no longer configured")
+        if delivery.kind == "status":
+            if repo.status is None:
+                raise _Unsendable("the repository no longer reports statuses")
+            return self._http(self._status_request(delivery, repo), defaults.HOOK_TIMEOUT_S)
+        hook = next((h for h in repo.hooks if h.name == delivery.target), None)
+        if hook is None:
+            raise _Unsendable(f"hook {delivery.target!r} is no longer configured")
+        event = ImagePushed(**{**delivery.payload["event"], "tags": tuple(delivery.payload["event"]["tags"])})
+        if hook.kind == "command":
+            return self._command(hook, event)
+        if hook.kind == "keel":
+            return self._http(keel_request(hook.url, event), hook.timeout_s)
+        body = base64.b64decode(delivery.payload["body"])
+        request = standard_request(hook.url, body, msg_id=f"pushbuild_{delivery.id}", timestamp=int(self.clock()),
+                                   secret=hook.secret.reveal() if hook.secret else None,
+                                   signing_key=hook.signing_key.reveal() if hook.signing_key else None)
+        return self._http(request, hook.timeout_s)
+
+    def _status_request(self, delivery: Delivery, repo: RepoConfig) -> OutboundRequest:
+        return status_request(repo.forge, api_url=repo.status.api_url, repo=repo.name, sha=delivery.payload["sha"],
+                              state=delivery.payload["state"], target_url=build_url(self.config, delivery.build_id),
+                              description=delivery.payload["description"], context=repo.status.context,
+                              token=repo.status.token.reveal())
+
+    def _http(self, request: OutboundRequest, timeout_s: float) -> int:
+        response = self.session.request(request.method, request.url, data=request.body, headers=request.headers,
+                                        timeout=timeout_s, allow_redirects=False)
+        return response.status_code
+
+    def _command(self, hook: HookConfig, event: ImagePushed) -> int:
+        """Run a command hook (argv, no shell) with the message on stdin; exit 0 is delivered."""
+        body = message_body(event, at=self.clock())
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PUSHBUILD_IMAGE": event.image,
+               "PUSHBUILD_DIGEST": event.digest, "PUSHBUILD_SHA": event.sha, "PUSHBUILD_REF": event.ref,
+               "PUSHBUILD_TAG": event.tag, "PUSHBUILD_REPO": event.repo, "PUSHBUILD_BUILD_ID": str(event.build_id)}
+        result = subprocess.run(command_argv(hook.argv, event), input=body, env=env, capture_output=True,
+                                timeout=hook.timeout_s, check=False)
+        if result.returncode != 0:
+            raise _CommandFailed(self.redact(f"exit status {result.returncode}: "
+                                             f"{result.stderr.decode('utf-8', 'replace').strip()[-500:]}"))
+        return 200
+
+
+class _Unsendable(Exception):
+    """The delivery can never be sent as configured now."""
+
+
+class _CommandFailed(Exception):
+    """A command hook exited non-zero; retried like a server error."""
+
+
+def _event_json(event: ImagePushed) -> dict[str, Any]:
+    return {"repo": event.repo, "forge": event.forge, "ref": event.ref, "sha": event.sha, "image": event.image,
+            "tags": list(event.tags), "digest": event.digest, "build_id": event.build_id, "build_url": event.build_url}
