@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import uuid
 
 import pytest
 
@@ -11,6 +12,8 @@ from webhook.services import Services
 from webhook.store import BuildState
 
 from .conftest import SECRETS_ENV
+from .gitrepo import Repo
+from .gitserver import GitHttpServer
 from .support import registry_digest
 
 pytestmark = pytest.mark.e2e
@@ -205,3 +208,29 @@ def test_a_failing_buildkit_step_fails_with_its_reason(pipeline, repo, registry,
     assert build.state is BuildState.FAILED
     assert "exit code: 6" in build.error
     assert registry_digest(registry, repo.name, sha) is None
+
+
+@pytest.mark.parametrize("token, state", [("tok-private-777", BuildState.SUCCEEDED), ("tok-wrong-000", BuildState.FAILED)])
+def test_private_repositories_build_with_their_token(tmp_path, docker_host, registry, base_image, token, state):
+    """The right token builds; a wrong one fails with git's reason and no token in the log or error."""
+    server = GitHttpServer(tmp_path / "private", token="tok-private-777").start()
+    try:
+        repo = Repo(server.root, tmp_path / "work", f"acme/private-{uuid.uuid4().hex[:8]}")
+        sha = repo.commit({"Dockerfile": f"FROM {base_image}\nLABEL private=yes\n"})
+        services = Services(parse_config({
+            "server": {"data_dir": str(tmp_path / "data"), "mirror_dir": str(tmp_path / "mirrors")},
+            "engine": {"base_url": docker_host},
+            "repos": [{"name": repo.name, "forge": "gitlab", "secret_env": "GITLAB_TOKEN", "git_token_env": "GIT_TOKEN",
+                       "clone_url": server.url(f"{repo.name}.git"), "image": f"{registry}/{repo.name}"}],
+        }, {**SECRETS_ENV, "GIT_TOKEN": token}))
+        [build], _ = services.store.record([PushEvent(forge="gitlab", repo=repo.name, ref="refs/heads/main", sha=sha,
+                                                      before="0" * 40, pusher="t", delivery_id=None)])
+        services.builder().run(services.store.claim(build.id, owner="t", lease_s=60), owner="t")
+        ended = services.store.get(build.id)
+        assert ended.state is state, ended.error
+        log, _ = services.store.log(build.id)
+        assert token not in log + (ended.error or "")
+        if state is BuildState.FAILED:
+            assert "Authentication failed" in ended.error
+    finally:
+        server.stop()

@@ -76,6 +76,17 @@ def test_environment_overrides_broker_and_database():
     ({"builder": "kaniko"}, {"S": "x"}, "repos[0].builder: must be one of classic, buildkit"),
     ({"platform": "amd64"}, {"S": "x"}, "repos[0].platform: must look like linux/amd64"),
     ({"cache_from": ["Not An Image"]}, {"S": "x"}, "repos[0].cache_from: must be a list of image references"),
+    ({"git_token_env": "S", "clone_url": "git@github.com:acme/app.git"}, {"S": "x"}, "repos[0].git_token_env: a token authenticates https"),
+    ({"ssh_key_file": "/etc/hostname"}, {"S": "x"}, "repos[0].ssh_key_file: needs an ssh clone_url"),
+    ({"ssh_key_file": "/nonexistent/key", "clone_url": "git@github.com:acme/app.git"}, {"S": "x"},
+     "repos[0].ssh_key_file: /nonexistent/key is not a readable file"),
+    ({"ssh_key_file": "/etc/hostname", "clone_url": "git@github.com:acme/app.git"}, {"S": "x"},
+     "repos[0].known_hosts: pin the server's host key"),
+    ({"status": {"token_env": "S"}, "forge": "gitea"}, {"S": "x"}, "repos[0].status.api_url: is required for gitea"),
+    ({"status": {}}, {"S": "x"}, "repos[0].status.token_env: is required"),
+    ({"hooks": [{"url": "https://d.example.com/h"}]}, {"S": "x"}, "repos[0].hooks[0].secret_env: a standard hook is signed"),
+    ({"hooks": [{"kind": "command"}]}, {"S": "x"}, "repos[0].hooks[0].argv: a command hook needs argv"),
+    ({"hooks": [{"kind": "keel", "url": "ftp://x"}]}, {"S": "x"}, "repos[0].hooks[0].url: a keel hook needs an http(s) URL"),
 ])
 def test_invalid_repo_settings_are_reported_with_their_key(change, env, problem):
     """Each problem names the offending key."""

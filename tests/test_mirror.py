@@ -1,7 +1,10 @@
 """Bare mirrors fetched over real git smart HTTP."""
 
 import io
+import os
+import subprocess
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +14,7 @@ from webhook.mirror import Mirrors
 
 from .gitrepo import Repo
 from .gitserver import GitHttpServer
+from .sshserver import SshGitServer
 
 
 def config_for(repo, git_server, **extra) -> RepoConfig:
@@ -126,3 +130,99 @@ def test_mirror_names_are_derived_not_taken_raw(tmp_path):
     cfg = RepoConfig(name="../../etc", forge="github", clone_url="https://x/y.git", image="x")
     path = Mirrors(tmp_path).path(cfg)
     assert path.parent == tmp_path and ".." not in path.name.split("-")[0].strip("._")
+
+
+@pytest.fixture
+def private_server(tmp_path):
+    server = GitHttpServer(tmp_path / "private", token="glpat-private-token-xyz").start()
+    yield server
+    server.stop()
+
+
+def private_config(repo, server, token):
+    from webhook.config import Secret
+
+    return config_for(repo, server, git_token=Secret("GIT_TOKEN", token) if token else None)
+
+
+def test_a_private_repository_is_fetched_with_the_token(private_server, mirrors, tmp_path):
+    """The token authenticates the fetch and is written nowhere: not the mirror, not the log."""
+    repo = Repo(private_server.root, tmp_path / "work", "acme/private")
+    sha = repo.commit({"Dockerfile": "FROM scratch\n"})
+    cfg = private_config(repo, private_server, "glpat-private-token-xyz")
+    lines = []
+    assert mirrors.fetch_commit(cfg, sha=sha, ref="refs/heads/main", log=lines.append) == sha
+    path = mirrors.path(cfg)
+    stored = "".join(p.read_text(errors="replace") for p in path.rglob("*") if p.is_file() and p.stat().st_size < 100_000)
+    assert "glpat-private-token-xyz" not in stored + "".join(lines)
+
+
+@pytest.mark.parametrize("token", ["wrong-token", None])
+def test_a_wrong_or_missing_token_fails_clearly_without_the_secret(private_server, mirrors, tmp_path, token):
+    """Authentication failures are a GitError saying so, never echoing the token."""
+    repo = Repo(private_server.root, tmp_path / "work", "acme/private")
+    sha = repo.commit({"Dockerfile": "FROM scratch\n"})
+    with pytest.raises(GitError, match="Authentication failed|could not read Username") as raised:
+        mirrors.fetch_commit(private_config(repo, private_server, token), sha=sha, ref="refs/heads/main",
+                             log=lambda _: None)
+    assert "wrong-token" not in raised.value.message
+
+
+def test_the_token_is_offered_to_the_clone_urls_host_only(mirrors):
+    """git's credential requests get the token for the clone URL's host and port, and for nothing else."""
+    from webhook.config import Secret
+
+    cfg = RepoConfig(name="a/b", forge="gitlab", clone_url="https://git.example.com:8443/a/b.git", image="x",
+                     git_token=Secret("T", "glpat-host-bound"))
+    options, env = mirrors.git_access(cfg)
+
+    def fill(host):
+        return subprocess.run(["git", *sum((["-c", o] for o in options), []), "credential", "fill"],
+                              input=f"protocol=https\nhost={host}\n\n", env={**os.environ, **env},
+                              capture_output=True, text=True, check=False).stdout
+
+    assert "password=glpat-host-bound" in fill("git.example.com:8443")
+    assert "glpat-host-bound" not in fill("evil.example.com") + fill("git.example.com")
+    assert all("glpat-host-bound" not in option for option in options), "never on the command line"
+
+
+@pytest.fixture
+def ssh_server(tmp_path):
+    if not os.path.exists("/usr/sbin/sshd"):
+        pytest.skip("openssh-server is not installed (./dev test installs it)")
+    server = SshGitServer(tmp_path / "ssh")
+    yield server
+    server.stop()
+
+
+def ssh_config(repo, server, **extra):
+    return RepoConfig(name=repo.name, forge="gitlab", clone_url=server.url(repo.bare), image="x",
+                      ssh_key_file=str(server.deploy_key), **extra)
+
+
+def test_ssh_with_a_deploy_key_and_a_pinned_host_key(ssh_server, mirrors, tmp_path):
+    """A deploy key fetches over ssh when the server's host key is the pinned one."""
+    repo = Repo(tmp_path / "served", tmp_path / "work", "acme/over-ssh")
+    sha = repo.commit({"Dockerfile": "FROM scratch\n"})
+    cfg = ssh_config(repo, ssh_server, known_hosts=(ssh_server.known_hosts_line,))
+    assert mirrors.fetch_commit(cfg, sha=sha, ref="refs/heads/main", log=lambda _: None) == sha
+
+
+def test_ssh_refuses_a_host_key_that_is_not_pinned(ssh_server, mirrors, tmp_path):
+    """Another host key than the pinned one is refused: no trust on first use."""
+    repo = Repo(tmp_path / "served", tmp_path / "work", "acme/over-ssh")
+    sha = repo.commit({"Dockerfile": "FROM scratch\n"})
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    other = (tmp_path / "other.pub").read_text().split()[:2]
+    cfg = ssh_config(repo, ssh_server, known_hosts=(f"[127.0.0.1]:{ssh_server.port} {' '.join(other)}",))
+    with pytest.raises(GitError, match="Host key verification failed"):
+        mirrors.fetch_commit(cfg, sha=sha, ref="refs/heads/main", log=lambda _: None)
+
+
+def test_ssh_may_accept_a_new_host_key_when_asked_to(ssh_server, mirrors, tmp_path):
+    """With accept_new_host_keys, the first key seen is pinned for next time."""
+    repo = Repo(tmp_path / "served", tmp_path / "work", "acme/over-ssh")
+    sha = repo.commit({"Dockerfile": "FROM scratch\n"})
+    cfg = ssh_config(repo, ssh_server, accept_new_host_keys=True)
+    assert mirrors.fetch_commit(cfg, sha=sha, ref="refs/heads/main", log=lambda _: None) == sha
+    assert f"[127.0.0.1]:{ssh_server.port}" in Path(f"{mirrors.path(cfg)}.known_hosts").read_text()

@@ -166,6 +166,11 @@ class RepoConfig:
     skip_markers: bool = True
     status: StatusConfig | None = None
     hooks: tuple[HookConfig, ...] = ()
+    git_token: Secret | None = None
+    git_username: str | None = None
+    ssh_key_file: str | None = None
+    known_hosts: tuple[str, ...] = ()
+    accept_new_host_keys: bool = False
 
     def plan(self, ref: str, sha: str, *, default_branch: str | None = None) -> BuildPlan | None:
         """Return how ``ref`` at ``sha`` builds here, or ``None`` if no rule builds it."""
@@ -209,6 +214,7 @@ class Config:
             found += [repo.secret, repo.signing_token]
             found += [secret for _, secret in (*repo.build_args_env, *repo.build_secrets)]
             found += [repo.status.token] if repo.status else []
+            found += [repo.git_token]
             found += [s for hook in repo.hooks for s in (hook.secret, hook.signing_key)]
         return [s for s in found if s is not None]
 
@@ -512,6 +518,20 @@ def _repo(table: object, where: str, problems: list[str], env: Mapping[str, str]
     build_secrets = r.secret_table("secrets_env", _SECRET_ID)
     if build_secrets and builder != "buildkit":
         problems.append(f"{r.key('secrets_env')}: build secrets need builder = \"buildkit\"")
+    git_token = r.secret("git_token")
+    ssh_key_file = r.get("ssh_key_file", str)
+    known_hosts = r.strings("known_hosts")
+    accept_new = r.get("accept_new_host_keys", bool, False)
+    is_ssh = clone_url is not None and not clone_url.startswith(("https://", "http://", "file://"))
+    if git_token is not None and clone_url is not None and is_ssh:
+        problems.append(f"{r.key('git_token_env')}: a token authenticates https clone URLs; for ssh give ssh_key_file")
+    if ssh_key_file is not None and clone_url is not None and not is_ssh:
+        problems.append(f"{r.key('ssh_key_file')}: needs an ssh clone_url")
+    if ssh_key_file is not None and not os.path.isfile(ssh_key_file):
+        problems.append(f"{r.key('ssh_key_file')}: {ssh_key_file} is not a readable file")
+    if is_ssh and ssh_key_file is not None and not known_hosts and not accept_new:
+        problems.append(f"{r.key('known_hosts')}: pin the server's host key (a known_hosts line, such as "
+                        "`ssh-keyscan -t ed25519 github.com` prints), or set accept_new_host_keys = true")
     repo = RepoConfig(
         name=name or "",
         forge=forge or "",
@@ -533,6 +553,11 @@ def _repo(table: object, where: str, problems: list[str], env: Mapping[str, str]
         skip_markers=r.get("skip_markers", bool, True),
         status=_status(r.get("status", dict), r.key("status"), forge, problems, env) if "status" in r.table else None,
         hooks=tuple(h for i, t in enumerate(r.get("hooks", list, [])) if (h := _hook(t, f"{r.key('hooks')}[{i}]", problems, env))),
+        git_token=git_token,
+        git_username=r.get("git_username", str),
+        ssh_key_file=ssh_key_file,
+        known_hosts=known_hosts,
+        accept_new_host_keys=accept_new,
     )
     r.finish()
     return repo if len(problems) == before else None

@@ -10,10 +10,12 @@ import contextlib
 import fcntl
 import hashlib
 import re
+import shlex
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit
 
 import git
 from git.exc import BadName, GitCommandError
@@ -25,6 +27,15 @@ from .refs import validate_ref, validate_sha
 from .urls import NETWORK_SCHEMES, clone_url_problem
 
 Log = Callable[[str], None]
+#: Answers git's credential requests from git's own environment, for the clone URL's host only.
+CREDENTIAL_HELPER = (
+    '!f() { test "$1" = get || exit 0; host=; while IFS= read -r line && [ -n "$line" ]; do '
+    'case "$line" in host=*) host="${line#host=}";; esac; done; '
+    '[ "$host" = "$PUSHBUILD_GIT_HOST" ] || exit 0; '
+    'printf "username=%s\\npassword=%s\\n" "$PUSHBUILD_GIT_USERNAME" "$PUSHBUILD_GIT_TOKEN"; }; f'
+)
+#: The user name each forge expects beside an access token over HTTPS.
+DEFAULT_GIT_USERNAMES = {"github": "x-access-token", "gitlab": "oauth2", "bitbucket": "x-token-auth", "gitea": "oauth2"}
 _SYMLINK_MODE = 0o120000
 _locks: dict[Path, threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -72,6 +83,32 @@ class Mirrors:
         return {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "SSH_ASKPASS": "/bin/false",
                 "GIT_PROTOCOL_FROM_USER": "0", "GIT_CONFIG_NOSYSTEM": "1"}
 
+    def git_access(self, repo: RepoConfig) -> tuple[list[str], dict[str, str]]:
+        """Return the ``-c`` options and environment that authenticate fetches of ``repo``.
+
+        An HTTPS token reaches git through a credential helper reading it from git's own
+        environment, and only for the clone URL's host: it is never in a URL, the mirror's
+        config, the process list or a log. An SSH deploy key is used with the pinned host keys.
+        """
+        options, env = self._git_options(), self._env()
+        if repo.git_token is not None:
+            options += ["credential.helper=", f"credential.helper={CREDENTIAL_HELPER}"]
+            env.update(PUSHBUILD_GIT_HOST=urlsplit(repo.clone_url).netloc.rsplit("@", 1)[-1],
+                       PUSHBUILD_GIT_USERNAME=repo.git_username or DEFAULT_GIT_USERNAMES.get(repo.forge, "git"),
+                       PUSHBUILD_GIT_TOKEN=repo.git_token.reveal())
+        if repo.ssh_key_file is not None:
+            known_hosts = Path(f"{self.path(repo)}.known_hosts")
+            if repo.known_hosts:
+                known_hosts.write_text("\n".join(repo.known_hosts) + "\n")
+            known_hosts.touch()
+            checking = "accept-new" if repo.accept_new_host_keys and not repo.known_hosts else "yes"
+            env["GIT_SSH_COMMAND"] = shlex.join([
+                "ssh", "-F", "/dev/null", "-i", repo.ssh_key_file, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+                "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
+                "-o", f"StrictHostKeyChecking={checking}",
+            ])
+        return options, env
+
     def _fetch(self, mirror: git.Repo, repo: RepoConfig, refspec: str, *, depth: int | None, log: Log) -> None:
         """Fetch ``refspec`` from the configured URL into the mirror."""
         if problem := clone_url_problem(repo.clone_url, allow_file=self.allow_file_urls):
@@ -80,10 +117,10 @@ class Mirrors:
         if depth:
             args.append(f"--depth={depth}")
         log(f"$ git fetch {' '.join(args)} <clone_url> {refspec}\n")
+        options, env = self.git_access(repo)
         try:
-            mirror.git(c=self._git_options()).fetch(
-                *args, "--end-of-options", repo.clone_url, refspec,
-                env=self._env(), kill_after_timeout=self.timeout_s,
+            mirror.git(c=options).fetch(
+                *args, "--end-of-options", repo.clone_url, refspec, env=env, kill_after_timeout=self.timeout_s,
             )
         except GitCommandError as exc:
             raise GitError(f"git fetch failed: {(exc.stderr or '').strip() or exc.status}") from exc
