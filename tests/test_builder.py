@@ -38,10 +38,11 @@ def pipeline(tmp_path, repo, git_server, docker_host, docker_cli, registry, base
     return make
 
 
-def run(services, repo, sha, ref="refs/heads/main"):
+def run(services, repo, sha, ref="refs/heads/main", *, before="0" * 40, changed_paths=None):
     """Record a push of ``sha`` and run it to the end in this process."""
-    [build], _ = services.store.record([PushEvent(forge="github", repo=repo.name, ref=ref, sha=sha,
-                                               before="0" * 40, pusher="t", delivery_id=None, default_branch="main")])
+    [build], _ = services.store.record([PushEvent(forge="github", repo=repo.name, ref=ref, sha=sha, before=before,
+                                                  pusher="t", delivery_id=None, default_branch="main",
+                                                  changed_paths=changed_paths)])
     claimed = services.store.claim(build.id, owner="test", lease_s=60)
     services.builder().run(claimed, owner="test")
     return services.store.get(build.id)
@@ -234,3 +235,18 @@ def test_private_repositories_build_with_their_token(tmp_path, docker_host, regi
             assert "Authentication failed" in ended.error
     finally:
         server.stop()
+
+
+def test_path_filters_skip_pushes_that_change_nothing_under_paths(pipeline, repo, registry, base_image):
+    """With paths = ["app/**"], a docs-only push is skipped (by the git diff); an app change builds."""
+    services = pipeline(paths=["app/**", "Dockerfile"])
+    first = repo.commit({"Dockerfile": f"FROM {base_image}\nCOPY app /app\n", "app/main.py": "v1\n", "docs/a.md": "a\n"})
+    docs_only = repo.commit({"docs/a.md": "b\n"})
+    app_change = repo.commit({"app/main.py": "v2\n"})
+    skipped = run(services, repo, docs_only, before=first, changed_paths=("docs/a.md",))
+    assert skipped.state is BuildState.SKIPPED and "nothing under app/**, Dockerfile changed" in skipped.error
+    assert registry_digest(registry, repo.name, docs_only) is None
+    # a payload claiming nothing relevant changed is only a hint: the diff finds app/main.py
+    built = run(services, repo, app_change, before=docs_only, changed_paths=("docs/a.md",))
+    assert built.state is BuildState.SUCCEEDED, built.error
+    assert built.digest == registry_digest(registry, repo.name, app_change)

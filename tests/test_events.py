@@ -30,7 +30,7 @@ def test_github_branch_push_becomes_a_push_event():
         forge="github", repo="Codertocat/Hello-World", ref="refs/heads/master",
         sha="6113728f27ae82c7b1a177c8d03f9e96e0adf246", before="0" * 40, pusher="Codertocat",
         delivery_id="109948940:72d3162e-cc78-11e3-81ab-4c9367dc0958", default_branch="master",
-        message=event.message,
+        message=event.message, changed_paths=("README.md",),
     )
     assert event.branch == "master"
 
@@ -191,3 +191,16 @@ def test_form_payload_bytes_are_the_exact_json_signed():
     raw = json.dumps({"a": "é & = +"}).encode()
     assert payload_bytes(b"payload=" + quote(raw).encode(), "application/x-www-form-urlencoded") == raw
     assert payload_bytes(b"payload=" + quote_plus(raw).encode(), "application/x-www-form-urlencoded") == raw
+
+
+def test_changed_paths_are_a_hint_only_when_the_payload_lists_every_commit():
+    """GitLab's total_commits_count beyond the listed commits, or 20 listed commits, means the list is partial."""
+    payload = fixture("gitlab/push.json")  # lists 2 of its 4 commits
+    assert parse_gitlab({"x-gitlab-event": "Push Hook"}, payload)[0].changed_paths is None
+    payload["total_commits_count"] = 2
+    [event] = parse_gitlab({"x-gitlab-event": "Push Hook"}, payload)
+    assert event.changed_paths == ("CHANGELOG", "app/controller/application.rb")
+    github = fixture("github/push_branch.json")
+    github["commits"] = github["commits"] * 20
+    assert parse_github(GH, github)[0].changed_paths is None
+    assert parse_bitbucket({"x-event-key": "repo:push"}, fixture("bitbucket/repo_push.json"))[0].changed_paths is None

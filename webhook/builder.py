@@ -19,6 +19,7 @@ from .errors import BuildError, ContextError
 from .mirror import Mirrors
 from .notifier import Notifier
 from .redact import Redactor
+from .refs import ZERO_SHA, matches_any
 from .rules import BuildPlan
 from .store import Build, BuildState, BuildStore
 from .urls import redacted_url
@@ -88,6 +89,8 @@ class Builder:
             raise BuildError(f"{build.repo} is no longer configured for {build.forge}")
         log(f"building {build.repo} {build.ref or 'commit'} {build.sha} (attempt {build.attempts})\n")
         sha = self.mirrors.fetch_commit(repo, sha=build.sha, ref=build.ref or None, log=log)
+        if repo.paths is not None and (unchanged := self._nothing_changed_under_paths(repo, build, sha, log)):
+            return Outcome(BuildState.SKIPPED, error=unchanged)
         plan = repo.plan(build.ref, sha, default_branch=build.default_branch)
         if plan is None:
             raise BuildError(f"no build rule of {build.repo} matches {build.ref} any more")
@@ -106,6 +109,23 @@ class Builder:
             digest = digest or pushed
         log(f"pushed {repo.image}@{digest}\n")
         return Outcome(BuildState.SUCCEEDED, tags=plan.tags, digest=digest)
+
+    def _nothing_changed_under_paths(self, repo: RepoConfig, build: Build, sha: str, log: Log) -> str | None:
+        """Say why the push changed nothing under ``paths``, or ``None`` if it must be built.
+
+        The payload's file lists are a hint that can only say "build"; the diff decides.
+        """
+        if not build.before or build.before == ZERO_SHA:
+            return None  # a new branch or tag: nothing to compare with
+        if build.changed_paths is not None and any(matches_any(p, repo.paths) for p in build.changed_paths):
+            log("the payload lists changes under paths; building\n")
+            return None
+        changed = self.mirrors.changed_paths(repo, before=build.before, after=sha, log=log)
+        if changed is None or any(matches_any(p, repo.paths) for p in changed):
+            return None
+        reason = f"nothing under {', '.join(repo.paths)} changed between {build.before[:12]} and {sha[:12]}"
+        log(f"skipped: {reason}\n")
+        return reason
 
     def _build(self, engine: Engine, repo: RepoConfig, sha: str, plan: BuildPlan, *, log: Log) -> str:
         """Stream the commit's context to the engine and return the new image's id."""

@@ -171,6 +171,7 @@ class RepoConfig:
     ssh_key_file: str | None = None
     known_hosts: tuple[str, ...] = ()
     accept_new_host_keys: bool = False
+    paths: tuple[str, ...] | None = None
 
     def plan(self, ref: str, sha: str, *, default_branch: str | None = None) -> BuildPlan | None:
         """Return how ``ref`` at ``sha`` builds here, or ``None`` if no rule builds it."""
@@ -558,6 +559,7 @@ def _repo(table: object, where: str, problems: list[str], env: Mapping[str, str]
         ssh_key_file=ssh_key_file,
         known_hosts=known_hosts,
         accept_new_host_keys=accept_new,
+        paths=r.globs("paths"),
     )
     r.finish()
     return repo if len(problems) == before else None

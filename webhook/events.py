@@ -37,6 +37,8 @@ class PushEvent:
     delivery_id: str | None
     default_branch: str | None = None
     message: str = ""
+    #: Files the payload says the push changed; ``None`` when it does not list them all.
+    changed_paths: tuple[str, ...] | None = None
 
     @property
     def branch(self) -> str | None:
@@ -128,8 +130,29 @@ def _get(payload: Mapping[str, Any], *path: str) -> Any:
     return value
 
 
+#: GitHub and GitLab list at most this many commits in a push payload.
+PAYLOAD_COMMIT_LIMIT = 20
+
+
+def _changed_paths(commits: object, *, total: object = None) -> tuple[str, ...] | None:
+    """Collect added, modified and removed files from a payload's commits, if it lists every commit."""
+    if not isinstance(commits, list) or not commits or len(commits) >= PAYLOAD_COMMIT_LIMIT:
+        return None
+    if isinstance(total, int) and total != len(commits):
+        return None
+    paths: set[str] = set()
+    for commit in commits:
+        for key in ("added", "modified", "removed"):
+            files = _get(commit, key)
+            if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+                return None
+            paths.update(files)
+    return tuple(sorted(paths))
+
+
 def _push(forge: str, *, repo: object, ref: object, sha: object, before: object, delivery_id: str | None,
-          default_branch: object = None, pusher: object = None, message: object = None) -> PushEvent:
+          default_branch: object = None, pusher: object = None, message: object = None,
+          changed_paths: tuple[str, ...] | None = None) -> PushEvent:
     """Validate the fields every forge shares and build the :class:`PushEvent`."""
     if not isinstance(repo, str) or not repo:
         raise BadRequest("payload does not name the repository")
@@ -143,6 +166,7 @@ def _push(forge: str, *, repo: object, ref: object, sha: object, before: object,
         delivery_id=delivery_id,
         default_branch=default_branch if isinstance(default_branch, str) else None,
         message=message if isinstance(message, str) else "",
+        changed_paths=changed_paths,
     )
 
 
@@ -183,6 +207,7 @@ def parse_github(headers: Mapping[str, str], payload: Mapping[str, Any]) -> Pars
         default_branch=_get(payload, "repository", "default_branch"),
         pusher=_get(payload, "pusher", "name"),
         message=_get(head, "message"),
+        changed_paths=_changed_paths(_get(payload, "commits")),
     )]
 
 
@@ -215,6 +240,7 @@ def parse_gitlab(headers: Mapping[str, str], payload: Mapping[str, Any]) -> Pars
         default_branch=_get(payload, "project", "default_branch"),
         pusher=_get(payload, "user_username") or _get(payload, "user_name"),
         message=head.get("message"),
+        changed_paths=_changed_paths(commits, total=_get(payload, "total_commits_count")),
     )]
 
 
@@ -238,6 +264,7 @@ def parse_gitea(headers: Mapping[str, str], payload: Mapping[str, Any]) -> Parse
         default_branch=_get(payload, "repository", "default_branch"),
         pusher=_get(payload, "pusher", "login") or _get(payload, "pusher", "username"),
         message=_get(head, "message"),
+        changed_paths=_changed_paths(_get(payload, "commits"), total=_get(payload, "total_commits")),
     )]
 
 

@@ -160,6 +160,22 @@ class Mirrors:
             raise GitError(f"{ref} does not name a commit")
         return commit
 
+    def changed_paths(self, repo: RepoConfig, *, before: str, after: str, log: Log) -> tuple[str, ...] | None:
+        """Return the files that differ between two commits, or ``None`` if ``before`` cannot be had."""
+        validate_sha(before)
+        validate_sha(after)
+        try:
+            self.fetch_commit(repo, sha=before, ref=None, log=log)
+        except GitError as exc:
+            log(f"cannot fetch {before} to compare with ({exc.message}); building anyway\n")
+            return None
+        with self._open(repo) as mirror:
+            try:
+                names = mirror.git.diff("--name-only", "--no-renames", "-z", before, after, "--")
+            except GitCommandError as exc:
+                raise GitError(f"git diff failed: {(exc.stderr or '').strip()}") from exc
+        return tuple(name for name in names.split("\0") if name)
+
     def has_commit(self, repo: RepoConfig, sha: str) -> bool:
         """Say whether the mirror already holds commit ``sha``."""
         with self._open(repo) as mirror:

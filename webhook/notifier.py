@@ -66,6 +66,8 @@ class Notifier:
         """Owe the forge the final status and, for a pushed image, each matching hook its message."""
         if state is BuildState.SUCCEEDED:
             self._status(build, SUCCESS, f"pushed {digest}")
+        elif state is BuildState.SKIPPED:
+            self._status(build, SUCCESS, f"skipped: {error}"[:140])
         else:
             self._status(build, FAILURE, (error or "the build failed")[:140])
         repo = self.config.repo(build.forge, build.repo)

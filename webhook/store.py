@@ -33,6 +33,7 @@ builds = sa.Table(
     sa.Column("before", sa.String(64)),
     sa.Column("pusher", sa.String(256)),
     sa.Column("default_branch", sa.String(1024)),
+    sa.Column("changed_paths", sa.Text),
     sa.Column("delivery_key", sa.String(512), unique=True),
     sa.Column("state", sa.String(16), nullable=False, index=True),
     sa.Column("tags", sa.Text, nullable=False, default="[]"),
@@ -62,9 +63,11 @@ class BuildState(str, enum.Enum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    #: Nothing under the repository's ``paths`` changed; ``error`` says so.
+    SKIPPED = "skipped"
 
 
-FINISHED = (BuildState.SUCCEEDED, BuildState.FAILED)
+FINISHED = (BuildState.SUCCEEDED, BuildState.FAILED, BuildState.SKIPPED)
 
 
 def iso_time(ts: float | None) -> str | None:
@@ -92,6 +95,7 @@ class Build:
     created_at: float
     started_at: float | None
     finished_at: float | None
+    changed_paths: tuple[str, ...] | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Build:
@@ -103,6 +107,7 @@ class Build:
             state=BuildState(m["state"]), tags=tuple(json.loads(m["tags"])), digest=m["digest"],
             error=m["error"], attempts=m["attempts"], created_at=m["created_at"],
             started_at=m["started_at"], finished_at=m["finished_at"],
+            changed_paths=None if m["changed_paths"] is None else tuple(json.loads(m["changed_paths"])),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -163,6 +168,7 @@ class BuildStore:
         rows = [dict(
             repo=e.repo, forge=e.forge, ref=e.ref, sha=e.sha, before=e.before, pusher=e.pusher,
             default_branch=e.default_branch, delivery_key=key, state=BuildState.QUEUED.value,
+            changed_paths=None if e.changed_paths is None else json.dumps(list(e.changed_paths)),
             tags="[]", attempts=0, created_at=self.clock(),
         ) for e, key in zip(events, keys, strict=True)]
         try:
