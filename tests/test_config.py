@@ -11,7 +11,10 @@ from webhook.errors import ConfigError
 
 EXAMPLE = Path(__file__).parent.parent / "deploy" / "pushbuild.example.toml"
 EXAMPLE_ENV = {"REGISTRY_USER": "bot", "REGISTRY_PASSWORD": "registry-pass-123",
-               "ACME_APP_WEBHOOK_SECRET": "s3cret-app", "ACME_API_GITLAB_TOKEN": "s3cret-api"}
+               "ACME_APP_WEBHOOK_SECRET": "s3cret-app", "ACME_API_GITLAB_TOKEN": "s3cret-api",
+               "ACME_WEB_WEBHOOK_SECRET": "s3cret-web", "ACME_NPM_TOKEN": "npm-tok", "ACME_WEB_RELEASE": "r1",
+               "ACME_WEB_STATUS_TOKEN": "status-tok", "ACME_WEB_HOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+               "ACME_WEB_HOOK_KEY": "whsk_" + "A" * 43 + "="}
 REPO = {"name": "acme/app", "forge": "github", "secret_env": "S", "clone_url": "https://h/acme/app.git",
         "image": "registry.example.com/acme/app"}
 
@@ -19,7 +22,9 @@ REPO = {"name": "acme/app", "forge": "github", "secret_env": "S", "clone_url": "
 def test_example_config_is_valid():
     """The shipped example parses with its variables set, and keeps secrets out of repr."""
     config = load_config(EXAMPLE, EXAMPLE_ENV)
-    assert [r.name for r in config.repos] == ["acme/app", "acme/api"]
+    assert [r.name for r in config.repos] == ["acme/app", "acme/api", "acme/web"]
+    web = config.repos[2]
+    assert (web.forge, web.builder, len(web.rules), len(web.hooks), web.status.context) == ("gitea", "buildkit", 2, 3, "pushbuild")
     app = config.repos[0]
     sha = "a" * 40
     assert app.plan("refs/heads/main", sha, default_branch="main").tags[1:] == (

@@ -292,3 +292,14 @@ def test_verify_hook_checks_a_received_message(world, hook_receiver, tmp_path):
     ok = CliRunner().invoke(main, args, input=received.body, env={"HOOK_SECRET": HOOK_SECRET})
     bad = CliRunner().invoke(main, args, input=received.body + b" ", env={"HOOK_SECRET": HOOK_SECRET})
     assert (ok.exit_code, bad.exit_code) == (0, 1)
+
+
+def test_a_hook_that_times_out_is_retried(world, hook_receiver):
+    """A receiver slower than the hook's timeout counts as a temporary failure."""
+    hook_receiver.delay_s = 1.0
+    config, builds, deliveries, notifier = world(hooks=[{"url": hook_receiver.url, "secret_env": "HOOK_SECRET", "timeout_s": 0.2}])
+    build = finished_build(builds)
+    finish(notifier, build)
+    notifier.deliver_due()
+    hook = [d for d in deliveries.of_build(build.id) if d.kind == "hook"][0]
+    assert hook.state is DeliveryState.PENDING and "Timeout" in hook.last_error
