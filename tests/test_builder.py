@@ -250,3 +250,21 @@ def test_path_filters_skip_pushes_that_change_nothing_under_paths(pipeline, repo
     built = run(services, repo, app_change, before=docs_only, changed_paths=("docs/a.md",))
     assert built.state is BuildState.SUCCEEDED, built.error
     assert built.digest == registry_digest(registry, repo.name, app_change)
+
+
+@pytest.mark.parametrize("builder, hit", [("classic", "Using cache"), ("buildkit", "CACHED")])
+def test_cache_from_pulls_the_cache_from_the_registry(pipeline, repo, registry, docker_client, base_image, builder, hit):
+    """With the engine's images and build cache gone, cache_from brings the RUN step's layer back from the registry."""
+    dockerfile = f"FROM {base_image}\nRUN echo expensive-{repo.name} > /layer\nCOPY app.txt /app.txt\n"
+    first = repo.commit({"Dockerfile": dockerfile, "app.txt": "1\n"})
+    second = repo.commit({"app.txt": "2\n"})
+    built = run(pipeline(builder=builder), repo, first)
+    assert built.state is BuildState.SUCCEEDED, built.error
+    for tag in built.tags:
+        docker_client.images.remove(tag, force=True)
+    docker_client.api.prune_builds(all=True)
+    services = pipeline(builder=builder, cache_from=[f"{registry}/{repo.name}:main"])
+    cached = run(services, repo, second)
+    assert cached.state is BuildState.SUCCEEDED, cached.error
+    log, _ = services.store.log(cached.id)
+    assert hit in log, log

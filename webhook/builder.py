@@ -150,6 +150,9 @@ class Builder:
                     secrets={secret_id: secret.reveal() for secret_id, secret in repo.build_secrets},
                     auth=self.config.registry.auth(),
                 )
+            for image in plan.cache_from:  # the classic builder only uses cache images it has locally
+                log(f"pulling cache image {image}\n")
+                engine.pull(image, auth=self.config.registry.auth(), log=log)
             return engine.build(context, tag=plan.tags[0], plan=plan, labels=labels, log=log)
 
 

@@ -73,6 +73,8 @@ def build_with_buildkit(engine: Engine, context: Iterable[bytes], *, tag: str, p
                 args += [option, value]
         for image in plan.cache_from:
             args += ["--cache-from", image]
+        # Pushed images carry their cache metadata, so any of them can serve as a cache_from later.
+        args += ["--build-arg", "BUILDKIT_INLINE_CACHE=1"]
         _run(args + ["-"], env=env, context=context, log=log)
         return (workdir / "iid").read_text().strip()
 

@@ -112,6 +112,20 @@ class Engine:
             raise EngineError("the engine finished the build without reporting an image")
         return image_id
 
+    def pull(self, reference: str, *, auth: Mapping[str, str] | None, log: Log) -> bool:
+        """Pull ``reference`` (``repo:tag``) from its registry; say whether it is now local. Never raises."""
+        repository, tag = _split_image(reference)
+        try:
+            for line in self.client.pull(repository, tag=tag, auth_config=dict(auth) if auth else None,
+                                         stream=True, decode=True):
+                if "error" in line or "errorDetail" in line:
+                    log(f"cannot pull {reference}: {_message(line)}\n")
+                    return False
+        except (DockerException, requests.RequestException) as exc:
+            log(f"cannot pull {reference}: {exc}\n")
+            return False
+        return True
+
     def label(self, image_id: str, name: str) -> str | None:
         """Return the value of label ``name`` on a local image, or ``None``."""
         try:
