@@ -303,3 +303,16 @@ def test_a_hook_that_times_out_is_retried(world, hook_receiver):
     notifier.deliver_due()
     hook = [d for d in deliveries.of_build(build.id) if d.kind == "hook"][0]
     assert hook.state is DeliveryState.PENDING and "Timeout" in hook.last_error
+
+
+def test_bitbucket_data_center_gets_its_build_status_api(world, forge_api, make_config):
+    """`api = "bitbucket-datacenter"` posts to /rest/build-status/1.0/commits/<sha>."""
+    config, builds, deliveries, notifier = world(forge="bitbucket", hooks=[])
+    dc = make_config(repo_table("acme/app", forge="bitbucket",
+                                status={"token_env": "STATUS_TOKEN", "api_url": forge_api.url, "api": "bitbucket-datacenter"}),
+                     env={"STATUS_TOKEN": STATUS_TOKEN})
+    notifier.config = dc
+    finish(notifier, finished_build(builds, forge="bitbucket"))
+    notifier.deliver_due()
+    [received] = forge_api.received
+    assert (received.path, received.json()["state"]) == (f"/rest/build-status/1.0/commits/{SHA}", "SUCCESSFUL")

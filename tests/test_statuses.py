@@ -23,6 +23,9 @@ LINK = "https://pushbuild.example.com/api/builds/7"
     ("bitbucket", "https://api.bitbucket.org/2.0", "team/app", f"/repositories/team/app/commit/{SHA}/statuses/build",
      ("Authorization", "Bearer tok"),
      {"key": "pushbuild", "state": "SUCCESSFUL", "url": LINK, "name": "pushbuild", "description": "done"}),
+    ("bitbucket-datacenter", "https://bitbucket.example.com", "PROJ/app", f"/rest/build-status/1.0/commits/{SHA}",
+     ("Authorization", "Bearer tok"),
+     {"state": "SUCCESSFUL", "key": "pushbuild", "name": "pushbuild", "url": LINK, "description": "done"}),
 ])
 def test_status_request_shape(forge, api, repo, path, auth, body):
     """Method, path, auth header and JSON body follow the forge's documentation."""

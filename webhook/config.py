@@ -21,7 +21,7 @@ from .errors import ConfigError
 from .forges import ALIASES, FORGES, Secrets
 from .redeploy import HOOK_KINDS
 from .rules import BuildPlan, Rule, TemplateError, default_rules, plan, render, template_values
-from .statuses import DEFAULT_API_URLS
+from .statuses import DEFAULT_API_URLS, STATUS_APIS
 from .urls import clone_url_problem
 
 CONFIG_ENV = "PUSHBUILD_CONFIG"
@@ -126,6 +126,8 @@ class StatusConfig:
     token: Secret
     api_url: str
     context: str = defaults.STATUS_CONTEXT
+    #: Which status API: the forge's own, or ``bitbucket-datacenter`` for a Bitbucket Data Center.
+    api: str = ""
 
 
 @dataclass(frozen=True)
@@ -446,14 +448,16 @@ def _status(table: object, where: str, forge: str | None, problems: list[str], e
     """Read ``[repos.status]``."""
     r = _Reader(table, where, problems, env)
     token = r.secret("token", required=True)
-    api_url = r.get("api_url", str, DEFAULT_API_URLS.get(forge or ""))
+    apis = STATUS_APIS.get(forge or "", ("github",))
+    api = r.choice("api", apis, apis[0])
+    api_url = r.get("api_url", str, DEFAULT_API_URLS.get(api))
     if api_url is None:
-        problems.append(f"{r.key('api_url')}: is required for {forge} (such as https://gitea.example.com/api/v1)")
+        problems.append(f"{r.key('api_url')}: is required for {api} (such as https://gitea.example.com/api/v1)")
     elif not _HTTP_URL.fullmatch(api_url):
         problems.append(f"{r.key('api_url')}: must be an http(s) URL")
     context = r.get("context", str, defaults.STATUS_CONTEXT)
     r.finish()
-    return StatusConfig(token=token, api_url=api_url, context=context) if token and api_url else None
+    return StatusConfig(token=token, api_url=api_url, context=context, api=api) if token and api_url else None
 
 
 def _hook(table: object, where: str, problems: list[str], env: Mapping[str, str]) -> HookConfig | None:

@@ -187,7 +187,7 @@ class Notifier:
         return self._http(request, hook.timeout_s)
 
     def _status_request(self, delivery: Delivery, repo: RepoConfig) -> OutboundRequest:
-        return status_request(repo.forge, api_url=repo.status.api_url, repo=repo.name, sha=delivery.payload["sha"],
+        return status_request(repo.status.api or repo.forge, api_url=repo.status.api_url, repo=repo.name, sha=delivery.payload["sha"],
                               state=delivery.payload["state"], target_url=build_url(self.config, delivery.build_id),
                               description=delivery.payload["description"], context=repo.status.context,
                               token=repo.status.token.reveal())

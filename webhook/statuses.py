@@ -10,6 +10,8 @@ Performs no I/O. Request shapes, per forge:
   ``{"state", "target_url", "description", "context"}`` (Gitea API, CreateStatusOption).
 - Bitbucket Cloud: ``POST {api}/repositories/{workspace}/{slug}/commit/{sha}/statuses/build``,
   ``Authorization: Bearer``, ``{"key", "state", "url", "name", "description"}``.
+- Bitbucket Data Center: ``POST {base}/rest/build-status/1.0/commits/{sha}``, ``Authorization:
+  Bearer`` (an HTTP access token), ``{"state", "key", "name", "url", "description"}``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ _STATES = {
     "gitlab": {PENDING: "running", SUCCESS: "success", FAILURE: "failed"},
     "gitea": {PENDING: "pending", SUCCESS: "success", FAILURE: "failure"},
     "bitbucket": {PENDING: "INPROGRESS", SUCCESS: "SUCCESSFUL", FAILURE: "FAILED"},
+    "bitbucket-datacenter": {PENDING: "INPROGRESS", SUCCESS: "SUCCESSFUL", FAILURE: "FAILED"},
 }
 
 
@@ -72,13 +75,26 @@ def _bitbucket(api: str, repo: str, sha: str, state: str, url: str, description:
     )
 
 
+def _bitbucket_datacenter(api: str, repo: str, sha: str, state: str, url: str, description: str, context: str,
+                          token: str) -> OutboundRequest:
+    return json_request(
+        f"{api}/rest/build-status/1.0/commits/{sha}",
+        {"state": state, "key": context, "name": context, "url": url, "description": description},
+        {"Authorization": f"Bearer {token}"},
+    )
+
+
 _BUILDERS: dict[str, Callable[..., OutboundRequest]] = {
     "github": _github, "gitlab": _gitlab, "gitea": _gitea, "bitbucket": _bitbucket,
+    "bitbucket-datacenter": _bitbucket_datacenter,
 }
+#: The status APIs there are, by the forge a repository is on; the first is the default.
+STATUS_APIS = {"github": ("github",), "gitlab": ("gitlab",), "gitea": ("gitea",),
+               "bitbucket": ("bitbucket", "bitbucket-datacenter")}
 
 
-def status_request(forge: str, *, api_url: str, repo: str, sha: str, state: str, target_url: str,
+def status_request(api: str, *, api_url: str, repo: str, sha: str, state: str, target_url: str,
                    description: str, context: str, token: str) -> OutboundRequest:
-    """Return the request that sets ``state`` (pending, success, failure) on ``sha`` at ``forge``."""
-    return _BUILDERS[forge](api_url.rstrip("/"), repo, sha, _STATES[forge][state], target_url,
+    """Return the request that sets ``state`` (pending, success, failure) on ``sha`` through status API ``api``."""
+    return _BUILDERS[api](api_url.rstrip("/"), repo, sha, _STATES[api][state], target_url,
                             description[:140], context, token)
