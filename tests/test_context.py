@@ -27,7 +27,7 @@ def make_tar(files: dict[str, bytes], *, dirs: tuple[str, ...] = ()) -> io.Bytes
 
 def names_and_data(chunks) -> dict[str, bytes]:
     with tarfile.open(fileobj=io.BytesIO(b"".join(chunks)), mode="r:") as tar:
-        return {m.name: (tar.extractfile(m).read() if m.isreg() else b"<dir>") for m in tar}
+        return {m.name: (tar.extractfile(m).read() if m.isreg() else b"<other>") for m in tar}
 
 
 def test_dockerignore_patterns_skip_blanks_and_comments():
@@ -78,3 +78,41 @@ def test_truncated_tar_is_a_context_error():
     data = make_tar({"a": b"x" * 5000}).getvalue()[:2048]
     with pytest.raises(ContextError):
         list(filtered_tar(io.BytesIO(data), IgnoreRules([], dockerfile="Dockerfile")))
+
+
+def make_links(links: dict[str, tuple[bytes, str]]) -> io.BytesIO:
+    """A tar of links: name → (type, target)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(tarfile.TarInfo("Dockerfile"), io.BytesIO(b""))
+        for name, (kind, target) in links.items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, target
+            tar.addfile(info)
+    out.seek(0)
+    return out
+
+
+@pytest.mark.parametrize("name, kind, target", [
+    ("etc-link", tarfile.SYMTYPE, "/etc/passwd"),
+    ("up", tarfile.SYMTYPE, "../../outside"),
+    ("a/b/up", tarfile.SYMTYPE, "../../../outside"),
+    ("hard", tarfile.LNKTYPE, "../outside"),
+])
+def test_links_leaving_the_context_are_refused(name, kind, target):
+    """A link to somewhere outside the context fails the build with its name."""
+    with pytest.raises(ContextError, match="outside the build context"):
+        list(filtered_tar(make_links({name: (kind, target)}), IgnoreRules([], dockerfile="Dockerfile")))
+
+
+def test_links_within_the_context_are_kept():
+    """Relative links that stay inside are ordinary content."""
+    chunks = filtered_tar(make_links({"a/b/sibling": (tarfile.SYMTYPE, "../c"), "same": (tarfile.SYMTYPE, "Dockerfile")}),
+                          IgnoreRules([], dockerfile="Dockerfile"))
+    assert set(names_and_data(chunks)) == {"Dockerfile", "a/b/sibling", "same"}
+
+
+def test_files_over_the_size_limit_are_refused():
+    """A file larger than the limit fails the build before it is sent."""
+    with pytest.raises(ContextError, match="over the 1000-byte limit"):
+        list(filtered_tar(make_tar({"big": b"x" * 1001}), IgnoreRules([], dockerfile="Dockerfile"), max_file_bytes=1000))

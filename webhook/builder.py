@@ -143,7 +143,7 @@ class Builder:
             PLAN_LABEL: plan.fingerprint(),
         }
         with self.mirrors.archive(repo, sha, plan.context) as tar:
-            context = filtered_tar(tar, rules)
+            context = filtered_tar(tar, rules, max_file_bytes=self.config.server.max_context_file_bytes)
             if repo.builder == "buildkit":
                 return build_with_buildkit(
                     engine, context, tag=plan.tags[0], plan=plan, labels=labels, log=log,

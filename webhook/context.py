@@ -47,16 +47,37 @@ def _safe_name(name: str) -> str:
     return normal
 
 
+def _check_link(name: str, member: tarfile.TarInfo) -> None:
+    """Refuse a symbolic or hard link whose target is absolute or leaves the context."""
+    if member.issym():
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(name), member.linkname))
+    elif member.islnk():
+        target = posixpath.normpath(member.linkname)
+    else:
+        return
+    if member.linkname.startswith("/") or target == ".." or target.startswith("../"):
+        raise ContextError(f"{name} is a link to {member.linkname!r}, outside the build context")
+
+
 def filtered_tar(
-    source: IO[bytes], rules: IgnoreRules, *, chunk_bytes: int = defaults.CONTEXT_CHUNK_BYTES
+    source: IO[bytes], rules: IgnoreRules, *, chunk_bytes: int = defaults.CONTEXT_CHUNK_BYTES,
+    max_file_bytes: int = defaults.MAX_CONTEXT_FILE_BYTES,
 ) -> Iterator[bytes]:
-    """Read a tar stream from ``source`` and yield a tar stream of the entries ``rules`` keeps."""
+    """Read a tar stream from ``source`` and yield a tar stream of the entries ``rules`` keeps.
+
+    Refuses entries outside the context: absolute or ``..`` paths, and links pointing out
+    of it; and files over ``max_file_bytes``.
+    """
     try:
         with tarfile.open(fileobj=source, mode="r|") as archive:
             for member in archive:
                 name = _safe_name(member.name)
                 if name == "." or not rules.keeps(name):
                     continue
+                _check_link(name, member)
+                if member.size > max_file_bytes:
+                    raise ContextError(f"{name} is {member.size} bytes, over the {max_file_bytes}-byte limit "
+                                       "for a file in the build context")
                 member.name = name
                 yield member.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
                 if member.isreg():

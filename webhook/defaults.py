@@ -39,6 +39,8 @@ FETCH_DEPTH = 1
 GIT_TIMEOUT_S = 300.0
 #: docker-py read timeout for engine calls; builds stream, so this bounds silence, not length.
 ENGINE_TIMEOUT_S = 600.0
+#: A file in the build context larger than this fails the build (a repository bomb, or a mistake).
+MAX_CONTEXT_FILE_BYTES = 2 * 1024 * 1024 * 1024
 #: Chunk size for streaming the build context to the engine.
 CONTEXT_CHUNK_BYTES = 64 * 1024
 # --- after the push --------------------------------------------------------
