@@ -2,9 +2,11 @@
 
 import hashlib
 import json
+import subprocess
 import uuid
 
 import pytest
+import requests
 
 from webhook.config import parse_config
 from webhook.events import PushEvent
@@ -14,7 +16,8 @@ from webhook.store import BuildState
 from .conftest import SECRETS_ENV
 from .gitrepo import Repo
 from .gitserver import GitHttpServer
-from .support import registry_digest
+from .service import free_port
+from .support import registry_digest, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +29,8 @@ def pipeline(tmp_path, repo, git_server, docker_host, docker_cli, registry, base
     def make(env=None, **repo_settings):
         env = env or {}
         config = parse_config({
-            "server": {"data_dir": str(tmp_path / "data"), "mirror_dir": str(tmp_path / "mirrors")},
+            "server": {"data_dir": str(tmp_path / "data"), "mirror_dir": str(tmp_path / "mirrors"),
+                       "push_retry_s": 0.05},
             "engine": {"base_url": docker_host, "docker_cli": docker_cli},
             "registry": repo_settings.pop("registry", {}),
             "repos": [{"name": repo.name, "forge": "github", "secret_env": "GITHUB_SECRET",
@@ -125,9 +129,24 @@ def test_registry_failures_fail_the_build_without_leaking_the_password(pipeline,
     services = pipeline(image="127.0.0.1:9/nowhere/app", registry={"username_env": "REG_USER", "password_env": "REG_PASS"})
     build = run(services, repo, sha)
     assert build.state is BuildState.FAILED
-    assert "pushing 127.0.0.1:9/nowhere/app:" in build.error
+    assert "pushing 127.0.0.1:9/nowhere/app:" in build.error and "(after 4 attempts)" in build.error
     log, _ = services.store.log(build.id)
     assert "registry-pass-9876" not in log + build.error
+    assert log.count("retrying in") == 3
+
+
+def test_a_registry_refusing_the_push_fails_at_once(pipeline, repo, tmp_path, base_image):
+    """A permanent refusal (a read-only registry) is not retried."""
+    registry = ReadOnlyRegistry(tmp_path / "readonly")
+    try:
+        sha = repo.commit({"Dockerfile": f"FROM {base_image}\nLABEL readonly=yes\n"})
+        services = pipeline(image=f"{registry.address}/{repo.name}")
+        build = run(services, repo, sha)
+        assert build.state is BuildState.FAILED and "405" in build.error
+        log, _ = services.store.log(build.id)
+        assert "retrying in" not in log and "attempts" not in build.error
+    finally:
+        registry.stop()
 
 
 def test_a_semver_tag_push_fans_out_to_version_tags(pipeline, repo, registry, base_image):
@@ -268,3 +287,30 @@ def test_cache_from_pulls_the_cache_from_the_registry(pipeline, repo, registry, 
     assert cached.state is BuildState.SUCCEEDED, cached.error
     log, _ = services.store.log(cached.id)
     assert hit in log, log
+
+
+class ReadOnlyRegistry:
+    """A second CNCF registry on loopback, in read-only maintenance mode: every push is refused."""
+
+    def __init__(self, root):
+        root.mkdir(parents=True)
+        self.address = f"127.0.0.1:{free_port()}"
+        (root / "config.yml").write_text(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: " + str(root / "data") +
+            "\n  maintenance:\n    readonly:\n      enabled: true\nhttp:\n  addr: " + self.address + "\n")
+        self.log = open(root / "registry.log", "wb")
+        self.process = subprocess.Popen(["docker-registry", "serve", str(root / "config.yml")],
+                                        stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for(lambda: _answers(f"http://{self.address}/v2/"), timeout_s=20, what="the read-only registry")
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.log.close()
+
+
+def _answers(url):
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.ConnectionError:
+        return False

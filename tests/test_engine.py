@@ -7,13 +7,12 @@ import uuid
 import pytest
 
 from webhook.config import EngineConfig
-from webhook.engine import Engine
+from webhook.engine import Engine, is_temporary
 from webhook.errors import ContextError, EngineError, RegistryError
 from webhook.rules import BuildPlan
 
 from .support import registry_digest
 
-pytestmark = pytest.mark.e2e
 PLAN = BuildPlan(tags=(), dockerfile="Dockerfile", context=".")
 
 
@@ -32,6 +31,7 @@ def context(files):
     return iter([out.getvalue()])
 
 
+@pytest.mark.e2e
 def test_build_streams_the_engines_output_and_returns_the_image(engine, base_image):
     """Each line the engine sends reaches the log; the new image's id is returned."""
     lines = []
@@ -43,6 +43,7 @@ def test_build_streams_the_engines_output_and_returns_the_image(engine, base_ima
     assert any("hello-engine" in line for line in lines)
 
 
+@pytest.mark.e2e
 def test_an_error_inside_the_build_stream_raises(engine, base_image):
     """docker-py does not raise for a failed step; the adapter does, with the engine's message."""
     with pytest.raises(EngineError, match="returned a non-zero code: 2"):
@@ -50,6 +51,7 @@ def test_an_error_inside_the_build_stream_raises(engine, base_image):
                      plan=PLAN, labels={}, log=lambda _: None)
 
 
+@pytest.mark.e2e
 def test_a_missing_base_image_is_an_engine_error(engine):
     """A FROM that cannot be found (nothing can be pulled here) fails clearly."""
     with pytest.raises(EngineError):
@@ -57,6 +59,7 @@ def test_a_missing_base_image_is_an_engine_error(engine):
                      plan=PLAN, labels={}, log=lambda _: None)
 
 
+@pytest.mark.e2e
 def test_an_error_in_the_context_stream_surfaces_as_itself(engine):
     """A context that turns out unsafe mid-stream stops the build with that reason."""
 
@@ -68,6 +71,7 @@ def test_an_error_in_the_context_stream_surfaces_as_itself(engine):
         engine.build(broken(), tag="pushbuild-test/engine:ctx", plan=PLAN, labels={}, log=lambda _: None)
 
 
+@pytest.mark.e2e
 def test_push_returns_the_digest_the_registry_serves(engine, base_image, registry):
     """The digest reported in the push stream is the registry's manifest digest."""
     image_id = engine.build(context({"Dockerfile": f"FROM {base_image}\nLABEL pushed=yes\n"}),
@@ -77,6 +81,7 @@ def test_push_returns_the_digest_the_registry_serves(engine, base_image, registr
     assert digest == registry_digest(registry, "engine/push", "two")
 
 
+@pytest.mark.e2e
 def test_a_push_to_an_unreachable_registry_raises(engine, base_image):
     """A registry that cannot be reached is a RegistryError naming the reference."""
     image_id = engine.image_id(base_image)
@@ -85,7 +90,24 @@ def test_a_push_to_an_unreachable_registry_raises(engine, base_image):
         engine.push("127.0.0.1:9/engine/nowhere:x", auth={"username": "u", "password": "p"}, log=lambda _: None)
 
 
+@pytest.mark.e2e
 def test_an_unreachable_engine_is_an_engine_error(tmp_path):
     """Connecting to a socket nobody listens on is a clear EngineError."""
     with pytest.raises(EngineError, match="Docker engine"):
         Engine.connect(EngineConfig(base_url=f"unix://{tmp_path}/none.sock")).ping()
+
+
+@pytest.mark.parametrize("message, temporary", [
+    ('Get "http://127.0.0.1:9/v2/": dial tcp 127.0.0.1:9: connect: connection refused', True),
+    ("received unexpected HTTP status: 503 Service Unavailable", True),
+    ("error parsing HTTP 502 response body: invalid character '<' looking for beginning of value", True),
+    ("net/http: TLS handshake timeout", True),
+    ("toomanyrequests: HTTP 429", True),
+    ("unauthorized: authentication required", False),
+    ("denied: requested access to the resource is denied", False),
+    ("error parsing HTTP 405 response body: Method not allowed", False),
+    ("manifest invalid: manifest invalid", False),
+])
+def test_registry_failures_are_sorted_into_temporary_and_permanent(message, temporary):
+    """5xx, 429, timeouts and unreachable registries are retried; refusals are not."""
+    assert is_temporary(message) is temporary

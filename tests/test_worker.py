@@ -70,3 +70,25 @@ def test_a_claimed_build_beyond_its_attempts_is_failed_not_run(worker, services)
         services.store.claim(build.id, owner=owner, lease_s=-1)
     worker.run_build(build.id)
     assert services.store.get(build.id).state is BuildState.FAILED
+
+
+def test_retry_queues_a_finished_build_again(services, config, tmp_path):
+    """`pushbuild retry <build>` puts a failed build back in the queue from the start."""
+    from click.testing import CliRunner
+
+    from webhook.cli import main
+
+    from .service import write_toml
+
+    build = record(services)
+    services.store.claim(build.id, owner="w", lease_s=60)
+    services.store.finish(build.id, BuildState.FAILED, owner="w", error="registry down")
+    path = write_toml(tmp_path / "pb.toml", {"server": {"data_dir": str(config.server.data_dir)},
+                                             "repos": [repo_table("acme/app")]})
+    result = CliRunner().invoke(main, ["retry", "--config", str(path), str(build.id)], env={"GITHUB_SECRET": "x"})
+    assert result.exit_code == 0, result.output
+    again = services.store.get(build.id)
+    assert (again.state, again.error, again.attempts) == (BuildState.QUEUED, None, 0)
+    assert queued(config) == [build.id]
+    running = CliRunner().invoke(main, ["retry", "--config", str(path), str(build.id)], env={"GITHUB_SECRET": "x"})
+    assert running.exit_code == 1 and "has not finished yet" in running.output

@@ -6,6 +6,7 @@ Collaborators are passed in; this module decides the order of things and what is
 from __future__ import annotations
 
 import posixpath
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from .buildkit import build_with_buildkit
 from .config import Config, RepoConfig
 from .context import DOCKERIGNORE, IgnoreRules, dockerignore_patterns, filtered_tar
 from .engine import Engine
-from .errors import BuildError, ContextError
+from .errors import BuildError, ContextError, RegistryError
 from .mirror import Mirrors
 from .notifier import Notifier
 from .redact import Redactor
@@ -43,8 +44,10 @@ class Builder:
     """Runs builds to their end and records the outcome."""
 
     def __init__(self, *, config: Config, store: BuildStore, mirrors: Mirrors, engine: Callable[[], Engine],
-                 redact: Redactor, notifier: Notifier | None = None, clock: Callable[[], float] = time.time) -> None:
+                 redact: Redactor, notifier: Notifier | None = None, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.config = config
+        self.sleep = sleep
         self.notifier = notifier
         self.store = store
         self.mirrors = mirrors
@@ -104,11 +107,26 @@ class Builder:
             engine.tag(image_id, tag)
         digest = None
         for tag in plan.tags:
-            log(f"pushing {tag}\n")
-            pushed = engine.push(tag, auth=self.config.registry.auth(), log=log)
+            pushed = self._push(engine, tag, log)
             digest = digest or pushed
         log(f"pushed {repo.image}@{digest}\n")
         return Outcome(BuildState.SUCCEEDED, tags=plan.tags, digest=digest)
+
+    def _push(self, engine: Engine, tag: str, log: Log) -> str:
+        """Push one tag; retry temporary registry failures with exponential backoff and jitter."""
+        server = self.config.server
+        for attempt in range(1, server.push_attempts + 1):
+            log(f"pushing {tag}" + (f" (attempt {attempt} of {server.push_attempts})" if attempt > 1 else "") + "\n")
+            try:
+                return engine.push(tag, auth=self.config.registry.auth(), log=log)
+            except RegistryError as exc:
+                if not exc.temporary or attempt == server.push_attempts:
+                    suffix = f" (after {attempt} attempts)" if attempt > 1 else ""
+                    raise RegistryError(exc.message + suffix, temporary=exc.temporary) from exc
+                delay = min(server.push_retry_max_s, server.push_retry_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+                log(f"{exc.message}; retrying in {delay:.1f}s\n")
+                self.sleep(delay)
+        raise AssertionError("unreachable")
 
     def _nothing_changed_under_paths(self, repo: RepoConfig, build: Build, sha: str, log: Log) -> str | None:
         """Say why the push changed nothing under ``paths``, or ``None`` if it must be built.

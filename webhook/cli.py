@@ -132,6 +132,23 @@ def build(config_path: str | None, repo_name: str, revision: str) -> None:
 
 @main.command()
 @config_option
+@click.argument("build_id", metavar="BUILD", type=int)
+def retry(config_path: str | None, build_id: int) -> None:
+    """Queue a finished build (failed, succeeded or skipped) to run again; a worker picks it up."""
+    from .worker import Dispatcher, make_celery
+
+    services = Services(_load(config_path))
+    if services.store.get(build_id) is None:
+        raise click.ClickException(f"no build {build_id}")
+    if not services.store.requeue(build_id):
+        raise click.ClickException(f"build {build_id} has not finished yet")
+    services.store.append_log(build_id, "--- queued again by pushbuild retry ---\n")
+    Dispatcher(make_celery(services.config), services.store).dispatch(build_id)
+    click.echo(f"build {build_id} queued again")
+
+
+@main.command()
+@config_option
 @click.argument("delivery_id", metavar="DELIVERY", type=int)
 def redeliver(config_path: str | None, delivery_id: int) -> None:
     """Send a commit status or redeploy hook again now (its id is in /api/builds/<id>/deliveries)."""

@@ -79,6 +79,9 @@ class ServerConfig:
     reconcile_every_s: float = defaults.RECONCILE_EVERY_S
     redispatch_after_s: float = defaults.REDISPATCH_AFTER_S
     max_attempts: int = defaults.MAX_ATTEMPTS
+    push_attempts: int = defaults.PUSH_ATTEMPTS
+    push_retry_s: float = defaults.PUSH_RETRY_S
+    push_retry_max_s: float = defaults.PUSH_RETRY_MAX_S
     delivery_attempts: int = defaults.DELIVERY_ATTEMPTS
     delivery_retry_s: float = defaults.DELIVERY_RETRY_S
     delivery_retry_max_s: float = defaults.DELIVERY_RETRY_MAX_S
@@ -352,6 +355,9 @@ def _server(table: object, problems: list[str], env: Mapping[str, str]) -> Serve
         reconcile_every_s=_positive(r, "reconcile_every_s", d.reconcile_every_s),
         redispatch_after_s=_positive(r, "redispatch_after_s", d.redispatch_after_s),
         max_attempts=_positive(r, "max_attempts", d.max_attempts, int),
+        push_attempts=_positive(r, "push_attempts", d.push_attempts, int),
+        push_retry_s=_positive(r, "push_retry_s", d.push_retry_s),
+        push_retry_max_s=_positive(r, "push_retry_max_s", d.push_retry_max_s),
         delivery_attempts=_positive(r, "delivery_attempts", d.delivery_attempts, int),
         delivery_retry_s=_positive(r, "delivery_retry_s", d.delivery_retry_s),
         delivery_retry_max_s=_positive(r, "delivery_retry_max_s", d.delivery_retry_max_s),

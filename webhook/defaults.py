@@ -43,6 +43,12 @@ ENGINE_TIMEOUT_S = 600.0
 MAX_CONTEXT_FILE_BYTES = 2 * 1024 * 1024 * 1024
 #: Chunk size for streaming the build context to the engine.
 CONTEXT_CHUNK_BYTES = 64 * 1024
+#: A push failing for a temporary reason (registry unreachable, 5xx, timeout) is tried this often.
+PUSH_ATTEMPTS = 4
+#: The first push retry waits this long, each further one twice as long (with jitter), up to the maximum.
+PUSH_RETRY_S = 5.0
+PUSH_RETRY_MAX_S = 120.0
+
 # --- after the push --------------------------------------------------------
 #: The name commit statuses appear under on the forge.
 STATUS_CONTEXT = "pushbuild"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -153,17 +154,35 @@ class Engine:
                                       stream=True, decode=True)
             for line in _progress_filtered(stream):
                 if "error" in line or "errorDetail" in line:
-                    raise RegistryError(f"pushing {reference} failed: {_message(line)}")
+                    message = _message(line)
+                    raise RegistryError(f"pushing {reference} failed: {message}", temporary=is_temporary(message))
                 aux = line.get("aux")
                 if isinstance(aux, Mapping) and aux.get("Digest"):
                     digest = aux["Digest"]
                 elif line.get("status"):
                     log(f"{line.get('id', '')}{': ' if line.get('id') else ''}{line['status']}\n")
         except (DockerException, requests.RequestException) as exc:
-            raise RegistryError(f"pushing {reference} failed: {exc}") from exc
+            raise RegistryError(f"pushing {reference} failed: {exc}", temporary=is_temporary(str(exc))) from exc
         if digest is None:
             raise RegistryError(f"the registry did not report a digest for {reference}")
         return digest
+
+
+#: Registry answers that retrying cannot change: credentials, permissions, malformed content.
+_PERMANENT = re.compile(r"unauthori[sz]ed|authentication required|denied|forbidden|not allowed|unsupported|"
+                        r"(name|manifest|tag|digest|blob upload) (invalid|unknown)", re.IGNORECASE)
+_HTTP_STATUS = re.compile(r"\b([45]\d\d)\b")
+
+
+def is_temporary(message: str) -> bool:
+    """Say whether a registry failure is worth retrying (unreachable, 5xx, 408, 429, timeouts), not a refusal.
+
+    An HTTP status in the message decides; otherwise the registry's own words do.
+    """
+    codes = _HTTP_STATUS.findall(message)
+    if codes:
+        return any(code.startswith("5") or code in ("408", "429") for code in codes)
+    return not _PERMANENT.search(message)
 
 
 def _progress_filtered(stream: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:

@@ -92,4 +92,8 @@ class EngineError(BuildError):
 
 
 class RegistryError(BuildError):
-    """The registry refused or failed a push."""
+    """The registry refused or failed a push; ``temporary`` failures are worth retrying."""
+
+    def __init__(self, message: str, *, temporary: bool = False) -> None:
+        super().__init__(message)
+        self.temporary = temporary

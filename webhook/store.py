@@ -253,6 +253,14 @@ class BuildStore:
             lease_owner=None, lease_expires_at=None,
         )
 
+    def requeue(self, build_id: int) -> bool:
+        """Queue a finished build to run again from the start; say whether it was finished."""
+        return self._update(
+            build_id, builds.c.state.in_([s.value for s in FINISHED]),
+            state=BuildState.QUEUED.value, tags="[]", digest=None, error=None, attempts=0, started_at=None,
+            finished_at=None, dispatched_at=None, lease_owner=None, lease_expires_at=None,
+        )
+
     def lost(self, *, redispatch_after_s: float) -> list[Build]:
         """Return builds that need dispatching again: expired leases, or queued too long."""
         now = self.clock()
