@@ -3,7 +3,9 @@
 import hashlib
 import json
 import subprocess
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
@@ -26,11 +28,11 @@ pytestmark = pytest.mark.e2e
 def pipeline(tmp_path, repo, git_server, docker_host, docker_cli, registry, base_image):
     """Services for one repository served by the test git server, building on the real engine."""
 
-    def make(env=None, **repo_settings):
+    def make(env=None, server=None, **repo_settings):
         env = env or {}
         config = parse_config({
             "server": {"data_dir": str(tmp_path / "data"), "mirror_dir": str(tmp_path / "mirrors"),
-                       "push_retry_s": 0.05},
+                       "push_retry_s": 0.05, **(server or {})},
             "engine": {"base_url": docker_host, "docker_cli": docker_cli},
             "registry": repo_settings.pop("registry", {}),
             "repos": [{"name": repo.name, "forge": "github", "secret_env": "GITHUB_SECRET",
@@ -314,3 +316,35 @@ def _answers(url):
         return requests.get(url, timeout=1).status_code == 200
     except requests.ConnectionError:
         return False
+
+
+@pytest.mark.parametrize("builder", ["classic", "buildkit"])
+def test_a_build_over_its_time_limit_is_stopped(pipeline, repo, base_image, builder):
+    """A step that runs past build_timeout_s fails the build, and the engine stops running it."""
+    marker = f"sleep 3{uuid.uuid4().int % 1000:03d}"  # a command line unique to this run
+    sha = repo.commit({"Dockerfile": f"FROM {base_image}\nRUN {marker}\n"})
+    services = pipeline(builder=builder, server={"build_timeout_s": 3})
+    started = time.monotonic()
+    build = run(services, repo, sha)
+    assert build.state is BuildState.FAILED and "took longer than 3s" in build.error
+    assert time.monotonic() - started < 60
+    wait_for(lambda: not running(marker), timeout_s=30, what="the step's process to be stopped")
+
+
+def running(command_line: str) -> bool:
+    """Say whether any process on this host (containers' included) runs ``command_line``."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if command_line in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def test_classic_steps_run_under_the_memory_limit(pipeline, repo, base_image):
+    """A step needing more memory than build_memory_bytes is killed and the build fails."""
+    sha = repo.commit({"Dockerfile": f"FROM {base_image}\nLABEL run={repo.name}\n"
+                                     "RUN dd if=/dev/zero of=/dev/null bs=200M count=1\n"})
+    build = run(pipeline(server={"build_memory_bytes": 64 * 1024 * 1024}), repo, sha)
+    assert build.state is BuildState.FAILED and "non-zero code" in build.error, build.error

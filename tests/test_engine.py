@@ -7,13 +7,14 @@ import uuid
 import pytest
 
 from webhook.config import EngineConfig
-from webhook.engine import Engine, is_temporary
+from webhook.engine import BuildLimits, Engine, is_temporary
 from webhook.errors import ContextError, EngineError, RegistryError
 from webhook.rules import BuildPlan
 
 from .support import registry_digest
 
 PLAN = BuildPlan(tags=(), dockerfile="Dockerfile", context=".")
+LIMITS = BuildLimits(timeout_s=300)
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def test_build_streams_the_engines_output_and_returns_the_image(engine, base_ima
     # A label unique to this run keeps the engine's layer cache from skipping the RUN step.
     dockerfile = f"FROM {base_image}\nLABEL test-run={uuid.uuid4()}\nRUN echo hello-engine\n"
     image_id = engine.build(context({"Dockerfile": dockerfile}),
-                            tag="pushbuild-test/engine:ok", plan=PLAN, labels={"a": "b"}, log=lines.append)
+                            tag="pushbuild-test/engine:ok", plan=PLAN, limits=LIMITS, labels={"a": "b"}, log=lines.append)
     assert image_id.startswith("sha256:") and engine.image_id("pushbuild-test/engine:ok") == image_id
     assert any("hello-engine" in line for line in lines)
 
@@ -48,7 +49,7 @@ def test_an_error_inside_the_build_stream_raises(engine, base_image):
     """docker-py does not raise for a failed step; the adapter does, with the engine's message."""
     with pytest.raises(EngineError, match="returned a non-zero code: 2"):
         engine.build(context({"Dockerfile": f"FROM {base_image}\nRUN exit 2\n"}), tag="pushbuild-test/engine:bad",
-                     plan=PLAN, labels={}, log=lambda _: None)
+                     plan=PLAN, limits=LIMITS, labels={}, log=lambda _: None)
 
 
 @pytest.mark.e2e
@@ -56,7 +57,7 @@ def test_a_missing_base_image_is_an_engine_error(engine):
     """A FROM that cannot be found (nothing can be pulled here) fails clearly."""
     with pytest.raises(EngineError):
         engine.build(context({"Dockerfile": "FROM 127.0.0.1:9/no/such-image:1\n"}), tag="pushbuild-test/engine:nobase",
-                     plan=PLAN, labels={}, log=lambda _: None)
+                     plan=PLAN, limits=LIMITS, labels={}, log=lambda _: None)
 
 
 @pytest.mark.e2e
@@ -68,14 +69,14 @@ def test_an_error_in_the_context_stream_surfaces_as_itself(engine):
         raise ContextError("unsafe path")
 
     with pytest.raises(ContextError, match="unsafe path"):
-        engine.build(broken(), tag="pushbuild-test/engine:ctx", plan=PLAN, labels={}, log=lambda _: None)
+        engine.build(broken(), tag="pushbuild-test/engine:ctx", plan=PLAN, limits=LIMITS, labels={}, log=lambda _: None)
 
 
 @pytest.mark.e2e
 def test_push_returns_the_digest_the_registry_serves(engine, base_image, registry):
     """The digest reported in the push stream is the registry's manifest digest."""
     image_id = engine.build(context({"Dockerfile": f"FROM {base_image}\nLABEL pushed=yes\n"}),
-                            tag=f"{registry}/engine/push:one", plan=PLAN, labels={}, log=lambda _: None)
+                            tag=f"{registry}/engine/push:one", plan=PLAN, limits=LIMITS, labels={}, log=lambda _: None)
     engine.tag(image_id, f"{registry}/engine/push:two")
     digest = engine.push(f"{registry}/engine/push:two", auth=None, log=lambda _: None)
     assert digest == registry_digest(registry, "engine/push", "two")

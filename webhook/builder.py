@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from .buildkit import build_with_buildkit
 from .config import Config, RepoConfig
 from .context import DOCKERIGNORE, IgnoreRules, dockerignore_patterns, filtered_tar
-from .engine import Engine
+from .engine import BuildLimits, Engine
 from .errors import BuildError, ContextError, RegistryError
 from .mirror import Mirrors
 from .notifier import Notifier
@@ -160,18 +160,21 @@ class Builder:
                 datetime.fromtimestamp(self.clock(), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             PLAN_LABEL: plan.fingerprint(),
         }
+        server = self.config.server
         with self.mirrors.archive(repo, sha, plan.context) as tar:
             context = filtered_tar(tar, rules, max_file_bytes=self.config.server.max_context_file_bytes)
             if repo.builder == "buildkit":
                 return build_with_buildkit(
                     engine, context, tag=plan.tags[0], plan=plan, labels=labels, log=log,
                     secrets={secret_id: secret.reveal() for secret_id, secret in repo.build_secrets},
-                    auth=self.config.registry.auth(),
+                    auth=self.config.registry.auth(), timeout_s=server.build_timeout_s,
                 )
             for image in plan.cache_from:  # the classic builder only uses cache images it has locally
                 log(f"pulling cache image {image}\n")
                 engine.pull(image, auth=self.config.registry.auth(), log=log)
-            return engine.build(context, tag=plan.tags[0], plan=plan, labels=labels, log=log)
+            limits = BuildLimits(timeout_s=server.build_timeout_s, memory_bytes=server.build_memory_bytes,
+                                 cpu_shares=server.build_cpu_shares)
+            return engine.build(context, tag=plan.tags[0], plan=plan, labels=labels, log=log, limits=limits)
 
 
 def _within(context: str, path: str) -> str:

@@ -48,7 +48,7 @@ def _cli_config(directory: Path, auth: Mapping[str, str] | None, image: str) -> 
 
 def build_with_buildkit(engine: Engine, context: Iterable[bytes], *, tag: str, plan: BuildPlan,
                         labels: Mapping[str, str], secrets: Mapping[str, str],
-                        auth: Mapping[str, str] | None, log: Log) -> str:
+                        auth: Mapping[str, str] | None, log: Log, timeout_s: float) -> str:
     """Build ``context`` with BuildKit as ``plan`` says, tag it ``tag``, and return the image id."""
     with tempfile.TemporaryDirectory(prefix="pushbuild-") as tmp:
         workdir = Path(tmp)
@@ -75,12 +75,15 @@ def build_with_buildkit(engine: Engine, context: Iterable[bytes], *, tag: str, p
             args += ["--cache-from", image]
         # Pushed images carry their cache metadata, so any of them can serve as a cache_from later.
         args += ["--build-arg", "BUILDKIT_INLINE_CACHE=1"]
-        _run(args + ["-"], env=env, context=context, log=log)
+        _run(args + ["-"], env=env, context=context, log=log, timeout_s=timeout_s)
         return (workdir / "iid").read_text().strip()
 
 
-def _run(args: list[str], *, env: Mapping[str, str], context: Iterable[bytes], log: Log) -> None:
-    """Run the CLI with ``context`` on its stdin, streaming its output to ``log``; raise on failure."""
+def _run(args: list[str], *, env: Mapping[str, str], context: Iterable[bytes], log: Log, timeout_s: float) -> None:
+    """Run the CLI with ``context`` on its stdin, streaming its output to ``log``; raise on failure.
+
+    Past ``timeout_s`` the CLI is killed; the engine cancels a build whose client is gone.
+    """
     try:
         process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, env=dict(env))
@@ -105,6 +108,15 @@ def _run(args: list[str], *, env: Mapping[str, str], context: Iterable[bytes], l
 
     feeder = threading.Thread(target=feed, name="buildkit-context", daemon=True)
     feeder.start()
+    timed_out = threading.Event()
+
+    def stop() -> None:
+        timed_out.set()
+        process.kill()
+
+    watchdog = threading.Timer(timeout_s, stop)
+    watchdog.daemon = True
+    watchdog.start()
     tail: list[str] = []
     for raw in process.stdout:
         line = raw.decode("utf-8", "replace")
@@ -112,7 +124,10 @@ def _run(args: list[str], *, env: Mapping[str, str], context: Iterable[bytes], l
         if line.strip():
             tail = (tail + [line.strip()])[-_TAIL_LINES:]
     status = process.wait()
+    watchdog.cancel()
     feeder.join()
+    if timed_out.is_set():
+        raise EngineError(f"the build took longer than {timeout_s:g}s and was stopped")
     if feeding_failed:
         raise feeding_failed[0]
     if status != 0:

@@ -79,6 +79,9 @@ class ServerConfig:
     reconcile_every_s: float = defaults.RECONCILE_EVERY_S
     redispatch_after_s: float = defaults.REDISPATCH_AFTER_S
     max_attempts: int = defaults.MAX_ATTEMPTS
+    build_timeout_s: float = defaults.BUILD_TIMEOUT_S
+    build_memory_bytes: int | None = defaults.BUILD_MEMORY_BYTES
+    build_cpu_shares: int | None = None
     push_attempts: int = defaults.PUSH_ATTEMPTS
     push_retry_s: float = defaults.PUSH_RETRY_S
     push_retry_max_s: float = defaults.PUSH_RETRY_MAX_S
@@ -330,7 +333,7 @@ class _Reader:
 def _positive(reader: _Reader, name: str, default: float, kind: type | tuple[type, ...] = (int, float)) -> Any:
     """Read a number that must be greater than zero."""
     value = reader.get(name, kind, default)
-    if value <= 0:
+    if value is not None and value <= 0:
         reader.problems.append(f"{reader.key(name)}: must be greater than 0")
         return default
     return value
@@ -355,6 +358,9 @@ def _server(table: object, problems: list[str], env: Mapping[str, str]) -> Serve
         reconcile_every_s=_positive(r, "reconcile_every_s", d.reconcile_every_s),
         redispatch_after_s=_positive(r, "redispatch_after_s", d.redispatch_after_s),
         max_attempts=_positive(r, "max_attempts", d.max_attempts, int),
+        build_timeout_s=_positive(r, "build_timeout_s", d.build_timeout_s),
+        build_memory_bytes=_positive(r, "build_memory_bytes", d.build_memory_bytes, int),
+        build_cpu_shares=_positive(r, "build_cpu_shares", None, int) if "build_cpu_shares" in r.table else None,
         push_attempts=_positive(r, "push_attempts", d.push_attempts, int),
         push_retry_s=_positive(r, "push_retry_s", d.push_retry_s),
         push_retry_max_s=_positive(r, "push_retry_max_s", d.push_retry_max_s),

@@ -43,6 +43,10 @@ ENGINE_TIMEOUT_S = 600.0
 MAX_CONTEXT_FILE_BYTES = 2 * 1024 * 1024 * 1024
 #: Chunk size for streaming the build context to the engine.
 CONTEXT_CHUNK_BYTES = 64 * 1024
+#: A build running longer than this is stopped and fails.
+BUILD_TIMEOUT_S = 3600.0
+#: Memory of each classic-builder step container (no swap beyond it).
+BUILD_MEMORY_BYTES = 4 * 1024 * 1024 * 1024
 #: A push failing for a temporary reason (registry unreachable, 5xx, timeout) is tried this often.
 PUSH_ATTEMPTS = 4
 #: The first push retry waits this long, each further one twice as long (with jitter), up to the maximum.

@@ -10,11 +10,14 @@ from __future__ import annotations
 import functools
 import os
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import docker
 import requests
+import urllib3
 from docker.errors import DockerException
 
 from .config import EngineConfig
@@ -22,6 +25,15 @@ from .errors import EngineError, RegistryError
 from .rules import BuildPlan
 
 Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BuildLimits:
+    """What one build may take: time always; memory and CPU on the classic builder's step containers."""
+
+    timeout_s: float
+    memory_bytes: int | None = None
+    cpu_shares: int | None = None
 
 
 def _split_image(reference: str) -> tuple[str, str]:
@@ -86,18 +98,32 @@ class Engine:
         except (DockerException, requests.RequestException) as exc:
             raise EngineError(f"cannot inspect {reference}: {exc}") from exc
 
-    def build(self, context: Iterable[bytes], *, tag: str, plan: BuildPlan,
-              labels: Mapping[str, str], log: Log) -> str:
-        """Build from a streamed tar ``context`` as ``plan`` says, tag the image ``tag``, and return its id."""
+    def build(self, context: Iterable[bytes], *, tag: str, plan: BuildPlan, labels: Mapping[str, str],
+              log: Log, limits: BuildLimits) -> str:
+        """Build from a streamed tar ``context`` as ``plan`` says, tag the image ``tag``, and return its id.
+
+        The build is abandoned at ``limits.timeout_s``: a silent step hits the read timeout, a
+        talkative one the check after each line; the engine cancels a build whose client is gone.
+        """
         image_id = None
+        deadline = time.monotonic() + limits.timeout_s
+        container_limits = {}
+        if limits.memory_bytes:
+            container_limits.update(memory=limits.memory_bytes, memswap=limits.memory_bytes)
+        if limits.cpu_shares:
+            container_limits["cpushares"] = limits.cpu_shares
         try:
             stream = self.client.build(
                 fileobj=context, custom_context=True, tag=tag, dockerfile=plan.dockerfile,
                 target=plan.target, buildargs=dict(plan.build_args) or None, platform=plan.platform,
                 cache_from=list(plan.cache_from) or None, labels=dict(labels), rm=True, forcerm=True,
                 network_mode=self.build_network, decode=True, use_config_proxy=False,
+                container_limits=container_limits or None, timeout=min(self.config.timeout_s, limits.timeout_s),
             )
             for line in stream:
+                if time.monotonic() > deadline:
+                    stream.close()
+                    raise EngineError(f"the build took longer than {limits.timeout_s:g}s and was stopped")
                 if "error" in line or "errorDetail" in line:
                     raise EngineError(_message(line))
                 if text := line.get("stream") or line.get("status"):
@@ -105,7 +131,11 @@ class Engine:
                 aux = line.get("aux")
                 if isinstance(aux, Mapping) and aux.get("ID"):
                     image_id = aux["ID"]
-        except (DockerException, requests.RequestException) as exc:
+        except (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError) as exc:
+            if time.monotonic() >= deadline - 1:
+                raise EngineError(f"the build took longer than {limits.timeout_s:g}s and was stopped") from exc
+            raise EngineError(f"the engine said nothing for {self.config.timeout_s:g}s; the build was stopped") from exc
+        except (DockerException, requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             raise EngineError(f"the build failed on the engine: {exc}") from exc
         if image_id is None:
             image_id = self.image_id(tag)
@@ -161,7 +191,7 @@ class Engine:
                     digest = aux["Digest"]
                 elif line.get("status"):
                     log(f"{line.get('id', '')}{': ' if line.get('id') else ''}{line['status']}\n")
-        except (DockerException, requests.RequestException) as exc:
+        except (DockerException, requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             raise RegistryError(f"pushing {reference} failed: {exc}", temporary=is_temporary(str(exc))) from exc
         if digest is None:
             raise RegistryError(f"the registry did not report a digest for {reference}")
