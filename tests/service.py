@@ -52,7 +52,8 @@ class Process:
     def __init__(self, args: list[str], *, env: dict[str, str], log: Path) -> None:
         self.log = log
         self._out = open(log, "ab")
-        self.popen = subprocess.Popen(args, env=env, stdout=self._out, stderr=subprocess.STDOUT)
+        # Its own process group, so a test can kill a process and its children at once.
+        self.popen = subprocess.Popen(args, env=env, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill(self) -> None:
         """SIGKILL: the process gets no chance to clean up."""

@@ -1,6 +1,8 @@
 """The whole product: signed push → gunicorn → worker → image in the registry, on real services."""
 
 import json
+import os
+import signal
 import time
 
 import pytest
@@ -231,3 +233,27 @@ def test_a_failing_status_api_never_fails_the_build(tmp_path, repo, git_server, 
     finally:
         service.stop()
         forge_api.stop()
+
+
+def test_a_push_survives_the_web_process_being_killed_after_answering(tmp_path, repo, git_server, docker_host, registry, base_image):
+    """SIGKILL gunicorn right after its 202, start a worker: the accepted push still ends as an image."""
+    config = {"server": {"data_dir": str(tmp_path / "data"), "mirror_dir": str(tmp_path / "mirrors"),
+                         "reconcile_every_s": 1, "redispatch_after_s": 2},
+              "engine": {"base_url": docker_host},
+              "repos": [{"name": repo.name, "forge": "github", "secret_env": "GITHUB_SECRET",
+                         "clone_url": git_server.url(f"{repo.name}.git"), "image": f"{registry}/{repo.name}"}]}
+    service = Pushbuild(tmp_path, config, SECRETS_ENV)
+    service.start_web()
+    try:
+        sha = repo.commit({"Dockerfile": f"FROM {base_image}\nLABEL survived=yes\n"})
+        response = deliver(service, "github", repo, sha)
+        assert response.status_code == 202
+        os.killpg(service.web.popen.pid, signal.SIGKILL)  # the master and its workers, no cleanup
+        service.web.popen.wait()
+        service.start_worker()
+        service.start_web()
+        build = service.wait_finished(response.json()["build"])
+        assert build["state"] == "succeeded", build["error"]
+        assert build["digest"] == registry_digest(registry, repo.name, sha)
+    finally:
+        service.stop()
