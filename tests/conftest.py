@@ -73,9 +73,20 @@ def git_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitHttpServ
 
 
 @pytest.fixture
-def repo(git_server: GitHttpServer, tmp_path: Path) -> Repo:
+def repo_factory(git_server: GitHttpServer, tmp_path: Path):
+    """Make repositories served over HTTP, each named uniquely."""
+
+    def make(prefix: str = "acme/app") -> Repo:
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        return Repo(git_server.root, tmp_path / "work", name)
+
+    return make
+
+
+@pytest.fixture
+def repo(repo_factory) -> Repo:
     """A fresh repository served over HTTP, with a name no other test uses."""
-    return Repo(git_server.root, tmp_path / "work", f"acme/app-{uuid.uuid4().hex[:8]}")
+    return repo_factory()
 
 
 def repo_table(name: str, *, forge: str = "github", clone_url: str = "https://git.example.com/acme/app.git",

@@ -4,6 +4,7 @@ import io
 import os
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -226,3 +227,48 @@ def test_ssh_may_accept_a_new_host_key_when_asked_to(ssh_server, mirrors, tmp_pa
     cfg = ssh_config(repo, ssh_server, accept_new_host_keys=True)
     assert mirrors.fetch_commit(cfg, sha=sha, ref="refs/heads/main", log=lambda _: None) == sha
     assert f"[127.0.0.1]:{ssh_server.port}" in Path(f"{mirrors.path(cfg)}.known_hosts").read_text()
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 3 MiB tmpfs for mirrors, so a full disk is real."""
+    where = tmp_path / "shm"
+    where.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(where)], check=False).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield where
+    subprocess.run(["umount", str(where)], check=False)
+
+
+def test_least_recently_used_mirrors_are_evicted_beyond_the_budget(repo_factory, git_server, tmp_path):
+    """With room for about two mirrors, fetching a third evicts the one used longest ago."""
+    mirrors = Mirrors(tmp_path / "budgeted", budget_bytes=2_500_000)
+    repos = [repo_factory(f"acme/big-{i}") for i in range(3)]
+    configs = []
+    for repo in repos:
+        sha = repo.commit({"blob.bin": os.urandom(1_000_000)})
+        configs.append(config_for(repo, git_server))
+        mirrors.fetch_commit(configs[-1], sha=sha, ref="refs/heads/main", log=lambda _: None)
+        time.sleep(0.05)  # distinct last-used times
+    assert not mirrors.path(configs[0]).exists(), "the least recently used mirror was evicted"
+    assert mirrors.path(configs[1]).exists() and mirrors.path(configs[2]).exists()
+
+
+def test_a_full_tmpfs_evicts_the_others_and_then_fails_clearly(repo_factory, git_server, small_tmpfs):
+    """A full mirror directory first costs the other mirrors; a commit that cannot fit at all fails with the reason."""
+    mirrors = Mirrors(small_tmpfs / "mirrors")
+    small = repo_factory("acme/small")
+    first = small.commit({"blob.bin": os.urandom(1_800_000)})
+    mirrors.fetch_commit(config_for(small, git_server), sha=first, ref="refs/heads/main", log=lambda _: None)
+    medium = repo_factory("acme/medium")
+    fits_alone = medium.commit({"blob.bin": os.urandom(1_500_000)})
+    lines = []
+    mirrors.fetch_commit(config_for(medium, git_server), sha=fits_alone, ref="refs/heads/main", log=lines.append)
+    assert any("evicting every other mirror" in line for line in lines)
+    assert not mirrors.path(config_for(small, git_server)).exists()
+    huge = repo_factory("acme/huge")
+    too_big = huge.commit({"blob.bin": os.urandom(4_000_000)})
+    with pytest.raises(GitError, match="is full, even with every other mirror evicted"):
+        mirrors.fetch_commit(config_for(huge, git_server), sha=too_big, ref="refs/heads/main", log=lambda _: None)
+    again = small.commit({"note": "small again"})
+    assert mirrors.fetch_commit(config_for(small, git_server), sha=again, ref="refs/heads/main", log=lambda _: None) == again

@@ -72,6 +72,7 @@ class ServerConfig:
     broker_url: str | None = None
     max_body_bytes: int = defaults.MAX_BODY_BYTES
     max_context_file_bytes: int = defaults.MAX_CONTEXT_FILE_BYTES
+    mirror_budget_bytes: int = defaults.MIRROR_BUDGET_BYTES
     allow_file_urls: bool = False
     worker_concurrency: int = defaults.WORKER_CONCURRENCY
     lease_s: float = defaults.LEASE_S
@@ -351,6 +352,7 @@ def _server(table: object, problems: list[str], env: Mapping[str, str]) -> Serve
         broker_url=env.get(BROKER_URL_ENV) or r.get("broker_url", str),
         max_body_bytes=_positive(r, "max_body_bytes", d.max_body_bytes, int),
         max_context_file_bytes=_positive(r, "max_context_file_bytes", d.max_context_file_bytes, int),
+        mirror_budget_bytes=_positive(r, "mirror_budget_bytes", d.mirror_budget_bytes, int),
         allow_file_urls=r.get("allow_file_urls", bool, False),
         worker_concurrency=_positive(r, "worker_concurrency", d.worker_concurrency, int),
         lease_s=_positive(r, "lease_s", d.lease_s),

@@ -10,6 +10,8 @@ SIGNATURE_TOLERANCE_S = 5 * 60
 DATA_DIR = ".pushbuild"
 #: Bare mirrors live on tmpfs: they are a cache that a reboot may drop.
 MIRROR_DIR = "/dev/shm/pushbuild/mirrors"
+#: Mirrors beyond this many bytes in all are evicted, least recently used first (tmpfs is memory).
+MIRROR_BUDGET_BYTES = 2 * 1024 * 1024 * 1024
 STATE_DB_NAME = "state.sqlite"
 BROKER_DB_NAME = "broker.sqlite"
 #: SQLite waits this long for a lock held by another process before failing.

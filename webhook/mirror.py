@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import os
 import re
 import shlex
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +29,8 @@ from .refs import validate_ref, validate_sha
 from .urls import NETWORK_SCHEMES, clone_url_problem
 
 Log = Callable[[str], None]
+#: How git reports a full disk.
+NO_SPACE = "No space left on device"
 #: Answers git's credential requests from git's own environment, for the clone URL's host only.
 CREDENTIAL_HELPER = (
     '!f() { test "$1" = get || exit 0; host=; while IFS= read -r line && [ -n "$line" ]; do '
@@ -44,9 +48,10 @@ _locks_guard = threading.Lock()
 class Mirrors:
     """The bare mirrors under one directory."""
 
-    def __init__(self, root: Path, *, allow_file_urls: bool = False,
+    def __init__(self, root: Path, *, allow_file_urls: bool = False, budget_bytes: int | None = None,
                  fetch_depth: int = defaults.FETCH_DEPTH, timeout_s: float = defaults.GIT_TIMEOUT_S) -> None:
         self.root = root
+        self.budget_bytes = budget_bytes
         self.allow_file_urls = allow_file_urls
         self.fetch_depth = fetch_depth
         self.timeout_s = timeout_s
@@ -72,7 +77,9 @@ class Mirrors:
         with thread_lock, open(f"{path}.lock", "w") as lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)  # other processes share the mirror too
             try:
-                mirror = git.Repo(path) if path.exists() else git.Repo.init(path, bare=True, mkdir=True)
+                # No template: a mirror needs no sample hooks, and tmpfs space is memory. (GitPython
+                # guards --template because a template can install hooks; an empty one installs none.)
+                mirror = git.Repo(path) if path.exists() else git.Repo.init(path, bare=True, mkdir=True, template="", allow_unsafe_options=True)
             except (git.exc.GitError, OSError) as exc:
                 raise GitError(f"cannot open the mirror of {repo.name}: {exc}") from exc
             with mirror:
@@ -138,16 +145,53 @@ class Mirrors:
         with self._open(repo) as mirror:
             if not _has_commit(mirror, sha):
                 try:
-                    self._fetch(mirror, repo, f"+{sha}:{keep}", depth=self.fetch_depth, log=log)
-                except GitError as by_id:
-                    if not ref:
+                    self._fetch_commit(mirror, repo, sha=sha, ref=ref, keep=keep, log=log)
+                except GitError as exc:
+                    if NO_SPACE not in exc.message:
                         raise
-                    log(f"fetching by id failed ({by_id.message}); fetching {ref} instead\n")
-                    self._fetch(mirror, repo, f"+{ref}:{keep}", depth=None, log=log)
+                    log("the mirror directory is full; evicting every other mirror and trying again\n")
+                    self._evict(keep=self.path(repo), budget=0, log=log)
+                    try:
+                        self._fetch_commit(mirror, repo, sha=sha, ref=ref, keep=keep, log=log)
+                    except GitError as again:
+                        shutil.rmtree(self.path(repo), ignore_errors=True)  # a cache: free what it took
+                        raise GitError(f"the mirror directory {self.root} is full, even with every other mirror "
+                                       f"evicted: {again.message}") from again
+                self._evict(keep=self.path(repo), budget=self.budget_bytes, log=log)
             commit = _commit_of(mirror, sha)
             if commit is None:
                 raise GitError(f"commit {sha} is not on the remote (was {ref} force-pushed?)")
             return commit
+
+    def _fetch_commit(self, mirror: git.Repo, repo: RepoConfig, *, sha: str, ref: str | None, keep: str,
+                      log: Log) -> None:
+        """Fetch ``sha`` by id, or ``ref`` where the server will not send an unadvertised commit."""
+        try:
+            self._fetch(mirror, repo, f"+{sha}:{keep}", depth=self.fetch_depth, log=log)
+        except GitError as by_id:
+            if not ref or NO_SPACE in by_id.message:
+                raise
+            log(f"fetching by id failed ({by_id.message}); fetching {ref} instead\n")
+            self._fetch(mirror, repo, f"+{ref}:{keep}", depth=None, log=log)
+
+    def _evict(self, *, keep: Path, budget: int | None, log: Log) -> None:
+        """Delete least recently used mirrors (not ``keep``, not in use) until all fit in ``budget`` bytes."""
+        if budget is None or not self.root.is_dir():
+            return
+        others = [p for p in self.root.glob("*.git") if p != keep and p.is_dir()]
+        sizes = {p: _size(p) for p in [*others, keep] if p.exists()}
+        total = sum(sizes.values())
+        for path in sorted(others, key=_last_used):
+            if total <= budget:
+                return
+            with open(f"{path}.lock", "a") as lock_file:
+                try:
+                    fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # in use by another build
+                shutil.rmtree(path, ignore_errors=True)
+            total -= sizes.get(path, 0)
+            log(f"evicted the least recently used mirror {path.name} ({sizes.get(path, 0)} bytes)\n")
 
     def resolve(self, repo: RepoConfig, ref: str, *, log: Log) -> str:
         """Fetch ``ref`` (``main``, ``refs/tags/v1``) and return the commit it points to."""
@@ -226,6 +270,26 @@ class Mirrors:
             if process.proc.poll() is None:
                 process.proc.kill()
                 process.proc.wait()
+
+
+def _size(path: Path) -> int:
+    """Bytes a directory tree occupies (allocated blocks, as tmpfs counts them)."""
+    total = 0
+    for directory, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(directory, name)).st_blocks * 512
+            except OSError:
+                continue
+    return total
+
+
+def _last_used(path: Path) -> float:
+    """When a mirror was last opened (its lock file is rewritten on every use)."""
+    try:
+        return os.stat(f"{path}.lock").st_mtime
+    except OSError:
+        return 0.0
 
 
 def _has_commit(mirror: git.Repo, rev: str) -> bool:

@@ -32,7 +32,8 @@ class Services:
         self.store = BuildStore(db)
         self.deliveries = DeliveryStore(db)
         self.store.create_schema()
-        self.mirrors = Mirrors(server.mirror_dir, allow_file_urls=server.allow_file_urls)
+        self.mirrors = Mirrors(server.mirror_dir, allow_file_urls=server.allow_file_urls,
+                               budget_bytes=server.mirror_budget_bytes)
         self.redact = Redactor(secret.reveal() for secret in self.config.secrets())
 
     @functools.cached_property
