@@ -348,3 +348,16 @@ def test_classic_steps_run_under_the_memory_limit(pipeline, repo, base_image):
                                      "RUN dd if=/dev/zero of=/dev/null bs=200M count=1\n"})
     build = run(pipeline(server={"build_memory_bytes": 64 * 1024 * 1024}), repo, sha)
     assert build.state is BuildState.FAILED and "non-zero code" in build.error, build.error
+
+
+def test_out_of_order_pushes_leave_the_branch_tag_on_the_newer_commit(pipeline, repo, registry, base_image):
+    """The newer push is built first; the older one, built after, pushes its SHA tag but leaves main alone."""
+    services = pipeline()
+    older = repo.commit({"Dockerfile": f"FROM {base_image}\nLABEL v=1\n"})
+    newer = repo.commit({"Dockerfile": f"FROM {base_image}\nLABEL v=2\n"})
+    built_newer = run(services, repo, newer, before=older)
+    built_older = run(services, repo, older, before="0" * 40)
+    assert (built_newer.state, built_older.state) == (BuildState.SUCCEEDED, BuildState.SUCCEEDED)
+    assert registry_digest(registry, repo.name, "main") == built_newer.digest != built_older.digest
+    assert registry_digest(registry, repo.name, older) == built_older.digest
+    assert built_older.tags == (f"{registry}/{repo.name}:{older}",)

@@ -325,3 +325,40 @@ def test_tag_pushes_follow_the_tag_rules(make_config):
     other = post_github(client, github_push(repo=GH_REPO, sha=SHA, ref="refs/tags/nightly"))
     assert (tag.status_code, branch.status_code, other.status_code) == (202, 200, 200)
     assert other.json == {"ignored": "no build rule matches tag 'nightly'"}
+
+
+def _push_to(client, sha, before, ref="refs/heads/main"):
+    return post_github(client, github_push(repo=GH_REPO, sha=sha, before=before, ref=ref))
+
+
+OLD, NEW = "a" * 40, "b" * 40
+
+
+def test_a_newer_push_cancels_the_queued_build_it_replaces(app, client, config):
+    """B replaces A on main while A waits in the queue: A is cancelled, saying by which build."""
+    first = _push_to(client, OLD, "0" * 40).json["build"]
+    second = _push_to(client, NEW, OLD).json["build"]
+    old = app.extensions["pushbuild"].store.get(first)
+    assert old.state.value == "cancelled" and f"superseded by build {second}" in old.error
+    assert app.extensions["pushbuild"].store.get(second).state.value == "queued"
+
+
+def test_an_older_push_arriving_late_is_still_built(app, client, config):
+    """Delivered out of order, the older push is kept: its SHA-tagged image may be deployed by SHA."""
+    newer = _push_to(client, NEW, OLD).json["build"]
+    older = _push_to(client, OLD, "0" * 40).json["build"]
+    store = app.extensions["pushbuild"].store
+    assert (store.get(newer).state.value, store.get(older).state.value) == ("queued", "queued")
+
+
+def test_tag_builds_and_opted_out_repositories_are_never_cancelled(make_config):
+    """Tags are releases; cancel_superseded = false keeps every branch build."""
+    config = make_config(repo_table(GH_REPO, cancel_superseded=False))
+    app = create_app(config)
+    client = app.test_client()
+    first = _push_to(client, OLD, "0" * 40).json["build"]
+    _push_to(client, NEW, OLD)
+    tag_one = _push_to(client, OLD, "0" * 40, ref="refs/tags/v1").json["build"]
+    _push_to(client, NEW, OLD, ref="refs/tags/v1")
+    store = app.extensions["pushbuild"].store
+    assert store.get(first).state.value == "queued" and store.get(tag_one).state.value == "queued"

@@ -63,7 +63,7 @@ def world(make_config, forge_api, hook_receiver, clock, tmp_path):
         builds, deliveries = BuildStore(db, clock=clock), DeliveryStore(db, clock=clock)
         (config.server.data_dir).mkdir(parents=True, exist_ok=True)
         builds.create_schema()
-        notifier = Notifier(config=config, deliveries=deliveries, redact=Redactor(s.reveal() for s in config.secrets()),
+        notifier = Notifier(config=config, builds=builds, deliveries=deliveries, redact=Redactor(s.reveal() for s in config.secrets()),
                             clock=clock, rng=random.Random(7))
         return config, builds, deliveries, notifier
 

@@ -19,8 +19,9 @@ from .engine import BuildLimits, Engine
 from .errors import BuildError, ContextError, RegistryError
 from .mirror import Mirrors
 from .notifier import Notifier
+from .ordering import is_newer
 from .redact import Redactor
-from .refs import ZERO_SHA, matches_any
+from .refs import ZERO_SHA, is_branch, matches_any
 from .rules import BuildPlan
 from .store import Build, BuildState, BuildStore
 from .urls import redacted_url
@@ -103,14 +104,27 @@ class Builder:
             log(f"{plan.tags[0]} was built before with these settings ({image_id}); adding tags only\n")
         else:
             image_id = self._build(engine, repo, sha, plan, log=log)
-        for tag in plan.tags[1:]:
+        tags = plan.tags
+        if (newer := self._newer_success(build)) is not None:
+            log(f"build {newer.id} already pushed a newer commit of {build.ref} ({newer.sha[:12]}); "
+                "pushing only this commit's SHA tag\n")
+            tags = plan.tags[:1]
+        for tag in tags[1:]:
             engine.tag(image_id, tag)
         digest = None
-        for tag in plan.tags:
+        for tag in tags:
             pushed = self._push(engine, tag, log)
             digest = digest or pushed
         log(f"pushed {repo.image}@{digest}\n")
-        return Outcome(BuildState.SUCCEEDED, tags=plan.tags, digest=digest)
+        return Outcome(BuildState.SUCCEEDED, tags=tags, digest=digest)
+
+    def _newer_success(self, build: Build) -> Build | None:
+        """Return a build of a newer push of the same branch that already succeeded, if any."""
+        if not is_branch(build.ref):
+            return None
+        pushes = self.store.of_ref(build.repo, build.ref)
+        return next((p for p in reversed(pushes)
+                     if p.state is BuildState.SUCCEEDED and is_newer(p, build, pushes)), None)
 
     def _push(self, engine: Engine, tag: str, log: Log) -> str:
         """Push one tag; retry temporary registry failures with exponential backoff and jitter."""

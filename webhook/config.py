@@ -182,6 +182,7 @@ class RepoConfig:
     known_hosts: tuple[str, ...] = ()
     accept_new_host_keys: bool = False
     paths: tuple[str, ...] | None = None
+    cancel_superseded: bool = True
 
     def plan(self, ref: str, sha: str, *, default_branch: str | None = None) -> BuildPlan | None:
         """Return how ``ref`` at ``sha`` builds here, or ``None`` if no rule builds it."""
@@ -580,6 +581,7 @@ def _repo(table: object, where: str, problems: list[str], env: Mapping[str, str]
         known_hosts=known_hosts,
         accept_new_host_keys=accept_new,
         paths=r.globs("paths"),
+        cancel_superseded=r.get("cancel_superseded", bool, True),
     )
     r.finish()
     return repo if len(problems) == before else None

@@ -167,16 +167,6 @@ class DeliveryStore:
                     claimed.append(Delivery.from_row(row))
         return claimed
 
-    def newer_hook_exists(self, delivery: Delivery) -> bool:
-        """Say whether a later build of the same ref has a live or delivered hook to the same target."""
-        query = sa.select(deliveries.c.id).where(
-            deliveries.c.kind == "hook", deliveries.c.repo == delivery.repo, deliveries.c.ref == delivery.ref,
-            deliveries.c.target == delivery.target, deliveries.c.build_id > delivery.build_id,
-            deliveries.c.state.in_([DeliveryState.PENDING.value, DeliveryState.DELIVERED.value]),
-        ).limit(1)
-        with self.engine.begin() as conn:
-            return conn.execute(query).first() is not None
-
     def record_attempt(self, delivery: Delivery, *, state: DeliveryState, at: float, duration_s: float,
                        status_code: int | None, error: str | None, retry_at: float | None = None) -> None:
         """Record one attempt and where the delivery stands after it."""

@@ -14,8 +14,10 @@ from .config import RepoConfig
 from .errors import BadRequest, NotFound, PayloadTooLarge, SignatureError, UnsupportedMediaType
 from .events import FORM_TYPE, JSON_TYPE, PARSERS, Ignored, PushEvent, decode_body, media_type
 from .forges import ALIASES, FORGES, SIGNATURE_HEADERS, Clock, signed_for
+from .ordering import is_newer
 from .rules import skip_marker
 from .services import Services
+from .store import Build, BuildState, BuildStore
 
 bp = Blueprint("hooks", __name__, url_prefix="/hooks")
 log = logging.getLogger(__name__)
@@ -47,6 +49,15 @@ def _body(max_bytes: int) -> bytes:
     if declared is not None and len(data) < declared:
         raise BadRequest("body is shorter than its Content-Length")
     return data
+
+
+def _cancel_superseded(store: BuildStore, newest: Build) -> None:
+    """Cancel queued builds of the same branch that ``newest`` replaces (tag builds are never cancelled)."""
+    pushes = store.of_ref(newest.repo, newest.ref)
+    for build in pushes:
+        if build.state is BuildState.QUEUED and build.id != newest.id and is_newer(newest, build, pushes):
+            if store.cancel(build.id, f"superseded by build {newest.id} ({newest.sha[:12]}) of {newest.ref}"):
+                log.info("cancelled build=%s: superseded by build=%s", build.id, newest.id)
 
 
 def _unwanted(event: PushEvent, repo: RepoConfig) -> str | None:
@@ -91,6 +102,8 @@ def receive(forge: str) -> Any:
     if not created:
         return jsonify(duplicate=builds[0].id), 200
     for build, event in zip(builds, wanted, strict=True):
+        if repo.cancel_superseded and event.branch is not None:
+            _cancel_superseded(services.store, build)
         current_app.extensions["pushbuild.dispatcher"].dispatch(build.id)
         log.info("accepted forge=%s repo=%s ref=%s sha=%s build=%s delivery=%s",
                  forge, repo.name, event.ref, event.sha, build.id, event.delivery_id)

@@ -23,12 +23,13 @@ import requests
 from . import defaults
 from .config import Config, HookConfig, RepoConfig
 from .deliveries import Delivery, DeliveryState, DeliveryStore
+from .ordering import is_newer
 from .outbound import OutboundRequest
 from .redact import Redactor
 from .redeploy import ImagePushed, command_argv, keel_request, message_body, standard_request
 from .refs import is_branch, matches_any, short_name
 from .statuses import FAILURE, PENDING, SUCCESS, status_request
-from .store import Build, BuildState
+from .store import Build, BuildState, BuildStore
 
 log = logging.getLogger(__name__)
 #: A claimed delivery is held this long while it is being sent; longer than any send may take.
@@ -45,10 +46,11 @@ def build_url(config: Config, build_id: int) -> str:
 class Notifier:
     """Records what a build owes the outside world, and sends it."""
 
-    def __init__(self, *, config: Config, deliveries: DeliveryStore, redact: Redactor,
+    def __init__(self, *, config: Config, builds: BuildStore, deliveries: DeliveryStore, redact: Redactor,
                  session: requests.Session | None = None, clock: Callable[[], float] = time.time,
                  rng: random.Random | None = None) -> None:
         self.config = config
+        self.builds = builds
         self.deliveries = deliveries
         self.redact = redact
         self.session = session or requests.Session()
@@ -123,8 +125,8 @@ class Notifier:
     def send(self, delivery: Delivery, *, ordered: bool = True) -> None:
         """Make one attempt at ``delivery`` and record it; never raises for the peer's failures."""
         repo = self.config.repo_named(delivery.repo)
-        if delivery.kind == "hook" and ordered and self.deliveries.newer_hook_exists(delivery):
-            log.info("delivery=%s superseded: a newer build of %s %s has its own hook", delivery.id, delivery.repo, delivery.ref)
+        if delivery.kind == "hook" and ordered and self._newer_success(delivery):
+            log.info("delivery=%s superseded: a newer push of %s %s was built", delivery.id, delivery.repo, delivery.ref)
             self.deliveries.supersede(delivery)
             return
         started = self.clock()
@@ -150,6 +152,14 @@ class Notifier:
         else:
             self._record(delivery, DeliveryState.PENDING, started, status_code, error,
                          retry_at=self.clock() + self._backoff(attempts))
+
+    def _newer_success(self, delivery: Delivery) -> bool:
+        """Say whether a newer push of the delivery's branch was built: its hooks replace this one's."""
+        if not is_branch(delivery.ref):
+            return False
+        pushes = self.builds.of_ref(delivery.repo, delivery.ref)
+        this = next((p for p in pushes if p.id == delivery.build_id), None)
+        return this is not None and any(p.state is BuildState.SUCCEEDED and is_newer(p, this, pushes) for p in pushes)
 
     def _backoff(self, attempts: int) -> float:
         """Exponential backoff with jitter: half to all of base × 2^(attempts-1), capped."""

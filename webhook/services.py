@@ -47,7 +47,7 @@ class Services:
     @functools.cached_property
     def notifier(self) -> Notifier:
         """The sender of commit statuses and redeploy hooks."""
-        return Notifier(config=self.config, deliveries=self.deliveries, redact=self.redact)
+        return Notifier(config=self.config, builds=self.store, deliveries=self.deliveries, redact=self.redact)
 
     def builder(self) -> Builder:
         """Return a build pipeline wired to this process's collaborators."""

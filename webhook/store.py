@@ -65,9 +65,11 @@ class BuildState(str, enum.Enum):
     FAILED = "failed"
     #: Nothing under the repository's ``paths`` changed; ``error`` says so.
     SKIPPED = "skipped"
+    #: A newer push to the same branch made it moot before it started; ``error`` says which.
+    CANCELLED = "cancelled"
 
 
-FINISHED = (BuildState.SUCCEEDED, BuildState.FAILED, BuildState.SKIPPED)
+FINISHED = (BuildState.SUCCEEDED, BuildState.FAILED, BuildState.SKIPPED, BuildState.CANCELLED)
 
 
 def iso_time(ts: float | None) -> str | None:
@@ -252,6 +254,17 @@ class BuildStore:
             state=BuildState.FAILED.value, error=error, finished_at=self.clock(),
             lease_owner=None, lease_expires_at=None,
         )
+
+    def of_ref(self, repo: str, ref: str) -> list[Build]:
+        """Return every build of one branch or tag of a repository, oldest first."""
+        query = builds.select().where(builds.c.repo == repo, builds.c.ref == ref).order_by(builds.c.id)
+        with self.engine.begin() as conn:
+            return [Build.from_row(row) for row in conn.execute(query)]
+
+    def cancel(self, build_id: int, reason: str) -> bool:
+        """End a build that has not started as cancelled; say whether it was still queued."""
+        return self._update(build_id, builds.c.state == BuildState.QUEUED.value, state=BuildState.CANCELLED.value,
+                            error=reason, finished_at=self.clock())
 
     def requeue(self, build_id: int) -> bool:
         """Queue a finished build to run again from the start; say whether it was finished."""

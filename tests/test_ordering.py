@@ -1,0 +1,44 @@
+"""Telling the newer of two pushes to a branch, even when they arrive out of order."""
+
+from dataclasses import dataclass
+
+from webhook.ordering import is_newer
+
+
+@dataclass
+class P:
+    id: int
+    sha: str
+    before: str | None
+
+
+A, B, C = "a" * 40, "b" * 40, "c" * 40
+
+
+def test_linked_pushes_order_by_their_before_links_not_arrival():
+    """B replaced A: B is newer even though it arrived first."""
+    b, a = P(1, B, A), P(2, A, "0" * 40)
+    assert is_newer(b, a, [a, b]) and not is_newer(a, b, [a, b])
+
+
+def test_links_are_followed_through_intermediate_pushes():
+    """C replaced B which replaced A: C is newer than A."""
+    pushes = [P(3, C, B), P(1, A, None), P(2, B, A)]
+    assert is_newer(pushes[0], pushes[1], pushes) and not is_newer(pushes[1], pushes[0], pushes)
+
+
+def test_unlinked_pushes_fall_back_to_arrival_order():
+    """A force-push breaks the chain: the later accepted push wins."""
+    x, y = P(1, A, "f" * 40), P(2, B, "e" * 40)
+    assert is_newer(y, x, [x, y]) and not is_newer(x, y, [x, y])
+
+
+def test_the_same_commit_is_not_newer_than_itself():
+    """Two pushes of one commit are the same state of the branch."""
+    assert not is_newer(P(2, A, B), P(1, A, B), [])
+
+
+def test_cycles_in_before_links_end():
+    """Malformed links (a cycle) do not loop forever."""
+    x, y = P(1, A, B), P(2, B, A)
+    assert is_newer(x, y, [x, y]) is True  # and it returned: the walk stops at a commit seen before

@@ -1,0 +1,44 @@
+"""Which of two pushes to a branch is newer. Performs no I/O.
+
+Forges may deliver pushes out of order, so arrival order is not enough. Each push names the
+commit it replaced (``before``); following those links from one push back to the other's
+commit proves it newer. Only when the pushes are not linked (a force-push, or a gap in the
+deliveries) does acceptance order decide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+
+class Push(Protocol):
+    """What ordering needs of a recorded push."""
+
+    id: int
+    sha: str
+    before: str | None
+
+
+def _reaches(start: Push, target_sha: str, by_sha: dict[str, Push]) -> bool:
+    """Follow ``before`` links from ``start``; say whether they reach ``target_sha``."""
+    seen: set[str] = set()
+    current: Push | None = start
+    while current is not None and current.before and current.before not in seen:
+        if current.before == target_sha:
+            return True
+        seen.add(current.before)
+        current = by_sha.get(current.before)
+    return False
+
+
+def is_newer(candidate: Push, than: Push, pushes: Iterable[Push]) -> bool:
+    """Say whether ``candidate`` is a later push of the branch than ``than``, given the branch's known pushes."""
+    if candidate.sha == than.sha:
+        return False
+    by_sha = {push.sha: push for push in sorted(pushes, key=lambda p: p.id)}
+    if _reaches(candidate, than.sha, by_sha):
+        return True
+    if _reaches(than, candidate.sha, by_sha):
+        return False
+    return candidate.id > than.id
