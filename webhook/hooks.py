@@ -53,9 +53,12 @@ def _body(max_bytes: int) -> bytes:
 
 def _cancel_superseded(store: BuildStore, newest: Build) -> None:
     """Cancel queued builds of the same branch that ``newest`` replaces (tag builds are never cancelled)."""
+    waiting = [b for b in store.of_ref(newest.repo, newest.ref, state=BuildState.QUEUED) if b.id != newest.id]
+    if not waiting:
+        return  # the common case: one query, nothing to compare
     pushes = store.of_ref(newest.repo, newest.ref)
-    for build in pushes:
-        if build.state is BuildState.QUEUED and build.id != newest.id and is_newer(newest, build, pushes):
+    for build in waiting:
+        if is_newer(newest, build, pushes):
             if store.cancel(build.id, f"superseded by build {newest.id} ({newest.sha[:12]}) of {newest.ref}"):
                 log.info("cancelled build=%s: superseded by build=%s", build.id, newest.id)
 
@@ -98,13 +101,13 @@ def receive(forge: str) -> Any:
     wanted = [event for event, reason in zip(result, reasons, strict=True) if reason is None]
     if not wanted:
         return jsonify(ignored="; ".join(r for r in reasons if r)), 200
-    builds, created = services.store.record(wanted)
+    builds, created = services.store.record(wanted, dispatching=True)
     if not created:
         return jsonify(duplicate=builds[0].id), 200
     for build, event in zip(builds, wanted, strict=True):
         if repo.cancel_superseded and event.branch is not None:
             _cancel_superseded(services.store, build)
-        current_app.extensions["pushbuild.dispatcher"].dispatch(build.id)
+        current_app.extensions["pushbuild.dispatcher"].dispatch(build.id, marked=True)
         log.info("accepted forge=%s repo=%s ref=%s sha=%s build=%s delivery=%s",
                  forge, repo.name, event.ref, event.sha, build.id, event.delivery_id)
     return jsonify(build=builds[0].id, builds=[b.id for b in builds],

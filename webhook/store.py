@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -135,11 +136,28 @@ def create_db_engine(url: str) -> sa.Engine:
         dbapi_connection.execute("PRAGMA journal_mode=WAL")
         dbapi_connection.execute(f"PRAGMA busy_timeout={defaults.SQLITE_BUSY_TIMEOUT_MS}")
 
+    # Threads of one process take turns at the write lock here, in order, instead of in
+    # SQLite's busy handler, which sleeps up to 100 ms between tries and makes a long tail.
+    turns = threading.Lock()
+
     @sa.event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
-        # Take the write lock up front: upgrading a read lock later can fail at once with
-        # "database is locked" when two processes write, whatever the busy timeout.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        turns.acquire()
+        connection.info["pushbuild_turn"] = True
+        try:
+            # Take the write lock up front: upgrading a read lock later can fail at once with
+            # "database is locked" when two processes write, whatever the busy timeout.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            connection.info.pop("pushbuild_turn", None)
+            turns.release()
+            raise
+
+    @sa.event.listens_for(engine, "commit")
+    @sa.event.listens_for(engine, "rollback")
+    def _end(connection: Any) -> None:
+        if connection.info.pop("pushbuild_turn", False):
+            turns.release()
 
     return engine
 
@@ -160,7 +178,7 @@ class BuildStore:
         with self.engine.connect() as conn:
             conn.execute(sa.select(1))
 
-    def record(self, events: Sequence[PushEvent]) -> tuple[list[Build], bool]:
+    def record(self, events: Sequence[PushEvent], *, dispatching: bool = False) -> tuple[list[Build], bool]:
         """Record the refs of one accepted push as queued builds, all or none; return them and whether they are new.
 
         A delivery already recorded (same forge, repository and delivery id) returns the
@@ -171,7 +189,7 @@ class BuildStore:
             repo=e.repo, forge=e.forge, ref=e.ref, sha=e.sha, before=e.before, pusher=e.pusher,
             default_branch=e.default_branch, delivery_key=key, state=BuildState.QUEUED.value,
             changed_paths=None if e.changed_paths is None else json.dumps(list(e.changed_paths)),
-            tags="[]", attempts=0, created_at=self.clock(),
+            tags="[]", attempts=0, created_at=self.clock(), dispatched_at=self.clock() if dispatching else None,
         ) for e, key in zip(events, keys, strict=True)]
         try:
             with self.engine.begin() as conn:
@@ -204,9 +222,9 @@ class BuildStore:
             result = conn.execute(builds.update().where(builds.c.id == build_id, condition).values(**values))
         return result.rowcount == 1
 
-    def mark_dispatched(self, build_id: int) -> None:
-        """Note that a message for the build was handed to the queue just now."""
-        self._update(build_id, sa.true(), dispatched_at=self.clock())
+    def mark_dispatched(self, build_id: int, *, at: float | None | bool = True) -> None:
+        """Note that a message for the build was handed to the queue now (``at=None``: that it was not)."""
+        self._update(build_id, sa.true(), dispatched_at=self.clock() if at is True else at)
 
     def claim(self, build_id: int, *, owner: str, lease_s: float) -> Build | None:
         """Take the build for ``owner`` if it is queued or its lease expired; ``None`` if not."""
@@ -255,11 +273,15 @@ class BuildStore:
             lease_owner=None, lease_expires_at=None,
         )
 
-    def of_ref(self, repo: str, ref: str) -> list[Build]:
-        """Return every build of one branch or tag of a repository, oldest first."""
-        query = builds.select().where(builds.c.repo == repo, builds.c.ref == ref).order_by(builds.c.id)
+    def of_ref(self, repo: str, ref: str, *, state: BuildState | None = None,
+               recent: int = defaults.ORDERING_WINDOW) -> list[Build]:
+        """Return the ``recent`` latest builds of one branch or tag (optionally in one state), oldest first."""
+        query = (builds.select().where(builds.c.repo == repo, builds.c.ref == ref)
+                 .order_by(builds.c.id.desc()).limit(recent))
+        if state is not None:
+            query = query.where(builds.c.state == state.value)
         with self.engine.begin() as conn:
-            return [Build.from_row(row) for row in conn.execute(query)]
+            return [Build.from_row(row) for row in conn.execute(query)][::-1]
 
     def cancel(self, build_id: int, reason: str) -> bool:
         """End a build that has not started as cancelled; say whether it was still queued."""

@@ -52,14 +52,21 @@ class Dispatcher:
         self.celery = celery
         self.store = store
 
-    def dispatch(self, build_id: int) -> bool:
-        """Queue ``build_id``; say whether the broker took it (the reconciler retries if not)."""
+    def dispatch(self, build_id: int, *, marked: bool = False) -> bool:
+        """Queue ``build_id``; say whether the broker took it (the reconciler retries if not).
+
+        ``marked`` says the record already notes the dispatch (the webhook path records it with
+        the build, saving a write per delivery); a failure then clears the mark.
+        """
         try:
             self.celery.send_task(TASK_NAME, args=[build_id])
         except Exception:  # any broker failure: the record is durable, the reconciler resends
             log.warning("could not queue build %s; it will be re-dispatched", build_id, exc_info=True)
+            if marked:
+                self.store.mark_dispatched(build_id, at=None)
             return False
-        self.store.mark_dispatched(build_id)
+        if not marked:
+            self.store.mark_dispatched(build_id)
         return True
 
 
