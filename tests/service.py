@@ -56,18 +56,26 @@ class Process:
         self.popen = subprocess.Popen(args, env=env, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill(self) -> None:
-        """SIGKILL: the process gets no chance to clean up."""
-        self.popen.send_signal(signal.SIGKILL)
+        """SIGKILL the process and its children: none gets a chance to clean up."""
+        self._signal_group(signal.SIGKILL)
         self.popen.wait()
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        """SIGTERM the process and its children; SIGKILL what is left after 15 s. Nothing outlives the test."""
+        self._signal_group(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            pass
+        self._signal_group(signal.SIGKILL)  # workers a killed master left behind, if any
+        self.popen.wait()
         self._out.close()
+
+    def _signal_group(self, signum: int) -> None:
+        try:
+            os.killpg(self.popen.pid, signum)
+        except ProcessLookupError:
+            pass
 
 
 class Pushbuild:

@@ -15,6 +15,9 @@ from .store import FINISHED, Build
 bp = Blueprint("api", __name__)
 #: How often a followed log polls for new lines.
 FOLLOW_POLL_S = 0.5
+#: A followed log ends after this long even if the build has not: a client that went away
+#: cannot be noticed while nothing is written, and must not hold a thread for ever.
+FOLLOW_MAX_S = 600.0
 
 
 def _services() -> Services:
@@ -67,7 +70,10 @@ def get_build(build_id: int) -> Any:
 
 @bp.get("/api/builds/<int:build_id>/log")
 def get_log(build_id: int) -> Response:
-    """Return the build log as text; ``?after=<cursor>`` continues, ``?follow=1`` streams until the end."""
+    """Return the build log as text; ``?after=<cursor>`` continues, ``?follow=1`` streams until the end.
+
+    A followed log stops after ten minutes at most; follow again to keep reading.
+    """
     store = _services().store
     _build(build_id)
     after = _int_arg("after", 0) or 0
@@ -78,7 +84,8 @@ def get_log(build_id: int) -> Response:
     def follow() -> Iterator[str]:
         yield ""  # send the headers now, even while the build is still queued
         cursor = after
-        while True:
+        deadline = time.monotonic() + FOLLOW_MAX_S
+        while time.monotonic() < deadline:
             finished = store.get(build_id).state in FINISHED
             text, cursor = store.log(build_id, after=cursor)
             if text:
