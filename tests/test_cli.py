@@ -98,3 +98,29 @@ def _healthy(url):
         return requests.get(f"{url}/healthz", timeout=2).status_code == 200
     except requests.ConnectionError:
         return False
+
+
+def test_reconcile_builds_heads_no_delivery_announced(tmp_path, repo, git_server):
+    """Heads the forge never told us about are queued once; a second run finds nothing missing."""
+    from .test_hooks import queued
+
+    main_sha = repo.commit({"Dockerfile": "FROM scratch\n"})
+    repo.tag("v1.0.0", annotated=True)
+    repo.commit({"x": "1"}, branch="feature/wip")
+    config_file = write_toml(tmp_path / "pushbuild.toml", {
+        "server": {"data_dir": str(tmp_path / "data"), "mirror_dir": str(tmp_path / "mirrors")},
+        "repos": [{"name": repo.name, "forge": "github", "secret_env": "GITHUB_SECRET", "branches": ["main"],
+                   "clone_url": git_server.url(f"{repo.name}.git"), "image": f"127.0.0.1:5000/{repo.name}"}],
+    })
+    dry = pushbuild("reconcile", "--config", str(config_file), "--dry-run", timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    assert f"refs/heads/main {main_sha}: never delivered" in dry.stdout
+    assert f"refs/tags/v1.0.0 {main_sha}: never delivered" in dry.stdout, "an annotated tag is built as its commit"
+    assert "feature/wip" not in dry.stdout and "2 missing (dry run)" in dry.stdout
+    first = pushbuild("reconcile", "--config", str(config_file), timeout=60)
+    assert "2 missing" in first.stdout
+    from webhook.config import load_config
+
+    assert len(queued(load_config(config_file, {**SECRETS_ENV}))) == 2
+    again = pushbuild("reconcile", "--config", str(config_file), timeout=60)
+    assert "0 missing" in again.stdout

@@ -132,6 +132,39 @@ def build(config_path: str | None, repo_name: str, revision: str) -> None:
 
 @main.command()
 @config_option
+@click.argument("repo_names", metavar="[REPO]...", nargs=-1)
+@click.option("--dry-run", is_flag=True, help="Only list what would be built.")
+def reconcile(config_path: str | None, repo_names: tuple[str, ...], dry_run: bool) -> None:
+    """Build branch and tag heads that no delivery ever announced (compares `git ls-remote` with the records)."""
+    from .worker import Dispatcher, make_celery
+
+    services = Services(_load(config_path))
+    repos = [r for r in services.config.repos if not repo_names or r.name in repo_names]
+    if repo_names and not repos:
+        raise click.ClickException(f"none of {', '.join(repo_names)} is configured")
+    dispatcher = Dispatcher(make_celery(services.config), services.store)
+    missing = 0
+    for repo in repos:
+        try:
+            heads = services.mirrors.remote_heads(repo)
+        except PushbuildError as exc:
+            click.echo(f"{repo.forge}:{repo.name}: {services.redact(exc.message)}", err=True)
+            continue
+        for ref, sha in sorted(heads.items()):
+            if repo.plan(ref, sha) is None or services.store.has_build(repo.name, ref, sha):
+                continue
+            missing += 1
+            click.echo(f"{repo.forge}:{repo.name} {ref} {sha}: never delivered" + ("" if dry_run else ", queued"))
+            if not dry_run:
+                [build], _ = services.store.record([PushEvent(
+                    forge=repo.forge, repo=repo.name, ref=ref, sha=sha, before=ZERO_SHA, pusher="reconcile",
+                    delivery_id=None)])
+                dispatcher.dispatch(build.id)
+    click.echo(f"{missing} missing" + (" (dry run)" if dry_run else ""))
+
+
+@main.command()
+@config_option
 @click.argument("build_id", metavar="BUILD", type=int)
 def retry(config_path: str | None, build_id: int) -> None:
     """Queue a finished build (failed, succeeded or skipped) to run again; a worker picks it up."""

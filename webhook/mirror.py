@@ -220,6 +220,25 @@ class Mirrors:
                 raise GitError(f"git diff failed: {(exc.stderr or '').strip()}") from exc
         return tuple(name for name in names.split("\0") if name)
 
+    def remote_heads(self, repo: RepoConfig) -> dict[str, str]:
+        """Return every branch and tag of the remote with the commit it points to (tags peeled)."""
+        if problem := clone_url_problem(repo.clone_url, allow_file=self.allow_file_urls):
+            raise GitError(f"refusing to contact the configured clone_url: {problem}")
+        options, env = self.git_access(repo)
+        try:
+            listing = git.Git()(c=options).ls_remote("--heads", "--tags", "--end-of-options", repo.clone_url,
+                                                     env=env, kill_after_timeout=self.timeout_s)
+        except GitCommandError as exc:
+            raise GitError(f"git ls-remote failed: {(exc.stderr or '').strip() or exc.status}") from exc
+        heads: dict[str, str] = {}
+        for line in listing.splitlines():
+            sha, _, ref = line.partition("\t")
+            if ref.endswith("^{}"):
+                heads[ref[:-3]] = sha  # the commit an annotated tag points to wins over the tag object
+            else:
+                heads.setdefault(ref, sha)
+        return heads
+
     def has_commit(self, repo: RepoConfig, sha: str) -> bool:
         """Say whether the mirror already holds commit ``sha``."""
         with self._open(repo) as mirror:

@@ -288,6 +288,12 @@ class BuildStore:
         return self._update(build_id, builds.c.state == BuildState.QUEUED.value, state=BuildState.CANCELLED.value,
                             error=reason, finished_at=self.clock())
 
+    def has_build(self, repo: str, ref: str, sha: str) -> bool:
+        """Say whether a push of ``sha`` to ``ref`` was ever recorded."""
+        query = sa.select(builds.c.id).where(builds.c.repo == repo, builds.c.ref == ref, builds.c.sha == sha).limit(1)
+        with self.engine.begin() as conn:
+            return conn.execute(query).first() is not None
+
     def requeue(self, build_id: int) -> bool:
         """Queue a finished build to run again from the start; say whether it was finished."""
         return self._update(
