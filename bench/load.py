@@ -1,6 +1,6 @@
 """Load test of the webhook receiver: N signed deliveries from C concurrent clients to gunicorn.
 
-    .venv/bin/python bench/load.py --deliveries 5000 --concurrency 50
+    ./dev bench --deliveries 5000 --concurrency 50     (or .venv/bin/python bench/load.py …)
 
 Checks, on loopback only: no 5xx; every distinct delivery recorded exactly once (replays
 answered as duplicates); as many builds as distinct commits; p99 latency under 1 s (the
