@@ -3,6 +3,8 @@
 import hashlib
 import json
 import subprocess
+import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -16,6 +18,8 @@ from webhook.services import Services
 from webhook.store import BuildState
 
 from .conftest import SECRETS_ENV
+from .engine_process import BASE_IMAGE as ENGINE_BASE_IMAGE
+from .engine_process import EngineProcess
 from .gitrepo import Repo
 from .gitserver import GitHttpServer
 from .service import free_port
@@ -361,3 +365,31 @@ def test_out_of_order_pushes_leave_the_branch_tag_on_the_newer_commit(pipeline, 
     assert registry_digest(registry, repo.name, "main") == built_newer.digest != built_older.digest
     assert registry_digest(registry, repo.name, older) == built_older.digest
     assert built_older.tags == (f"{registry}/{repo.name}:{older}",)
+
+
+def test_a_build_survives_its_engine_restarting(repo, git_server, registry):
+    """dockerd restarted mid-build: the build waits for it, builds again, and ends succeeded."""
+    engine = EngineProcess(Path(tempfile.mkdtemp(prefix="pb-engine-", dir="/tmp")))
+    try:
+        services = Services(parse_config({
+            "server": {"data_dir": str(engine.workdir / "state"), "mirror_dir": str(engine.workdir / "mirrors")},
+            "engine": {"base_url": engine.socket},
+            "repos": [{"name": repo.name, "forge": "github", "secret_env": "GITHUB_SECRET",
+                       "clone_url": git_server.url(f"{repo.name}.git"), "image": f"{registry}/{repo.name}"}],
+        }, SECRETS_ENV))
+        sha = repo.commit({"Dockerfile": f"FROM {ENGINE_BASE_IMAGE}\nLABEL run={repo.name}\nRUN sleep 3\n"})
+        [build], _ = services.store.record([PushEvent(forge="github", repo=repo.name, ref="refs/heads/main", sha=sha,
+                                                      before="0" * 40, pusher="t", delivery_id=None)])
+        claimed = services.store.claim(build.id, owner="t", lease_s=600)
+        worker = threading.Thread(target=services.builder().run, args=(claimed,), kwargs={"owner": "t"})
+        worker.start()
+        wait_for(lambda: "RUN sleep 3" in services.store.log(build.id)[0], what="the RUN step to start")
+        engine.restart()
+        worker.join(timeout=300)
+        ended = services.store.get(build.id)
+        log, _ = services.store.log(build.id)
+        assert ended.state is BuildState.SUCCEEDED, log
+        assert "waiting for the engine to come back" in log
+        assert ended.digest == registry_digest(registry, repo.name, sha)
+    finally:
+        engine.remove()

@@ -16,7 +16,7 @@ from .buildkit import build_with_buildkit
 from .config import Config, RepoConfig
 from .context import DOCKERIGNORE, IgnoreRules, dockerignore_patterns, filtered_tar
 from .engine import BuildLimits, Engine
-from .errors import BuildError, ContextError, RegistryError
+from .errors import BuildError, ContextError, EngineError, RegistryError
 from .mirror import Mirrors
 from .notifier import Notifier
 from .ordering import is_newer
@@ -99,6 +99,20 @@ class Builder:
         if plan is None:
             raise BuildError(f"no build rule of {build.repo} matches {build.ref} any more")
         engine = self.engine()
+        for attempt in range(1, self.config.server.engine_attempts + 1):
+            try:
+                return self._build_and_push(build, repo, sha, plan, engine, log)
+            except EngineError as exc:
+                if not exc.unreachable or attempt == self.config.server.engine_attempts:
+                    raise
+                log(f"{exc.message}\nwaiting for the engine to come back, then building again "
+                    f"(attempt {attempt + 1} of {self.config.server.engine_attempts})\n")
+                engine.wait_until_up(timeout_s=self.config.server.engine_wait_s, sleep=self.sleep)
+        raise AssertionError("unreachable")
+
+    def _build_and_push(self, build: Build, repo: RepoConfig, sha: str, plan: BuildPlan, engine: Engine,
+                        log: Log) -> Outcome:
+        """Build (or reuse) the image and push its tags."""
         image_id = engine.image_id(plan.tags[0])
         if image_id is not None and engine.label(image_id, PLAN_LABEL) == plan.fingerprint():
             log(f"{plan.tags[0]} was built before with these settings ({image_id}); adding tags only\n")

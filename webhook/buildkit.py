@@ -131,7 +131,13 @@ def _run(args: list[str], *, env: Mapping[str, str], context: Iterable[bytes], l
     if feeding_failed:
         raise feeding_failed[0]
     if status != 0:
-        raise EngineError(_failure(tail) or f"the docker CLI exited with status {status}")
+        reason = _failure(tail) or f"the docker CLI exited with status {status}"
+        raise EngineError(reason, unreachable=any(sign in reason.lower() for sign in _ENGINE_GONE))
+
+
+#: How the CLI says the engine went away, rather than the build failing.
+_ENGINE_GONE = ("cannot connect to the docker daemon", "connection refused", "connection reset",
+                "unexpected eof", "error reading from server: eof", "is the docker daemon running")
 
 
 def _failure(tail: list[str]) -> str | None:

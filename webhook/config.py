@@ -83,6 +83,8 @@ class ServerConfig:
     build_timeout_s: float = defaults.BUILD_TIMEOUT_S
     build_memory_bytes: int | None = defaults.BUILD_MEMORY_BYTES
     build_cpu_shares: int | None = None
+    engine_attempts: int = defaults.ENGINE_ATTEMPTS
+    engine_wait_s: float = defaults.ENGINE_WAIT_S
     push_attempts: int = defaults.PUSH_ATTEMPTS
     push_retry_s: float = defaults.PUSH_RETRY_S
     push_retry_max_s: float = defaults.PUSH_RETRY_MAX_S
@@ -364,6 +366,8 @@ def _server(table: object, problems: list[str], env: Mapping[str, str]) -> Serve
         build_timeout_s=_positive(r, "build_timeout_s", d.build_timeout_s),
         build_memory_bytes=_positive(r, "build_memory_bytes", d.build_memory_bytes, int),
         build_cpu_shares=_positive(r, "build_cpu_shares", None, int) if "build_cpu_shares" in r.table else None,
+        engine_attempts=_positive(r, "engine_attempts", d.engine_attempts, int),
+        engine_wait_s=_positive(r, "engine_wait_s", d.engine_wait_s),
         push_attempts=_positive(r, "push_attempts", d.push_attempts, int),
         push_retry_s=_positive(r, "push_retry_s", d.push_retry_s),
         push_retry_max_s=_positive(r, "push_retry_max_s", d.push_retry_max_s),

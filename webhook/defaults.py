@@ -55,6 +55,10 @@ CONTEXT_CHUNK_BYTES = 64 * 1024
 BUILD_TIMEOUT_S = 3600.0
 #: Memory of each classic-builder step container (no swap beyond it).
 BUILD_MEMORY_BYTES = 4 * 1024 * 1024 * 1024
+#: A build whose engine went away (restarted) is built again, this many times in all.
+ENGINE_ATTEMPTS = 3
+#: How long to wait for a restarted engine to answer again before failing the build.
+ENGINE_WAIT_S = 120.0
 #: A push failing for a temporary reason (registry unreachable, 5xx, timeout) is tried this often.
 PUSH_ATTEMPTS = 4
 #: The first push retry waits this long, each further one twice as long (with jitter), up to the maximum.

@@ -44,6 +44,12 @@ def _split_image(reference: str) -> tuple[str, str]:
     return repository, tag
 
 
+def _engine_error(what: str, exc: Exception) -> EngineError:
+    """Translate a docker-py failure, noting whether the engine itself was unreachable."""
+    unreachable = isinstance(exc, (requests.ConnectionError, urllib3.exceptions.ProtocolError))
+    return EngineError(f"{what}: {exc}", unreachable=unreachable)
+
+
 def _message(line: Mapping[str, Any]) -> str:
     """Return the error text of a stream line."""
     detail = line.get("errorDetail") or {}
@@ -87,7 +93,28 @@ class Engine:
         try:
             self.client.ping()
         except (DockerException, requests.RequestException) as exc:
-            raise EngineError(f"the Docker engine does not answer: {exc}") from exc
+            raise EngineError(f"the Docker engine does not answer: {exc}", unreachable=True) from exc
+
+    def _went_away(self, *, settle_s: float = 1.0) -> bool:
+        """Say whether the engine stopped answering just after a failure."""
+        time.sleep(settle_s)
+        try:
+            self.ping()
+        except EngineError:
+            return True
+        return False
+
+    def wait_until_up(self, *, timeout_s: float, sleep: Callable[[float], None] = time.sleep) -> None:
+        """Wait for the engine to answer again (after a restart); raise if it does not within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.ping()
+                return
+            except EngineError:
+                if time.monotonic() > deadline:
+                    raise
+                sleep(1.0)
 
     def image_id(self, reference: str) -> str | None:
         """Return the id of a local image, or ``None`` if the engine has none by that name."""
@@ -96,7 +123,7 @@ class Engine:
         except docker.errors.ImageNotFound:
             return None
         except (DockerException, requests.RequestException) as exc:
-            raise EngineError(f"cannot inspect {reference}: {exc}") from exc
+            raise _engine_error(f"cannot inspect {reference}", exc) from exc
 
     def build(self, context: Iterable[bytes], *, tag: str, plan: BuildPlan, labels: Mapping[str, str],
               log: Log, limits: BuildLimits) -> str:
@@ -125,7 +152,9 @@ class Engine:
                     stream.close()
                     raise EngineError(f"the build took longer than {limits.timeout_s:g}s and was stopped")
                 if "error" in line or "errorDetail" in line:
-                    raise EngineError(_message(line))
+                    # An engine shutting down fails its builds with odd errors before it goes:
+                    # if it is gone a moment later, that was the cause, not the Dockerfile.
+                    raise EngineError(_message(line), unreachable=self._went_away())
                 if text := line.get("stream") or line.get("status"):
                     log(text if text.endswith("\n") else text + "\n")
                 aux = line.get("aux")
@@ -135,6 +164,8 @@ class Engine:
             if time.monotonic() >= deadline - 1:
                 raise EngineError(f"the build took longer than {limits.timeout_s:g}s and was stopped") from exc
             raise EngineError(f"the engine said nothing for {self.config.timeout_s:g}s; the build was stopped") from exc
+        except (requests.ConnectionError, urllib3.exceptions.ProtocolError) as exc:
+            raise EngineError(f"the engine went away during the build: {exc}", unreachable=True) from exc
         except (DockerException, requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             raise EngineError(f"the build failed on the engine: {exc}") from exc
         if image_id is None:
@@ -164,7 +195,7 @@ class Engine:
         except docker.errors.ImageNotFound:
             return None
         except (DockerException, requests.RequestException) as exc:
-            raise EngineError(f"cannot inspect {image_id}: {exc}") from exc
+            raise _engine_error(f"cannot inspect {image_id}", exc) from exc
         return labels.get(name)
 
     def tag(self, image_id: str, reference: str) -> None:
@@ -173,7 +204,7 @@ class Engine:
         try:
             self.client.tag(image_id, repository, tag, force=True)
         except (DockerException, requests.RequestException) as exc:
-            raise EngineError(f"cannot tag {reference}: {exc}") from exc
+            raise _engine_error(f"cannot tag {reference}", exc) from exc
 
     def push(self, reference: str, *, auth: Mapping[str, str] | None, log: Log) -> str:
         """Push ``reference`` to its registry and return the manifest digest the registry reported."""

@@ -88,7 +88,11 @@ class ContextError(BuildError):
 
 
 class EngineError(BuildError):
-    """The Docker engine failed, or a build step failed on it."""
+    """The Docker engine failed, or a build step failed on it; ``unreachable`` when it went away."""
+
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 class RegistryError(BuildError):
