@@ -139,3 +139,24 @@ def test_list_is_newest_first_and_filters_by_repo(store):
     assert [b.id for b in store.list()] == ids[::-1]
     assert [b.id for b in store.list(repo="a/x")] == [ids[2], ids[0]]
     assert [b.id for b in store.list(before_id=ids[2], limit=1)] == [ids[1]]
+
+
+def test_a_repository_limit_holds_back_claims_beyond_it(store, clock):
+    """With max_running=1, a second build of the repository waits until the first ends; other repos do not."""
+    [a], _ = store.record(push("a"))
+    [b], _ = store.record(push("b"))
+    [other], _ = store.record(push("c", repo="acme/other"))
+    assert store.claim(a.id, owner="w1", lease_s=60, max_running=1) is not None
+    assert store.claim(b.id, owner="w2", lease_s=60, max_running=1) is None
+    assert store.claim(other.id, owner="w2", lease_s=60, max_running=1) is not None
+    store.finish(a.id, BuildState.SUCCEEDED, owner="w1")
+    assert store.claim(b.id, owner="w2", lease_s=60, max_running=1) is not None
+
+
+def test_an_expired_lease_does_not_count_against_the_limit(store, clock):
+    """A build whose worker died does not block its repository for ever."""
+    [a], _ = store.record(push("a"))
+    [b], _ = store.record(push("b"))
+    store.claim(a.id, owner="dead", lease_s=10, max_running=1)
+    clock.now += 11
+    assert store.claim(b.id, owner="w2", lease_s=60, max_running=1) is not None

@@ -92,3 +92,15 @@ def test_retry_queues_a_finished_build_again(services, config, tmp_path):
     assert queued(config) == [build.id]
     running = CliRunner().invoke(main, ["retry", "--config", str(path), str(build.id)], env={"GITHUB_SECRET": "x"})
     assert running.exit_code == 1 and "has not finished yet" in running.output
+
+
+def test_a_build_over_its_repositorys_limit_is_offered_again_later(make_config):
+    """With max_concurrent_builds = 1 and one build running, the next waits in the queue instead of starting."""
+    config = make_config(repo_table("acme/app", max_concurrent_builds=1))
+    services = Services(config)
+    worker = BuildWorker(services, Dispatcher(make_celery(config), services.store), owner="this-worker")
+    running, waiting = record(services, "one"), record(services, "two")
+    services.store.claim(running.id, owner="other-worker", lease_s=300)
+    worker.run_build(waiting.id)
+    assert services.store.get(waiting.id).state is BuildState.QUEUED
+    assert queued(config) == [waiting.id]

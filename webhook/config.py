@@ -185,6 +185,7 @@ class RepoConfig:
     accept_new_host_keys: bool = False
     paths: tuple[str, ...] | None = None
     cancel_superseded: bool = True
+    max_concurrent_builds: int | None = None
 
     def plan(self, ref: str, sha: str, *, default_branch: str | None = None) -> BuildPlan | None:
         """Return how ``ref`` at ``sha`` builds here, or ``None`` if no rule builds it."""
@@ -586,6 +587,7 @@ def _repo(table: object, where: str, problems: list[str], env: Mapping[str, str]
         accept_new_host_keys=accept_new,
         paths=r.globs("paths"),
         cancel_superseded=r.get("cancel_superseded", bool, True),
+        max_concurrent_builds=_positive(r, "max_concurrent_builds", None, int),
     )
     r.finish()
     return repo if len(problems) == before else None

@@ -40,6 +40,8 @@ HEARTBEAT_S = 10.0
 RECONCILE_EVERY_S = 15.0
 #: A queued build not started after this long is dispatched again (its message may be lost).
 REDISPATCH_AFTER_S = 120.0
+#: A build waiting for its repository's concurrency limit is offered again after this long.
+CONCURRENCY_RETRY_S = 5.0
 #: A build lost this many times (worker died each time) is failed instead of retried.
 MAX_ATTEMPTS = 3
 #: Commits are fetched this deep; 1 is enough to build a tree.

@@ -226,13 +226,25 @@ class BuildStore:
         """Note that a message for the build was handed to the queue now (``at=None``: that it was not)."""
         self._update(build_id, sa.true(), dispatched_at=self.clock() if at is True else at)
 
-    def claim(self, build_id: int, *, owner: str, lease_s: float) -> Build | None:
-        """Take the build for ``owner`` if it is queued or its lease expired; ``None`` if not."""
+    def claim(self, build_id: int, *, owner: str, lease_s: float, max_running: int | None = None) -> Build | None:
+        """Take the build for ``owner`` if it is queued or its lease expired; ``None`` if not.
+
+        With ``max_running``, only while fewer builds of its repository are running (leases alive);
+        the count and the claim are one statement, so two workers cannot both take the last place.
+        """
         now = self.clock()
         claimable = sa.or_(
             builds.c.state == BuildState.QUEUED.value,
             sa.and_(builds.c.state == BuildState.RUNNING.value, builds.c.lease_expires_at < now),
         )
+        if max_running is not None:
+            others = builds.alias("others")
+            running = (sa.select(sa.func.count()).select_from(others)
+                       .where(others.c.repo == sa.select(builds.c.repo).where(builds.c.id == build_id).scalar_subquery(),
+                              others.c.state == BuildState.RUNNING.value, others.c.lease_expires_at >= now,
+                              others.c.id != build_id)
+                       .scalar_subquery())
+            claimable = sa.and_(claimable, running < max_running)
         taken = self._update(
             build_id, claimable,
             state=BuildState.RUNNING.value, lease_owner=owner, lease_expires_at=now + lease_s,

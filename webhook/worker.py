@@ -52,14 +52,14 @@ class Dispatcher:
         self.celery = celery
         self.store = store
 
-    def dispatch(self, build_id: int, *, marked: bool = False) -> bool:
+    def dispatch(self, build_id: int, *, marked: bool = False, countdown_s: float | None = None) -> bool:
         """Queue ``build_id``; say whether the broker took it (the reconciler retries if not).
 
         ``marked`` says the record already notes the dispatch (the webhook path records it with
         the build, saving a write per delivery); a failure then clears the mark.
         """
         try:
-            self.celery.send_task(TASK_NAME, args=[build_id])
+            self.celery.send_task(TASK_NAME, args=[build_id], countdown=countdown_s)
         except Exception:  # any broker failure: the record is durable, the reconciler resends
             log.warning("could not queue build %s; it will be re-dispatched", build_id, exc_info=True)
             if marked:
@@ -130,8 +130,15 @@ class BuildWorker:
     def run_build(self, build_id: int) -> None:
         """Claim and run one build; a build someone else holds or that already ended is skipped."""
         store, server = self.services.store, self.services.config.server
-        build = store.claim(build_id, owner=self.owner, lease_s=server.lease_s)
+        record = store.get(build_id)
+        repo = self.services.config.repo(record.forge, record.repo) if record else None
+        limit = repo.max_concurrent_builds if repo else None
+        build = store.claim(build_id, owner=self.owner, lease_s=server.lease_s, max_running=limit)
         if build is None:
+            if limit is not None and (current := store.get(build_id)) and current.state is BuildState.QUEUED:
+                log.info("build %s waits: %s already runs %s builds", build_id, record.repo, limit)
+                self.dispatcher.dispatch(build_id, countdown_s=defaults.CONCURRENCY_RETRY_S)
+                return
             log.info("build %s is finished or held by another worker; skipping", build_id)
             return
         if build.attempts > server.max_attempts:
