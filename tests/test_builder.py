@@ -393,3 +393,17 @@ def test_a_build_survives_its_engine_restarting(repo, git_server, registry):
         assert ended.digest == registry_digest(registry, repo.name, sha)
     finally:
         engine.remove()
+
+
+@pytest.mark.parametrize("files, symlinks, server, reason", [
+    ({"Dockerfile": "FROM scratch\n"}, {"passwd": "/etc/passwd"}, {}, "passwd is a link to '/etc/passwd', outside the build context"),
+    ({"Dockerfile": "FROM scratch\n"}, {"deep/up": "../../../outside"}, {}, "outside the build context"),
+    ({"Dockerfile": "FROM scratch\n", "big.bin": "x" * 5000}, None, {"max_context_file_bytes": 4096},
+     "big.bin is 5000 bytes, over the 4096-byte limit"),
+])
+def test_hostile_repository_contents_fail_the_build_with_the_reason(pipeline, repo, registry, files, symlinks, server, reason):
+    """Links out of the context and oversized files end the build failed, saying which file, with nothing pushed."""
+    sha = repo.commit(files, symlinks=symlinks)
+    build = run(pipeline(server=server), repo, sha)
+    assert build.state is BuildState.FAILED and reason in build.error, build.error
+    assert registry_digest(registry, repo.name, sha) is None
