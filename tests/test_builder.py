@@ -23,7 +23,7 @@ from .engine_process import EngineProcess
 from .gitrepo import Repo
 from .gitserver import GitHttpServer
 from .service import free_port
-from .support import registry_digest, wait_for
+from .support import MANIFEST_TYPES, registry_digest, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -42,7 +42,7 @@ def pipeline(tmp_path, repo, git_server, docker_host, docker_cli, registry, base
             "repos": [{"name": repo.name, "forge": "github", "secret_env": "GITHUB_SECRET",
                        "clone_url": git_server.url(f"{repo.name}.git"), "image": f"{registry}/{repo.name}",
                        **repo_settings}],
-        }, {**SECRETS_ENV, **env, "REG_USER": "bot", "REG_PASS": "registry-pass-9876"})
+        }, {**SECRETS_ENV, "REG_USER": "bot", "REG_PASS": "registry-pass-9876", **env})
         return Services(config)
 
     return make
@@ -143,7 +143,7 @@ def test_registry_failures_fail_the_build_without_leaking_the_password(pipeline,
 
 def test_a_registry_refusing_the_push_fails_at_once(pipeline, repo, tmp_path, base_image):
     """A permanent refusal (a read-only registry) is not retried."""
-    registry = ReadOnlyRegistry(tmp_path / "readonly")
+    registry = LocalRegistry(tmp_path / "readonly", readonly=True)
     try:
         sha = repo.commit({"Dockerfile": f"FROM {base_image}\nLABEL readonly=yes\n"})
         services = pipeline(image=f"{registry.address}/{repo.name}")
@@ -295,19 +295,26 @@ def test_cache_from_pulls_the_cache_from_the_registry(pipeline, repo, registry, 
     assert hit in log, log
 
 
-class ReadOnlyRegistry:
-    """A second CNCF registry on loopback, in read-only maintenance mode: every push is refused."""
+class LocalRegistry:
+    """Another CNCF registry on loopback: read-only (every push refused) or behind htpasswd basic auth."""
 
-    def __init__(self, root):
+    def __init__(self, root, *, readonly=False, users=None):
         root.mkdir(parents=True)
         self.address = f"127.0.0.1:{free_port()}"
-        (root / "config.yml").write_text(
-            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: " + str(root / "data") +
-            "\n  maintenance:\n    readonly:\n      enabled: true\nhttp:\n  addr: " + self.address + "\n")
+        config = ["version: 0.1", "storage:", "  filesystem:", f"    rootdirectory: {root / 'data'}"]
+        if readonly:
+            config += ["  maintenance:", "    readonly:", "      enabled: true"]
+        if users:
+            lines = [subprocess.run(["htpasswd", "-Bbn", user, password], capture_output=True, text=True,
+                                    check=True).stdout.strip() for user, password in users.items()]
+            (root / "htpasswd").write_text("\n".join(lines) + "\n")
+            config += ["auth:", "  htpasswd:", "    realm: test", f"    path: {root / 'htpasswd'}"]
+        config += ["http:", f"  addr: {self.address}", ""]
+        (root / "config.yml").write_text("\n".join(config))
         self.log = open(root / "registry.log", "wb")
         self.process = subprocess.Popen(["docker-registry", "serve", str(root / "config.yml")],
                                         stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for(lambda: _answers(f"http://{self.address}/v2/"), timeout_s=20, what="the read-only registry")
+        wait_for(lambda: _answers(f"http://{self.address}/v2/"), timeout_s=20, what="the registry")
 
     def stop(self):
         self.process.terminate()
@@ -317,7 +324,7 @@ class ReadOnlyRegistry:
 
 def _answers(url):
     try:
-        return requests.get(url, timeout=1).status_code == 200
+        return requests.get(url, timeout=1).status_code in (200, 401)
     except requests.ConnectionError:
         return False
 
@@ -407,3 +414,25 @@ def test_hostile_repository_contents_fail_the_build_with_the_reason(pipeline, re
     build = run(pipeline(server=server), repo, sha)
     assert build.state is BuildState.FAILED and reason in build.error, build.error
     assert registry_digest(registry, repo.name, sha) is None
+
+
+@pytest.mark.parametrize("password, state", [("right-pass-5309", BuildState.SUCCEEDED), ("wrong-pass-0000", BuildState.FAILED)])
+def test_pushes_use_the_configured_registry_credentials(pipeline, repo, tmp_path, base_image, password, state):
+    """An htpasswd registry takes the push with the right password; a wrong one fails at once, unechoed."""
+    registry = LocalRegistry(tmp_path / "private-registry", users={"bot": "right-pass-5309"})
+    try:
+        sha = repo.commit({"Dockerfile": f"FROM {base_image}\nLABEL auth=yes\n"})
+        services = pipeline(image=f"{registry.address}/{repo.name}", env={"REG_PASS": password},
+                            registry={"username_env": "REG_USER", "password_env": "REG_PASS"})
+        build = run(services, repo, sha)
+        assert build.state is state, build.error
+        log, _ = services.store.log(build.id)
+        assert password not in log + (build.error or "")
+        if state is BuildState.SUCCEEDED:
+            response = requests.head(f"http://{registry.address}/v2/{repo.name}/manifests/{sha}",
+                                     auth=("bot", "right-pass-5309"), headers={"Accept": MANIFEST_TYPES}, timeout=10)
+            assert response.headers["Docker-Content-Digest"] == build.digest
+        else:
+            assert "unauthorized" in build.error.lower() and "attempts" not in build.error
+    finally:
+        registry.stop()
