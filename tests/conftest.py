@@ -53,6 +53,42 @@ def base_image() -> str:
 
 
 @pytest.fixture(scope="session")
+def redis_url() -> str:
+    return _service("PUSHBUILD_TEST_REDIS_URL")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    return _service("PUSHBUILD_TEST_POSTGRES_URL")
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
+    """A database of its own on the test PostgreSQL, dropped afterwards."""
+    import sqlalchemy as sa
+
+    name = f"pushbuild_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def fresh_redis_url(redis_url: str) -> str:
+    """The test Redis, emptied: no message of an earlier test is left in its queues."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    client.close()
+    return redis_url
+
+
+@pytest.fixture(scope="session")
 def docker_cli() -> str:
     """A docker CLI that can run BuildKit builds (Debian's docker.io, under ./dev test)."""
     return os.environ.get("PUSHBUILD_TEST_DOCKER_CLI", "docker")

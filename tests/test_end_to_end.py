@@ -5,6 +5,7 @@ import time
 
 import pytest
 import requests
+import sqlalchemy as sa
 from standardwebhooks.webhooks import Webhook
 
 from webhook.signatures import ed25519_public_key, new_ed25519_secret_key, verify_ed25519
@@ -253,5 +254,35 @@ def test_a_push_survives_the_web_process_being_killed_after_answering(tmp_path, 
         build = service.wait_finished(response.json()["build"])
         assert build["state"] == "succeeded", build["error"]
         assert build["digest"] == registry_digest(registry, repo.name, sha)
+    finally:
+        service.stop()
+
+
+def test_scaled_out_on_redis_and_postgresql_a_build_survives_a_killed_worker(
+        tmp_path, repo, git_server, docker_host, registry, base_image, fresh_postgres_url, fresh_redis_url):
+    """Celery on Redis, state on PostgreSQL, two workers: SIGKILL the one building; the other finishes it."""
+    config = {"server": {"data_dir": str(tmp_path / "data"), "mirror_dir": str(tmp_path / "mirrors"),
+                         "database_url": fresh_postgres_url, "broker_url": fresh_redis_url,
+                         "lease_s": 4, "heartbeat_s": 1, "reconcile_every_s": 1},
+              "engine": {"base_url": docker_host},
+              "repos": [{"name": repo.name, "forge": "github", "secret_env": "GITHUB_SECRET",
+                         "clone_url": git_server.url(f"{repo.name}.git"), "image": f"{registry}/{repo.name}"}]}
+    service = Pushbuild(tmp_path, config, SECRETS_ENV)
+    service.start_web()
+    first, second = service.start_worker(), service.start_worker()
+    try:
+        sha = repo.commit({"Dockerfile": f"FROM {base_image}\nLABEL run={repo.name}\nRUN sleep 4\n"})
+        build_id = deliver(service, "github", repo, sha).json()["build"]
+        wait_for(lambda: "RUN sleep 4" in requests.get(f"{service.url}/api/builds/{build_id}/log", timeout=5).text,
+                 what="the build to reach its RUN step")
+        db = sa.create_engine(fresh_postgres_url)
+        with db.connect() as conn:
+            owner = conn.execute(sa.text("select lease_owner from builds where id = :id"), {"id": build_id}).scalar_one()
+        db.dispose()
+        holder = next(w for w in (first, second) if f":{w.popen.pid}:" in owner)  # host:pid:nonce
+        holder.kill()
+        build = service.wait_finished(build_id)
+        assert build["state"] == "succeeded", build["error"]
+        assert build["attempts"] == 2 and build["digest"] == registry_digest(registry, repo.name, sha)
     finally:
         service.stop()

@@ -25,11 +25,17 @@ def clock():
     return Clock()
 
 
-@pytest.fixture
-def store(tmp_path, clock):
-    store = BuildStore(create_db_engine(f"sqlite:///{tmp_path / 'state.sqlite'}"), clock=clock)
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.e2e)])
+def store(request, tmp_path, clock):
+    """The same store tests on SQLite (the default) and on PostgreSQL (when ./dev test runs one)."""
+    if request.param == "sqlite":
+        engine = create_db_engine(f"sqlite:///{tmp_path / 'state.sqlite'}")
+    else:
+        engine = create_db_engine(request.getfixturevalue("fresh_postgres_url"))
+    store = BuildStore(engine, clock=clock)
     store.create_schema()
-    return store
+    yield store
+    engine.dispose()
 
 
 def push(delivery="d1", sha=SHA, repo="acme/app"):
