@@ -20,6 +20,7 @@ from webhook.store import BuildState
 from .conftest import SECRETS_ENV
 from .engine_process import BASE_IMAGE as ENGINE_BASE_IMAGE
 from .engine_process import EngineProcess
+from .faulty_proxy import FaultyProxy
 from .gitrepo import Repo
 from .gitserver import GitHttpServer
 from .service import free_port
@@ -436,3 +437,37 @@ def test_pushes_use_the_configured_registry_credentials(pipeline, repo, tmp_path
             assert "unauthorized" in build.error.lower() and "attempts" not in build.error
     finally:
         registry.stop()
+
+
+def test_a_registry_answering_503_for_a_while_is_retried_until_the_push_lands(pipeline, repo, registry, base_image):
+    """A blob upload meets a 503; it is retried (the engine retries these itself) and the image lands intact."""
+    proxy = FaultyProxy(registry, lambda method, path, count: method == "POST" and "/blobs/uploads/" in path
+                        and proxy_failures(proxy) < 1, fail_status=503)
+    try:
+        sha = repo.commit({"Dockerfile": f"FROM {base_image}\nLABEL proxied={repo.name}\n"})
+        services = pipeline(image=f"{proxy.address}/{repo.name}", server={"push_attempts": 8})
+        build = run(services, repo, sha)
+        assert build.state is BuildState.SUCCEEDED, build.error
+        assert proxy.failed == 1
+        assert build.digest == registry_digest(registry, repo.name, sha)
+    finally:
+        proxy.stop()
+
+
+def proxy_failures(proxy):
+    return proxy.failed
+
+
+def test_a_registry_refusing_credentials_mid_push_fails_at_once(pipeline, repo, registry, base_image):
+    """Blob uploads start, then the registry answers 401: a refusal, failed without retrying."""
+    proxy = FaultyProxy(registry, lambda method, path, count: method in ("PATCH", "PUT") and "/blobs/uploads/" in path,
+                        fail_status=401)
+    try:
+        sha = repo.commit({"Dockerfile": f"FROM {base_image}\nLABEL revoked={repo.name}\n"})
+        services = pipeline(image=f"{proxy.address}/{repo.name}")
+        build = run(services, repo, sha)
+        assert build.state is BuildState.FAILED, build.error
+        assert proxy.failed >= 1 and "retrying in" not in services.store.log(build.id)[0]
+        assert registry_digest(registry, repo.name, sha) is None
+    finally:
+        proxy.stop()
