@@ -239,11 +239,6 @@ class Mirrors:
                 heads.setdefault(ref, sha)
         return heads
 
-    def has_commit(self, repo: RepoConfig, sha: str) -> bool:
-        """Say whether the mirror already holds commit ``sha``."""
-        with self._open(repo) as mirror:
-            return _has_commit(mirror, sha)
-
     def read_file(self, repo: RepoConfig, sha: str, path: str) -> bytes | None:
         """Return the content of regular file ``path`` at ``sha``; ``None`` if absent.
 

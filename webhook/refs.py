@@ -89,10 +89,3 @@ def docker_tag(name: str) -> str | None:
     """
     tag = _TAG_UNSAFE.sub("-", name).lstrip(".-")[:128]
     return tag if _DOCKER_TAG.fullmatch(tag) else None
-
-
-def is_docker_tag(tag: str) -> bool:
-    """Say whether ``tag`` is a valid Docker tag."""
-    return bool(_DOCKER_TAG.fullmatch(tag))
-
-

@@ -326,16 +326,6 @@ class BuildStore:
         with self.engine.begin() as conn:
             return [Build.from_row(row) for row in conn.execute(query)]
 
-    def image_of(self, repo: str, sha: str) -> Build | None:
-        """Return the latest succeeded build of ``sha`` in ``repo``, if any."""
-        query = (builds.select()
-                 .where(builds.c.repo == repo, builds.c.sha == sha,
-                        builds.c.state == BuildState.SUCCEEDED.value)
-                 .order_by(builds.c.id.desc()).limit(1))
-        with self.engine.begin() as conn:
-            row = conn.execute(query).first()
-        return Build.from_row(row) if row else None
-
     def append_log(self, build_id: int, text: str) -> None:
         """Add text to a build's log."""
         if text:
