@@ -362,3 +362,14 @@ def test_tag_builds_and_opted_out_repositories_are_never_cancelled(make_config):
     _push_to(client, NEW, OLD, ref="refs/tags/v1")
     store = app.extensions["pushbuild"].store
     assert store.get(first).state.value == "queued" and store.get(tag_one).state.value == "queued"
+
+
+def test_repositories_sharing_an_organisation_secret_each_accept_their_pushes(make_config):
+    """One org-wide hook secret for two repositories: each repository's push is accepted as itself."""
+    config = make_config(repo_table("org/one"), repo_table("org/two"))
+    app = create_app(config)
+    client = app.test_client()
+    one = post_github(client, github_push(repo="org/one", sha=SHA))
+    two = post_github(client, github_push(repo="org/two", sha=SHA))
+    assert (one.status_code, two.status_code) == (202, 202)
+    assert sorted(b.repo for b in builds(app)) == ["org/one", "org/two"]
