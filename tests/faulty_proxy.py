@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import http.client
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from .loopback import LoopbackServer, QuietHandler
 
 
 class FaultyProxy:
     """Forwards to ``upstream`` (host:port); answers ``fail_status`` instead while ``should_fail`` says so.
 
-    ``should_fail(method, path, count)`` sees each request and how many came before it.
+    ``should_fail(method, path, count)`` sees each request and how many came before it; with
+    ``times``, only that many requests fail.
     """
 
-    def __init__(self, upstream: str, should_fail, *, fail_status: int) -> None:
+    def __init__(self, upstream: str, should_fail, *, fail_status: int, times: int | None = None) -> None:
         self.upstream = upstream
+        self.times = times
         self.should_fail = should_fail
         self.fail_status = fail_status
         self.count = 0
@@ -22,7 +25,7 @@ class FaultyProxy:
         self._lock = threading.Lock()
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
 
             def _body(self) -> bytes:
@@ -42,7 +45,8 @@ class FaultyProxy:
                 with proxy._lock:
                     count = proxy.count
                     proxy.count += 1
-                    fail = proxy.should_fail(self.command, self.path, count)
+                    fail = proxy.should_fail(self.command, self.path, count) and (
+                        proxy.times is None or proxy.failed < proxy.times)
                     proxy.failed += fail
                 if fail:
                     self.send_response(proxy.fail_status)
@@ -69,17 +73,11 @@ class FaultyProxy:
 
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle  # noqa: N815
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
+        self._server = LoopbackServer(Handler)
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self._server.server_port}"
+        return self._server.address
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
