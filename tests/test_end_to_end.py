@@ -2,6 +2,7 @@
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -286,3 +287,22 @@ def test_scaled_out_on_redis_and_postgresql_a_build_survives_a_killed_worker(
         assert build["attempts"] == 2 and build["digest"] == registry_digest(registry, repo.name, sha)
     finally:
         service.stop()
+
+
+def test_urls_in_the_payload_are_never_fetched(pushbuild, repo, repo_factory, git_server, registry, base_image, docker_client):
+    """A signed payload naming another repository's, ext:: and metadata URLs still builds the configured clone_url."""
+    decoy = repo_factory("evil/decoy")
+    decoy.commit({"Dockerfile": f"FROM {base_image}\nCOPY message.txt /message.txt\nCMD cat /message.txt\n",
+                  "message.txt": "from the decoy\n"})
+    sha = repo.commit({"Dockerfile": f"FROM {base_image}\nCOPY message.txt /message.txt\nCMD cat /message.txt\n",
+                       "message.txt": "from the configured repository\n"})
+    payload = github_push(repo=repo.name, sha=sha)
+    payload["repository"].update(clone_url=git_server.url(f"{decoy.name}.git"), git_url="ext::sh -c touch% /tmp/pwned",
+                                 ssh_url="http://169.254.169.254/latest/meta-data", html_url=git_server.url(decoy.name))
+    body = json.dumps(payload).encode()
+    build = pushbuild.wait_finished(pushbuild.post("/hooks/github", body, github_headers(body, GITHUB_SECRET)).json()["build"])
+    assert build["state"] == "succeeded", build["error"]
+    image = f"{registry}/{repo.name}@{build['digest']}"
+    assert docker_client.containers.run(image, remove=True, network_mode="none") == b"from the configured repository\n"
+    assert not any(decoy.name in path for _, path in git_server.requests)
+    assert not Path("/tmp/pwned").exists()

@@ -167,16 +167,6 @@ def test_hostile_delivery_is_refused_and_changes_nothing(app, caplog, name, make
     assert not [s for s in SECRETS + expected_macs if s in exposed]
 
 
-def test_a_payload_clone_url_is_never_used(app):
-    """ext::, file:// and metadata-address clone URLs in a payload are data, not instructions."""
-    payload = github_push(repo="acme/gh", sha=SHA)
-    payload["repository"].update(clone_url="ext::sh -c touch% /tmp/pwned", git_url="file:///etc",
-                                 ssh_url="http://169.254.169.254/latest/meta-data")
-    response = app.test_client().post("/hooks/github", data=github(payload).body, headers=github(payload).headers)
-    assert response.status_code == 202
-    assert app.extensions["pushbuild"].config.repo("github", "acme/gh").clone_url == "https://git.example.com/acme/app.git"
-
-
 def test_a_body_over_the_limit_is_413_and_changes_nothing(app):
     """A declared body over max_body_bytes is refused before it is read."""
     big = github(github_push(repo="acme/gh", sha=SHA) | {"pad": "x" * 70_000})
