@@ -1,10 +1,13 @@
 """Reading builds, their logs and health over HTTP."""
 
+import uuid
+
 import pytest
+import sqlalchemy as sa
 
 from webhook import create_app
 from webhook.events import PushEvent
-from webhook.store import BuildState
+from webhook.store import BuildState, BuildStore, create_db_engine
 
 from .conftest import repo_table
 
@@ -105,3 +108,82 @@ def test_links_use_the_configured_public_url(make_config):
     build = record(app)
     body = app.test_client().get(f"/api/builds/{build.id}").json
     assert body["url"] == f"https://pushbuild.example.com/api/builds/{build.id}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.e2e)])
+def any_store_app(request, make_config):
+    """The app with its state on SQLite (the default) and on PostgreSQL (when ./dev test runs one)."""
+    server = {} if request.param == "sqlite" else {"database_url": request.getfixturevalue("fresh_postgres_url")}
+    app = create_app(make_config(repo_table("Codertocat/Hello-World"), server=server))
+    yield app
+    app.extensions["pushbuild"].store.engine.dispose()
+
+
+BIG = 2**31  # one more than the largest id PostgreSQL's INTEGER holds (SQLite's overflow at 2**63)
+
+
+@pytest.mark.parametrize("path", [
+    f"/api/builds/{BIG}", f"/api/builds/{2**64}/log", f"/api/builds/{2**63}/deliveries", f"/api/deliveries/{2**63}",
+    f"/api/builds/{10**30}", "/api/builds/" + "9" * 5000, f"/api/deliveries/{BIG}", f"/api/builds/{BIG - 1}",
+    f"/api/deliveries/{BIG - 1}", f"/api/builds/{BIG}/log",
+])
+def test_ids_no_database_holds_are_404(any_store_app, path):
+    """A build or delivery id beyond the id columns (32 bits on PostgreSQL, 64 on SQLite; even 5,000 digits) is a JSON 404, not a 500."""
+    record(any_store_app)
+    response = any_store_app.test_client().get(path)
+    assert response.status_code == 404 and response.is_json, response.text
+
+
+@pytest.mark.parametrize("query", [f"before={BIG}", f"before={2**63}", f"limit={2**64}", "before=" + "9" * 5000,
+                                   "limit=²", f"before={10**30}"])
+def test_query_arguments_no_database_holds_are_400(any_store_app, query):
+    """?before= and ?limit= beyond the id columns, or digits int() refuses, are a 400, not an overflow (500)."""
+    response = any_store_app.test_client().get(f"/api/builds?{query}")
+    assert response.status_code == 400 and response.is_json, response.text
+
+
+@pytest.mark.parametrize("after", [str(BIG), str(2**63), "9" * 5000, "١"])
+def test_a_log_cursor_no_database_holds_is_400(any_store_app, after):
+    """?after= on a build's log beyond the id columns is a 400, not an overflow (500)."""
+    build = record(any_store_app)
+    response = any_store_app.test_client().get(f"/api/builds/{build.id}/log?after={after}")
+    assert response.status_code == 400 and response.is_json, response.text
+
+
+def test_the_largest_ids_are_answered(any_store_app):
+    """?before= and ?after= at 2**31 - 1 are valid: every build is older, no log line is newer."""
+    build = record(any_store_app)
+    client = any_store_app.test_client()
+    assert [b["id"] for b in client.get(f"/api/builds?before={BIG - 1}").json["builds"]] == [build.id]
+    assert client.get(f"/api/builds/{build.id}/log?after={BIG - 1}").text == ""
+
+
+@pytest.fixture
+def sql_ascii_postgres_url(postgres_url):
+    """A database created as SQL_ASCII on the test PostgreSQL, as a cluster initialised without LANG makes them."""
+    name = f"pushbuild_ascii_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}" ENCODING \'SQL_ASCII\' LC_COLLATE \'C\' LC_CTYPE \'C\' TEMPLATE template0'))
+    yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.mark.e2e
+def test_non_ascii_names_read_back_as_text_from_an_sql_ascii_database(sql_ascii_postgres_url, make_config):
+    """On a SQL_ASCII PostgreSQL database, pushbuild still asks for UTF-8: non-ASCII refs and pushers come back as equal str."""
+    engine = create_db_engine(sql_ascii_postgres_url)
+    store = BuildStore(engine)
+    store.create_schema()
+    [build], _ = store.record([PushEvent(forge="github", repo="acme/café", ref="refs/heads/ü", sha=SHA,
+                                         before="0" * 40, pusher="Jürgen 日本", delivery_id="d-ü")])
+    again = store.get(build.id)
+    assert (again.repo, again.ref, again.pusher) == ("acme/café", "refs/heads/ü", "Jürgen 日本")
+    assert all(type(value) is str for value in (again.repo, again.ref, again.pusher))
+    engine.dispose()
+    app = create_app(make_config(repo_table("acme/café"), server={"database_url": sql_ascii_postgres_url}))
+    body = app.test_client().get(f"/api/builds/{build.id}").json
+    assert (body["ref"], body["pusher"]) == ("refs/heads/ü", "Jürgen 日本")
+    app.extensions["pushbuild"].store.engine.dispose()

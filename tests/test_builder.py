@@ -467,3 +467,160 @@ def test_a_registry_refusing_credentials_mid_push_fails_at_once(pipeline, repo, 
         assert registry_digest(registry, repo.name, sha) is None
     finally:
         proxy.stop()
+
+
+# --- limits that cover the worker's own work ---------------------------------------------------
+
+@pytest.mark.parametrize("files, server, reason", [
+    ({"a.bin": "x" * 6000, "b.bin": "y" * 6000}, {"max_context_bytes": 10_000},
+     "over 10000 bytes of file data (at b.bin): the limit is server.max_context_bytes"),
+    ({f"f{i}": "" for i in range(5)}, {"max_context_entries": 4}, "over 4 entries"),
+    ({".dockerignore": "# padding\n" * 190_000}, {}, ".dockerignore is 1900000 bytes, over the 1048576-byte limit"),
+    ({"Dockerfile": "FROM scratch\nLABEL a=b\n" + "# padding\n" * 210_000}, {},
+     "Dockerfile is 2100023 bytes, over the 1048576-byte limit"),
+    ({".dockerignore": "\n".join(f"dir{i}/**" for i in range(2000))}, {}, ".dockerignore has 2000 patterns, over the limit"),
+], ids=["bytes", "entries", "big-dockerignore", "big-dockerfile", "many-patterns"])
+def test_contexts_beyond_the_workers_limits_fail_naming_the_limit(pipeline, repo, registry, base_image, files, server, reason):
+    """Too much file data, too many entries, a 1.9 MB .dockerignore, a 2 MB Dockerfile, 2,000 patterns: failed, nothing pushed."""
+    sha = repo.commit({"Dockerfile": f"FROM {base_image}\nCOPY . /ctx\n", **files})
+    build = run(pipeline(server=server), repo, sha)
+    assert build.state is BuildState.FAILED and reason in build.error, build.error
+    assert registry_digest(registry, repo.name, sha) is None
+
+
+@pytest.mark.parametrize("builder", ["classic", "buildkit"])
+def test_a_link_leaving_the_context_through_another_link_fails_the_build(pipeline, repo, registry, base_image, builder):
+    """leak -> s/../etc/passwd beside s -> . fails the build naming leak (the engine never gets the whole tar); nothing is pushed."""
+    sha = repo.commit({"Dockerfile": f"FROM {base_image}\nLABEL run={repo.name}\nCOPY . /ctx\n"},
+                      symlinks={"s": ".", "leak": "s/../etc/passwd"})
+    build = run(pipeline(builder=builder), repo, sha)
+    assert build.state is BuildState.FAILED, build.error
+    assert "leak is a link to 's/../etc/passwd', which resolves outside the build context" in build.error
+    assert registry_digest(registry, repo.name, sha) is None
+
+
+def test_a_commit_cannot_run_a_filter_from_the_workers_git_config(pipeline, repo, base_image, docker_client, tmp_path,
+                                                                   monkeypatch):
+    """A .gitattributes naming a filter of the worker's ~/.gitconfig: the image holds the committed bytes, the filter never ran."""
+    home = tmp_path / "worker-home"
+    home.mkdir()
+    marker = home / "filter-ran"
+    (home / ".gitconfig").write_text(f'[filter "evil"]\n\tsmudge = "touch {marker}; tr a-z A-Z"\n')
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    sha = repo.commit({".gitattributes": "* filter=evil\n", "hello.txt": "hello from the commit\n",
+                       "Dockerfile": f"FROM {base_image}\nLABEL run={repo.name}\nCOPY hello.txt /hello.txt\nCMD cat /hello.txt\n"})
+    build = run(pipeline(), repo, sha)
+    assert build.state is BuildState.SUCCEEDED, build.error
+    assert docker_client.containers.run(build.tags[0], remove=True, network_mode="none") == b"hello from the commit\n"
+    assert not marker.exists()
+
+
+def _tar_header(name: str, size: int) -> bytes:
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    info.size = size
+    return info.tobuf(tarfile.PAX_FORMAT)
+
+
+def test_the_build_deadline_holds_while_the_context_is_still_streaming(docker_host):
+    """build_timeout_s=5 and a context still arriving after it: Engine.build stops within seconds, failing with the timeout."""
+    from webhook.config import EngineConfig
+    from webhook.engine import BuildLimits, Engine
+    from webhook.errors import EngineError
+    from webhook.rules import BuildPlan
+
+    pulled = []
+
+    def slow(chunks=240):  # a minute of data at 4 chunks a second
+        yield _tar_header("slow.bin", chunks * 65536)
+        for number in range(chunks):
+            time.sleep(0.25)
+            pulled.append(number)
+            yield b"\0" * 65536
+        yield b"\0" * 1024
+
+    engine = Engine.connect(EngineConfig(base_url=docker_host))
+    started = time.monotonic()
+    with pytest.raises(EngineError, match="the build took longer than 5s and was stopped"):
+        engine.build(slow(), tag="pushbuild-test/deadline:slow", plan=BuildPlan(tags=(), dockerfile="Dockerfile", context="."),
+                     labels={}, log=lambda _: None, limits=BuildLimits(timeout_s=5))
+    assert time.monotonic() - started < 20
+    assert len(pulled) < 240, "the context was not sent to its end"
+
+
+def test_a_stalled_context_cannot_keep_a_buildkit_build_past_its_deadline(docker_host, docker_cli):
+    """A context source that stalls: the BuildKit build still ends within seconds of build_timeout_s, failing with the timeout."""
+    from webhook.buildkit import build_with_buildkit
+    from webhook.config import EngineConfig
+    from webhook.engine import Engine
+    from webhook.errors import EngineError
+    from webhook.rules import BuildPlan
+
+    resume = threading.Event()
+
+    def stalled():
+        yield _tar_header("stalled.bin", 65536)
+        resume.wait(90)
+        yield b"\0" * 65536
+
+    engine = Engine.connect(EngineConfig(base_url=docker_host, docker_cli=docker_cli))
+    started = time.monotonic()
+    try:
+        with pytest.raises(EngineError, match="the build took longer than 5s and was stopped"):
+            build_with_buildkit(engine, stalled(), tag="pushbuild-test/deadline:stalled", labels={}, secrets={}, auth=None,
+                                plan=BuildPlan(tags=(), dockerfile="Dockerfile", context="."), log=lambda _: None, timeout_s=5)
+        assert time.monotonic() - started < 30
+    finally:
+        resume.set()
+
+
+def test_the_buildkit_cli_is_stopped_with_everything_it_started(tmp_path):
+    """At the deadline the CLI's whole session is killed: a child holding its output (a CLI plugin) cannot keep the build going."""
+    from webhook.buildkit import _run
+    from webhook.errors import EngineError
+
+    pidfile = tmp_path / "child.pid"
+    started = time.monotonic()
+    with pytest.raises(EngineError, match="the build took longer than 2s and was stopped"):
+        _run(["sh", "-c", f"sleep 60 & echo $! > {pidfile}; sleep 61"], env={"PATH": "/usr/bin:/bin"},
+             context=iter([]), log=lambda _: None, timeout_s=2)
+    assert time.monotonic() - started < 30
+    child = int(pidfile.read_text())
+    wait_for(lambda: not Path(f"/proc/{child}").exists() or Path(f"/proc/{child}/stat").read_text().split()[2] == "Z",
+             timeout_s=10, what="the CLI's child to be killed")
+
+
+def test_an_engine_that_stops_taking_the_context_is_left_at_the_deadline(tmp_path):
+    """A write the engine never takes is bounded: the build fails with the timeout, not as an engine gone away."""
+    import socket
+
+    import docker
+
+    from webhook.config import EngineConfig
+    from webhook.engine import BuildLimits, Engine
+    from webhook.errors import EngineError
+    from webhook.rules import BuildPlan
+
+    address = tmp_path / "deaf.sock"
+    deaf = socket.socket(socket.AF_UNIX)  # listens, never accepts or reads: the kernel queues the connection
+    deaf.bind(str(address))
+    deaf.listen(1)
+
+    def endless():
+        yield _tar_header("endless.bin", 1 << 40)
+        while True:
+            yield b"\0" * 65536
+
+    try:
+        client = docker.APIClient(base_url=f"unix://{address}", version="1.41", timeout=600)
+        engine = Engine(client, config=EngineConfig(base_url=f"unix://{address}", build_network="none"))
+        started = time.monotonic()
+        with pytest.raises(EngineError, match="the build took longer than 3s and was stopped") as raised:
+            engine.build(endless(), tag="pushbuild-test/deadline:deaf", labels={}, log=lambda _: None,
+                         plan=BuildPlan(tags=(), dockerfile="Dockerfile", context="."), limits=BuildLimits(timeout_s=3))
+        assert not raised.value.unreachable
+        assert time.monotonic() - started < 30
+    finally:
+        deaf.close()

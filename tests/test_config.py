@@ -61,7 +61,11 @@ def test_environment_overrides_broker_and_database():
     ({"clone_url": "ext::sh%S%20-c%20touch"}, {"S": "x"}, "repos[0].clone_url: must not use a git remote helper"),
     ({"clone_url": "-uhttps://h/x"}, {"S": "x"}, "repos[0].clone_url: must not start with '-'"),
     ({"clone_url": "file:///srv/x.git"}, {"S": "x"}, "repos[0].clone_url: scheme must be one of https, http, ssh"),
-    ({"clone_url": "https://user:tok@h/x.git"}, {"S": "x"}, "repos[0].clone_url: must not contain a password"),
+    ({"clone_url": "https://user:tok@h/x.git"}, {"S": "x"}, "repos[0].clone_url: must not contain a user name, password"),
+    ({"clone_url": "https://ghp_xxx@github.com/acme/app.git"}, {"S": "x"},
+     "repos[0].clone_url: must not contain a user name, password or token; give the token through git_token_env"),
+    ({"clone_url": "http://oauth2@h/x.git"}, {"S": "x"}, "repos[0].clone_url: must not contain a user name"),
+    ({"clone_url": "https://@h/x.git"}, {"S": "x"}, "repos[0].clone_url: must not contain a user name"),
     ({"image": "Registry/App:latest"}, {"S": "x"}, "repos[0].image: must be an image name"),
     ({"context": "../outside"}, {"S": "x"}, "repos[0].context: must be a path inside the repository"),
     ({"dockerfile": "/etc/passwd"}, {"S": "x"}, "repos[0].dockerfile: must be a path inside the repository"),
@@ -81,6 +85,10 @@ def test_environment_overrides_broker_and_database():
     ({"builder": "kaniko"}, {"S": "x"}, "repos[0].builder: must be one of classic, buildkit"),
     ({"platform": "amd64"}, {"S": "x"}, "repos[0].platform: must look like linux/amd64"),
     ({"cache_from": ["Not An Image"]}, {"S": "x"}, "repos[0].cache_from: must be a list of image references"),
+    ({"cache_from": ["r.example.com/a:{brnch}"]}, {"S": "x"}, "repos[0].cache_from: unknown field {brnch}"),
+    ({"rules": [{"branch": "main", "tags": ["feat/{branch}"]}]}, {"S": "x"},
+     "repos[0].rules[0].tags: 'feat/{branch}' must make a valid Docker tag"),
+    ({"rules": [{"branch": "main", "tags": ["-{branch}"]}]}, {"S": "x"}, "repos[0].rules[0].tags: '-{branch}' must make"),
     ({"git_token_env": "S", "clone_url": "git@github.com:acme/app.git"}, {"S": "x"}, "repos[0].git_token_env: a token authenticates https"),
     ({"ssh_key_file": "/etc/hostname"}, {"S": "x"}, "repos[0].ssh_key_file: needs an ssh clone_url"),
     ({"ssh_key_file": "/nonexistent/key", "clone_url": "git@github.com:acme/app.git"}, {"S": "x"},
@@ -102,6 +110,21 @@ def test_invalid_repo_settings_are_reported_with_their_key(change, env, problem)
     with pytest.raises(ConfigError) as raised:
         parse_config({"repos": [table]}, env)
     assert any(p.startswith(problem) for p in raised.value.problems), raised.value.problems
+
+
+@pytest.mark.parametrize("url", ["ssh://git@gitea.example.com/acme/app.git", "git@github.com:acme/app.git",
+                                 "ssh://git@gitea.example.com:2222/acme/app.git", "https://github.com/acme/app.git"])
+def test_ssh_user_names_and_plain_https_urls_are_accepted(url):
+    """ssh's git@ user part is no secret: ssh URLs with one, and https URLs without one, are valid."""
+    [repo] = parse_config({"repos": [{**REPO, "clone_url": url}]}, {"S": "x"}).repos
+    assert repo.clone_url == url
+
+
+def test_a_token_in_a_clone_url_is_never_repeated_in_the_problem():
+    """The refusal of an https URL holding a token says where the token goes, without showing it."""
+    with pytest.raises(ConfigError) as raised:
+        parse_config({"repos": [{**REPO, "clone_url": "https://ghp_s3cr3tvalue@github.com/acme/app.git"}]}, {"S": "x"})
+    assert "git_token_env" in str(raised.value.problems) and "ghp_s3cr3tvalue" not in str(raised.value.problems)
 
 
 def test_gitlab_repo_may_verify_with_a_signing_token_only():
@@ -168,3 +191,14 @@ def test_unreadable_and_invalid_toml_files_are_config_errors(tmp_path):
     for path in (tmp_path / "missing.toml", broken):
         with pytest.raises(ConfigError):
             load_config(path, {})
+
+
+def test_running_builds_on_the_hosts_network_is_warned_about_at_start_up(tmp_path):
+    """build_network = "host" is allowed, and every command that loads the configuration says what it exposes."""
+    path = tmp_path / "host.toml"
+    path.write_text('[engine]\nbuild_network = "host"\n')
+    result = CliRunner().invoke(main, ["check-config", "--config", str(path)])
+    assert result.exit_code == 0
+    assert "warning: engine.build_network = \"host\": RUN steps of every pushed branch reach every service" in result.stderr
+    quiet = CliRunner().invoke(main, ["check-config", "--config", str(EXAMPLE)], env=EXAMPLE_ENV)
+    assert "warning" not in quiet.stderr

@@ -116,3 +116,123 @@ def test_files_over_the_size_limit_are_refused():
     """A file larger than the limit fails the build before it is sent."""
     with pytest.raises(ContextError, match="over the 1000-byte limit"):
         list(filtered_tar(make_tar({"big": b"x" * 1001}), IgnoreRules([], dockerfile="Dockerfile"), max_file_bytes=1000))
+
+
+def test_file_data_over_the_total_limit_is_refused():
+    """More file data in all than max_bytes fails the build, naming the limit and its config key."""
+    files = {"Dockerfile": b"", "a": b"x" * 400, "b": b"y" * 400, "c": b"z" * 400}
+    with pytest.raises(ContextError, match=r"over 1000 bytes of file data .*server\.max_context_bytes"):
+        list(filtered_tar(make_tar(files), IgnoreRules([], dockerfile="Dockerfile"), max_bytes=1000))
+
+
+def test_more_entries_than_the_limit_are_refused():
+    """More entries (directories count) than max_entries fails the build, naming the limit and its config key."""
+    source = make_tar({"Dockerfile": b"", "d/a": b"", "d/b": b""}, dirs=("d/",))
+    with pytest.raises(ContextError, match=r"over 3 entries .*server\.max_context_entries"):
+        list(filtered_tar(source, IgnoreRules([], dockerfile="Dockerfile"), max_entries=3))
+
+
+def test_the_total_limits_count_only_what_is_sent():
+    """Entries .dockerignore leaves out cost neither bytes nor entries of the limits."""
+    files = {"Dockerfile": b"", "keep": b"k" * 600, "big.log": b"x" * 5000, "more.log": b"y"}
+    rules = IgnoreRules(["*.log"], dockerfile="Dockerfile")
+    result = names_and_data(filtered_tar(make_tar(files), rules, max_bytes=600, max_entries=2))
+    assert set(result) == {"Dockerfile", "keep"}
+
+
+def test_dockerignore_with_too_many_patterns_is_refused():
+    """2,000 patterns are refused by default, naming .dockerignore; comments and blanks do not count."""
+    with pytest.raises(ContextError, match=r"\.dockerignore has 2000 patterns, over the limit"):
+        dockerignore_patterns("\n".join(f"dir{i}/**" for i in range(2000)))
+    assert len(dockerignore_patterns("# c\n\na\nb\nc\n", max_patterns=3)) == 3
+    with pytest.raises(ContextError, match=r"\.dockerignore has 4 patterns, over the limit of 3"):
+        dockerignore_patterns("a\nb\nc\nd\n", max_patterns=3)
+
+
+@pytest.mark.parametrize("patterns", [
+    [], ["*.log", "!keep.log"], ["secrets"], ["**/*.md"], ["*", "!app.py"], ["docs/", "!docs/keep/**"],
+    ["**/node_modules", "Docs/*.MD"], ["a/../secrets", "./app.py"], ["[a-c]*", "!b*"], ["?.log", "**"],
+])
+def test_ignore_rules_decide_as_docker_py_does(patterns):
+    """The compiled rules keep exactly what docker-py's own PatternMatcher keeps, path for path."""
+    from docker.utils.build import PatternMatcher
+
+    paths = ["Dockerfile", ".dockerignore", "app.py", "a.log", "keep.log", "secrets", "secrets/key", "docs",
+             "docs/x.md", "docs/keep/y.md", "docs/sub/z.md", "src/node_modules/m/i.js", "node_modules", "docs/README.MD",
+             "b.txt", "c/d", "x/y/z/w.log"]
+    docker = PatternMatcher([*patterns, "!Dockerfile", "!.dockerignore"])
+    rules = IgnoreRules(patterns, dockerfile="Dockerfile")
+    assert {p: rules.keeps(p) for p in paths} == {p: not docker.matches(p) for p in paths}
+
+
+def test_an_invalid_dockerignore_pattern_is_a_context_error():
+    """A pattern that is no valid character class fails the build naming .dockerignore, not as an internal error."""
+    with pytest.raises(ContextError, match=r"\.dockerignore holds an invalid pattern '\[z-a\]'"):
+        list(filtered_tar(make_tar({"Dockerfile": b""}), IgnoreRules(["[z-a]"], dockerfile="Dockerfile")))
+
+
+def make_entries(entries: list[tuple[str, bytes, str]]) -> io.BytesIO:
+    """A tar of a Dockerfile and then ``entries`` in the order given: (name, type, link target)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(tarfile.TarInfo("Dockerfile"), io.BytesIO(b""))
+        for name, kind, target in entries:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, target
+            tar.addfile(info)
+    out.seek(0)
+    return out
+
+
+SYM, HARD, DIR = tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.DIRTYPE
+
+
+@pytest.mark.parametrize("entries, refused", [
+    # git archive sorts entries: the link leaving through "s" comes before "s" itself
+    ([("leak", SYM, "s/../etc/passwd"), ("s", SYM, ".")], "leak"),
+    ([("a", DIR, ""), ("a/b", SYM, ".."), ("a/c", SYM, "b/../x")], "a/c"),
+    ([("a", DIR, ""), ("a/b", SYM, ".."), ("d", SYM, "a/b"), ("x", SYM, "d/../y")], "x"),
+    ([("a", DIR, ""), ("a/b", DIR, ""), ("a/b/c", SYM, "../.."), ("z", SYM, "a/b/c/../w")], "z"),
+    ([("h", HARD, "s/../outside"), ("s", SYM, ".")], "h"),
+])
+def test_links_resolving_outside_through_other_links_are_refused(entries, refused):
+    """A link whose target leaves the context once the other links are followed fails the build, naming it."""
+    with pytest.raises(ContextError, match=rf"^{refused} is a link to .*outside the build context"):
+        list(filtered_tar(make_entries(entries), IgnoreRules([], dockerfile="Dockerfile")))
+
+
+@pytest.mark.parametrize("entries, patterns", [
+    ([("ok", SYM, "s/Dockerfile"), ("s", SYM, ".")], []),
+    ([("a", DIR, ""), ("a/b", SYM, ".."), ("a/c", SYM, "b/Dockerfile"), ("a/d", SYM, "b/a/b/a/c")], []),
+    ([("d", DIR, ""), ("d/e", DIR, ""), ("d/e/up", SYM, "../.."), ("d/in", SYM, "e/up/Dockerfile")], []),
+    # "s" is not sent, so the engine has no link to follow there
+    ([("leak", SYM, "s/../etc/passwd"), ("s", SYM, ".")], ["s"]),
+])
+def test_links_resolving_inside_through_other_links_are_kept(entries, patterns):
+    """Links through links that stay inside the context are ordinary content."""
+    kept = {name for name, _, _ in entries if name not in patterns}
+    chunks = filtered_tar(make_entries(entries), IgnoreRules(patterns, dockerfile="Dockerfile"))
+    assert set(names_and_data(chunks)) == {"Dockerfile", *kept}
+
+
+def test_a_refused_link_stops_the_stream_before_the_end_of_the_archive():
+    """The engine never receives a complete tar when a link is refused: the end-of-archive blocks are withheld."""
+    sent = []
+    with pytest.raises(ContextError, match="leak"):
+        for chunk in filtered_tar(make_entries([("leak", SYM, "s/../etc/passwd"), ("s", SYM, ".")]),
+                                  IgnoreRules([], dockerfile="Dockerfile")):
+            sent.append(chunk)
+    assert sent and not b"".join(sent).endswith(b"\0" * (2 * tarfile.BLOCKSIZE))
+
+
+def test_a_link_loop_is_refused():
+    """Links pointing at each other fail the build once more than 40 would be followed, as the kernel stops."""
+    with pytest.raises(ContextError, match=r"^a resolves through over 40 links"):
+        list(filtered_tar(make_entries([("a", SYM, "b"), ("b", SYM, "a")]), IgnoreRules([], dockerfile="Dockerfile")))
+
+
+def test_resolving_links_is_bounded_in_work():
+    """Resolving links through each other stops with an error past max_link_steps components in all."""
+    entries = [(f"l{i}", SYM, "x/" * 20) for i in range(10)]
+    with pytest.raises(ContextError, match="over 100 steps to resolve"):
+        list(filtered_tar(make_entries(entries), IgnoreRules([], dockerfile="Dockerfile"), max_link_steps=100))

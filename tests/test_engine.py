@@ -112,3 +112,54 @@ def test_an_unreachable_engine_is_an_engine_error(tmp_path):
 def test_registry_failures_are_sorted_into_temporary_and_permanent(message, temporary):
     """5xx, 429, timeouts and unreachable registries are retried; refusals are not."""
     assert is_temporary(message) is temporary
+
+
+def _build_probing(engine, base_image, builder, port, log):
+    """Build a Dockerfile whose RUN step tries to reach 127.0.0.1:``port``, with either builder."""
+    from webhook.buildkit import build_with_buildkit
+
+    dockerfile = (f"FROM {base_image}\nLABEL test-run={uuid.uuid4()}\n"
+                  f"RUN echo probe | timeout 10 nc 127.0.0.1 {port} ; echo probe-finished\n")
+    if builder == "buildkit":
+        return build_with_buildkit(engine, context({"Dockerfile": dockerfile}), tag="pushbuild-test/engine:probe",
+                                   plan=PLAN, labels={}, secrets={}, auth=None, log=log, timeout_s=120)
+    return engine.build(context({"Dockerfile": dockerfile}), tag="pushbuild-test/engine:probe", plan=PLAN,
+                        labels={}, log=log, limits=LIMITS)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("builder", ["classic", "buildkit"])
+@pytest.mark.parametrize("build_network, reached", [(None, False), ("host", True)])
+def test_run_steps_reach_the_build_hosts_loopback_only_when_configured(docker_host, docker_cli, base_image, builder,
+                                                                       build_network, reached):
+    """On an engine without a bridge, RUN steps get no network by default; only build_network = "host" reaches 127.0.0.1."""
+    import socket
+    import threading
+
+    engine = Engine.connect(EngineConfig(base_url=docker_host, docker_cli=docker_cli, build_network=build_network))
+    connections, stop = [], threading.Event()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        listener.settimeout(0.1)
+
+        def serve() -> None:  # accept and hang up at once, so a probe that got through ends
+            while not stop.is_set():
+                try:
+                    accepted, peer = listener.accept()
+                except OSError:  # the accept timeout, or a probe that already hung up
+                    continue
+                connections.append(peer)
+                accepted.close()
+
+        server = threading.Thread(target=serve, daemon=True)
+        server.start()
+        lines = []
+        try:
+            _build_probing(engine, base_image, builder, listener.getsockname()[1], lines.append)
+        finally:
+            stop.set()
+            server.join()
+    assert any("probe-finished" in line for line in lines), "".join(lines)
+    assert bool(connections) is reached, "".join(lines)
+    assert engine.build_network == (build_network or "none")

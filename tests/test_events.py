@@ -1,7 +1,9 @@
 """Parsing the forges' real example payloads into one PushEvent."""
 
+import hashlib
 import json
-from urllib.parse import quote, quote_plus
+import random
+from urllib.parse import quote, quote_plus, unquote_to_bytes
 
 import pytest
 
@@ -10,6 +12,7 @@ from webhook.events import (
     Ignored,
     PushEvent,
     decode_body,
+    form_unquote,
     parse_bitbucket,
     parse_gitea,
     parse_github,
@@ -204,3 +207,118 @@ def test_changed_paths_are_a_hint_only_when_the_payload_lists_every_commit():
     github["commits"] = github["commits"] * 20
     assert parse_github(GH, github)[0].changed_paths is None
     assert parse_bitbucket({"x-event-key": "repo:push"}, fixture("bitbucket/repo_push.json"))[0].changed_paths is None
+
+
+#: Inputs where percent-decoding has edge cases, and where quoted-printable (which the decoder
+#: builds on) differs from it: '=', soft line breaks, '_', malformed and cut escapes.
+TRICKY_FORM_VALUES = [
+    b"", b"%", b"%%", b"%4", b"%zz", b"%4g", b"%%41", b"%4%41", b"%41%", b"%41%4", b"=", b"==", b"=41", b"=\n",
+    b"=\r\n", b"%=41", b"%0A", b"%0d%0A", b"%3d%3D=3D", b"_%5F_", b"a+b%2Bc", b"%e2%82%AC", b"\x00%00\xff%FF",
+    bytes(range(256)), quote(bytes(range(256))).encode(),
+]
+
+
+@pytest.mark.parametrize("value", TRICKY_FORM_VALUES)
+@pytest.mark.parametrize("slice_bytes", [3, 4, 5, 64 * 1024])
+def test_form_values_decode_exactly_as_the_standard_library_decodes_them(value, slice_bytes):
+    """'+' is a space, then every byte matches unquote_to_bytes, whatever slices the value is decoded in."""
+    assert form_unquote(value, slice_bytes=slice_bytes) == unquote_to_bytes(value.replace(b"+", b" "))
+
+
+@pytest.mark.parametrize("slice_bytes", [3, 4, 7, 64 * 1024])
+def test_random_form_values_decode_exactly_as_the_standard_library_decodes_them(slice_bytes):
+    """Thousands of random values over an alphabet of escapes, '=', '+', line ends and hex digits decode as unquote_to_bytes does."""
+    alphabet = b"%%%=+_\r\n \x00\xff\xc3aAzZ0129fFgG3D"
+    rng = random.Random(7)
+    for _ in range(3000):
+        value = bytes(rng.choice(alphabet) for _ in range(rng.randint(0, 24)))
+        assert form_unquote(value, slice_bytes=slice_bytes) == unquote_to_bytes(value.replace(b"+", b" ")), value
+
+
+def test_a_form_field_of_many_slices_of_escapes_decodes_exactly():
+    """A 1 MB payload of escapes, well-formed and malformed, decodes to the bytes unquote_to_bytes gives."""
+    value = (b"%7B%7d%%zz%4=x+" * 70_000)
+    assert payload_bytes(b"payload=" + value, "application/x-www-form-urlencoded") == unquote_to_bytes(
+        value.replace(b"+", b" "))
+
+
+LONG_ID = "x" * 101
+
+
+@pytest.mark.parametrize("parse, headers, payload", [
+    (parse_github, {**GH, "x-github-delivery": LONG_ID}, "github/push_branch.json"),
+    (parse_github, {**GH, "x-github-hook-id": LONG_ID}, "github/push_branch.json"),
+    (parse_github, {**GH, "x-github-delivery": "72d3162e\n"}, "github/push_branch.json"),
+    (parse_gitlab, {"x-gitlab-event": "Push Hook", "webhook-id": LONG_ID}, "gitlab/push.json"),
+    (parse_gitlab, {"x-gitlab-event": "Push Hook", "idempotency-key": LONG_ID}, "gitlab/push.json"),
+    (parse_gitlab, {"x-gitlab-event": "Push Hook", "x-gitlab-event-uuid": LONG_ID}, "gitlab/push.json"),
+    (parse_gitea, {"x-gitea-event": "push", "x-gitea-delivery": LONG_ID}, "gitea/push.json"),
+    (parse_gitea, {"x-forgejo-event": "push", "x-forgejo-delivery": LONG_ID}, "gitea/push.json"),
+    (parse_bitbucket, {"x-event-key": "repo:push", "x-request-uuid": LONG_ID}, "bitbucket/repo_push.json"),
+])
+def test_delivery_id_headers_longer_than_the_store_keeps_are_refused(parse, headers, payload):
+    """A delivery id header over 100 characters, or with a control character, is a 400, not a column overflow."""
+    with pytest.raises(BadRequest, match="not a delivery id"):
+        parse(headers, fixture(payload))
+
+
+def test_delivery_ids_of_100_characters_are_kept():
+    """The longest delivery id allowed is used as it is."""
+    [event] = parse_gitea({"x-gitea-event": "push", "x-gitea-delivery": "d" * 100}, fixture("gitea/push.json"))
+    assert event.delivery_id == "d" * 100
+
+
+@pytest.mark.parametrize("path, value, error", [
+    (("repository", "full_name"), "a/" + "b" * 254, "repository name is longer than 255"),
+    (("ref",), "refs/heads/" + "b" * 1014, "ref is longer than 1024"),
+    (("pusher", "name"), "p" * 257, "pusher name is longer than 256"),
+    (("pusher", "name"), "a\0b", "pusher name is not valid text"),
+    (("pusher", "name"), "a\ud800b", "pusher name is not valid text"),
+    (("repository", "default_branch"), "b" * 1025, "default branch is longer than 1024"),
+    (("repository", "default_branch"), "\udfff", "default branch is not valid text"),
+    (("ref",), "refs/heads/\ud800", "ref is not valid UTF-8"),
+])
+def test_payload_fields_the_store_cannot_hold_are_refused(path, value, error):
+    """Names longer than their column, NUL characters and lone surrogates are a 400, not a database error."""
+    payload = fixture("github/push_branch.json")
+    *parents, key = path
+    target = payload
+    for parent in parents:
+        target = target[parent]
+    target[key] = value
+    with pytest.raises(BadRequest, match=error):
+        parse_github(GH, payload)
+
+
+def test_payload_fields_as_long_as_their_columns_are_kept():
+    """A 1024-character ref, 255-character repository and 256-character pusher are accepted as they are."""
+    payload = fixture("github/push_branch.json")
+    payload["ref"] = "refs/heads/" + "b" * 1013
+    payload["repository"]["full_name"] = "a/" + "b" * 253
+    payload["pusher"]["name"] = "p" * 256
+    [event] = parse_github(GH, payload)
+    assert (len(event.ref), len(event.repo), len(event.pusher)) == (1024, 255, 256)
+
+
+def test_a_long_bitbucket_ref_is_hashed_into_the_delivery_id():
+    """Bitbucket's delivery id names each ref; a long one by its SHA-256, so the id stays within the delivery key."""
+    payload = fixture("bitbucket/repo_push.json")
+    payload["push"]["changes"][0]["new"]["name"] = "b" * 1000
+    [event] = parse_bitbucket({"x-event-key": "repo:push", "x-request-uuid": "u-1"}, payload)
+    ref = "refs/heads/" + "b" * 1000
+    assert event.ref == ref and event.delivery_id == "u-1:" + hashlib.sha256(ref.encode()).hexdigest()
+
+
+def test_a_bitbucket_ref_that_is_not_a_string_is_a_bad_request():
+    """A Data Center change whose ref id is a number is refused, not a crash while naming the delivery."""
+    payload = fixture("bitbucket/refs_changed_server.json")
+    payload["changes"][0].update(type="UPDATE", toHash="a" * 40, ref={"id": 7})
+    with pytest.raises(BadRequest, match="ref must start with"):
+        parse_bitbucket({"x-event-key": "repo:refs_changed", "x-request-id": "r-1"}, payload)
+
+
+def test_gitlab_deduplicates_on_the_signed_webhook_id():
+    """With both headers, the delivery id is webhook-id (signed with a signing token), not Idempotency-Key (never signed)."""
+    headers = {"x-gitlab-event": "Push Hook", "idempotency-key": "chosen-by-a-replayer", "webhook-id": "msg_2x"}
+    [event] = parse_gitlab(headers, fixture("gitlab/push.json"))
+    assert event.delivery_id == "msg_2x"

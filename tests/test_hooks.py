@@ -123,6 +123,21 @@ def test_unknown_repository_signed_with_a_known_secret_is_404(app, client, confi
     assert_nothing_happened(app, config)
 
 
+@pytest.mark.parametrize("replayed_delivery", ["another-delivery-id", None])
+def test_a_captured_delivery_replayed_under_a_new_delivery_id_builds_nothing(app, client, config, replayed_delivery):
+    """The same signed bytes under a new X-GitHub-Delivery (or none) are the same push: 200 duplicate, nothing queued."""
+    body = json.dumps(github_push(repo=GH_REPO, sha=SHA)).encode()
+    first = client.post("/hooks/github", data=body, headers=github_headers(body, GITHUB_SECRET, delivery="first-id"))
+    headers = github_headers(body, GITHUB_SECRET, delivery=replayed_delivery)
+    if replayed_delivery is None:
+        del headers["X-GitHub-Delivery"]
+    replay = client.post("/hooks/github", data=body, headers=headers)
+    assert (first.status_code, replay.status_code) == (202, 200)
+    assert replay.json == {"duplicate": first.json["build"]}
+    assert [b.id for b in builds(app)] == [first.json["build"]]
+    assert queued(config) == [first.json["build"]]
+
+
 def test_redelivery_is_a_duplicate_of_the_first_build(app, client, config):
     """The same delivery id sent again answers 200 with the existing build."""
     payload = github_push(repo=GH_REPO, sha=SHA)
@@ -159,6 +174,7 @@ def test_branches_outside_the_filter_are_ignored(make_config):
 
 @pytest.mark.parametrize("field, value", [
     ("ref", "refs/heads/--upload-pack=touch /tmp/pwned"),
+    ("ref", "refs/heads/-main"),
     ("ref", "HEAD"),
     ("after", SHA[:39]),
 ])

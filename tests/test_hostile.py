@@ -16,9 +16,11 @@ from urllib.parse import quote
 
 import pytest
 import requests
+import sqlalchemy as sa
 
 from webhook import create_app
 from webhook.signatures import hmac_hex, sign_github, sign_standard_webhook
+from webhook.store import builds as builds_table
 
 from .conftest import BITBUCKET_SECRET, GITEA_SECRET, GITHUB_SECRET, GITLAB_TOKEN, SECRETS_ENV, repo_table
 from .service import Pushbuild
@@ -57,20 +59,27 @@ def github(payload=None, *, secret=GITHUB_SECRET, body=None, sign_body=None):
                                      ("X-Hub-Signature-256", sign_github(signed, secret))])
 
 
-def gitlab(payload=None, *, token=GITLAB_TOKEN, signed=True, timestamp=None):
+def gitlab(payload=None, *, token=GITLAB_TOKEN, signed=True, timestamp=None, msg_id="msg_1"):
     body = json.dumps(payload or gitlab_push(repo="acme/gl", sha=SHA)).encode()
     ts = int(timestamp if timestamp is not None else time.time())
     headers = [("Content-Type", "application/json"), ("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", token),
-               ("webhook-id", "msg_1"), ("webhook-timestamp", str(ts))]
+               ("webhook-id", msg_id), ("webhook-timestamp", str(ts))]
     if signed:
-        headers.append(("webhook-signature", sign_standard_webhook(body, msg_id="msg_1", timestamp=ts, secret=SIGNING)))
+        headers.append(("webhook-signature", sign_standard_webhook(body, msg_id=msg_id, timestamp=ts, secret=SIGNING)))
     return Delivery("gitlab", body, headers)
 
 
 def gitea(payload=None, *, secret=GITEA_SECRET):
     body = json.dumps(payload or gitea_push(repo="acme/gt", sha=SHA)).encode()
     return Delivery("gitea", body, [("Content-Type", "application/json"), ("X-Gitea-Event", "push"),
-                                    ("X-Gitea-Signature", hmac_hex(secret, body))])
+                                    ("X-Gitea-Delivery", str(time.time_ns())), ("X-Gitea-Signature", hmac_hex(secret, body))])
+
+
+def gitea_form(value: bytes, *, signature: str | None):
+    """A Gitea form delivery whose payload field is ``value`` as sent (already encoded)."""
+    delivery = Delivery("gitea", b"payload=" + value, [("Content-Type", "application/x-www-form-urlencoded"),
+                                                       ("X-Gitea-Event", "push")])
+    return delivery.set("X-Gitea-Signature", signature)
 
 
 def bitbucket(payload=None, *, secret=BITBUCKET_SECRET):
@@ -83,6 +92,18 @@ def with_ref(make, ref):
     payload = {"github": lambda: github_push(repo="acme/gh", sha=SHA), "gitlab": lambda: gitlab_push(repo="acme/gl", sha=SHA),
                "gitea": lambda: gitea_push(repo="acme/gt", sha=SHA)}[make.__name__]()
     payload["ref"] = ref
+    return make(payload)
+
+
+def with_field(make, path, value):
+    """A delivery of ``make``'s forge whose payload has ``value`` at ``path``."""
+    payload = {"github": lambda: github_push(repo="acme/gh", sha=SHA), "gitlab": lambda: gitlab_push(repo="acme/gl", sha=SHA),
+               "gitea": lambda: gitea_push(repo="acme/gt", sha=SHA)}[make.__name__]()
+    *parents, key = path
+    target = payload
+    for parent in parents:
+        target = target[parent]
+    target[key] = value
     return make(payload)
 
 
@@ -137,18 +158,52 @@ CASES = [
     ("github: multipart", lambda: github().set("Content-Type", "multipart/form-data; boundary=x"), 415),
     ("github: form body with two payloads", lambda: github(body=b"payload=%7B%7D&payload=%7B%7D"), 400),
     ("github: unknown repository under a known secret", lambda: github(github_push(repo="evil/repo", sha=SHA)), 404),
+    # Numbers and names no database holds: a 401 or 400, never a 500 from int() or a column overflow.
+    ("gitlab: 5,000-digit webhook-timestamp", lambda: gitlab().set("webhook-timestamp", "9" * 5000), 401),
+    ("gitlab: 13-digit webhook-timestamp", lambda: gitlab().set("webhook-timestamp", "1" * 13), 401),
+    ("github: 101-character X-GitHub-Delivery", lambda: github().set("X-GitHub-Delivery", "d" * 101), 400),
+    ("github: 10,000-character X-GitHub-Delivery", lambda: github().set("X-GitHub-Delivery", "d" * 10_000), 400),
+    ("github: 101-character X-GitHub-Hook-ID", lambda: github().set("X-GitHub-Hook-ID", "1" * 101), 400),
+    ("gitlab: 101-character signed webhook-id", lambda: gitlab(msg_id="m" * 101), 400),
+    ("gitea: 101-character X-Gitea-Delivery", lambda: gitea().set("X-Gitea-Delivery", "d" * 101), 400),
+    ("bitbucket: 101-character X-Request-UUID", lambda: bitbucket().set("X-Request-UUID", "u" * 101), 400),
+    ("github: 1,025-character ref", lambda: with_ref(github, "refs/heads/" + "r" * 1014), 400),
+    ("gitlab: 1,025-character ref", lambda: with_ref(gitlab, "refs/heads/" + "r" * 1014), 400),
+    ("gitea: ref with a lone surrogate", lambda: with_ref(gitea, "refs/heads/\ud800"), 400),
+    ("github: 257-character pusher", lambda: with_field(github, ("pusher", "name"), "p" * 257), 400),
+    ("gitea: 257-character pusher", lambda: with_field(gitea, ("pusher", "login"), "p" * 257), 400),
+    ("gitlab: 257-character pusher", lambda: with_field(gitlab, ("user_username",), "p" * 257), 400),
+    ("github: pusher with a NUL", lambda: with_field(github, ("pusher", "name"), "a\x00b"), 400),
+    ("github: pusher with a lone surrogate", lambda: with_field(github, ("pusher", "name"), "a\udc80"), 400),
+    ("github: 256-character repository name", lambda: github(github_push(repo="acme/" + "g" * 251, sha=SHA)), 400),
+    ("github: 1,025-character default branch", lambda: with_field(github, ("repository", "default_branch"), "b" * 1025), 400),
+    ("gitlab: 1,025-character default branch", lambda: with_field(gitlab, ("project", "default_branch"), "b" * 1025), 400),
+    ("gitea: default branch with a NUL", lambda: with_field(gitea, ("repository", "default_branch"), "ma\x00in"), 400),
+    # A form body is decoded once, and only when there is a signature to check it against.
+    ("gitea: form body of escapes, no signature", lambda: gitea_form(b"%7B" * 20_000, signature=None), 401),
+    ("gitea: form body of escapes, forged signature", lambda: gitea_form(b"%%7" * 20_000, signature="0" * 64), 401),
 ]
 
 
-@pytest.fixture
-def app(make_config):
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.e2e)])
+def app(request, make_config):
+    """The app with its state on SQLite (the default) and on PostgreSQL (when ./dev test runs one)."""
+    database = {} if request.param == "sqlite" else {"database_url": request.getfixturevalue("fresh_postgres_url")}
     config = make_config(
         repo_table("acme/gh"), repo_table("acme/gh-other", secret_env="OTHER"),
         repo_table("acme/gl", forge="gitlab", signing_token_env="SIGNING"),
         repo_table("acme/gt", forge="gitea"), repo_table("acme/bb", forge="bitbucket"),
-        env={"OTHER": "other-repo-secret", "SIGNING": SIGNING}, server={"max_body_bytes": 64 * 1024},
+        env={"OTHER": "other-repo-secret", "SIGNING": SIGNING}, server={"max_body_bytes": 64 * 1024, **database},
     )
-    return create_app(config)
+    app = create_app(config)
+    yield app
+    app.extensions["pushbuild"].store.engine.dispose()
+
+
+def delivery_keys(app) -> list[str]:
+    """The delivery keys of every recorded build, oldest first."""
+    with app.extensions["pushbuild"].store.engine.connect() as conn:
+        return list(conn.execute(sa.select(builds_table.c.delivery_key).order_by(builds_table.c.id)).scalars())
 
 
 @pytest.mark.parametrize("name, make, status", CASES, ids=[c[0] for c in CASES])
@@ -192,6 +247,33 @@ def test_replayed_delivery_ids_build_once_sequentially_and_concurrently(app):
     assert codes == [202, 200, 200, 200, 200] and results == [200] * 20
     assert len(app.extensions["pushbuild"].store.list()) == 1
     assert len(queued(app.extensions["pushbuild"].config)) == 1
+
+
+def test_a_replayed_gitlab_delivery_under_another_idempotency_key_builds_once(app):
+    """A captured signed GitLab delivery resent with a new Idempotency-Key is the duplicate of the first: keyed on the signed webhook-id."""
+    first = gitlab().set("Idempotency-Key", "key-1")
+    replay = Delivery(first.forge, first.body, list(first.headers)).set("Idempotency-Key", "key-2")
+    client = app.test_client()
+    accepted = client.post("/hooks/gitlab", data=first.body, headers=first.headers)
+    again = client.post("/hooks/gitlab", data=replay.body, headers=replay.headers)
+    assert accepted.status_code == 202, accepted.text
+    assert (again.status_code, again.json) == (200, {"duplicate": accepted.json["build"]})
+    assert delivery_keys(app) == ["gitlab:acme/gl:msg_1"]
+    assert len(queued(app.extensions["pushbuild"].config)) == 1
+
+
+@pytest.mark.parametrize("make, ref", [
+    (lambda ref: github(github_push(repo="acme/gh", sha=SHA, ref=ref)), "refs/heads/" + "r" * 1013),
+    (lambda ref: bitbucket(bitbucket_push(repo="acme/bb", changes=[("branch", ref[len("refs/heads/"):], SHA)]))
+     .set("X-Request-UUID", "u" * 100), "refs/heads/" + "r" * 1013),
+])
+def test_names_as_long_as_the_store_holds_are_recorded(app, make, ref):
+    """A 1,024-character ref and a 100-character delivery id are recorded whole (Bitbucket's key names the ref by hash)."""
+    delivery = make(ref)
+    response = app.test_client().post(f"/hooks/{delivery.forge}", data=delivery.body, headers=delivery.headers)
+    assert response.status_code == 202, response.text
+    [build] = app.extensions["pushbuild"].store.list()
+    assert build.ref == ref and all(len(key) <= 512 for key in delivery_keys(app))
 
 
 def test_a_form_delivery_is_verified_before_its_form_is_read(app):

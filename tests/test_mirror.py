@@ -272,3 +272,46 @@ def test_a_full_tmpfs_evicts_the_others_and_then_fails_clearly(repo_factory, git
         mirrors.fetch_commit(config_for(huge, git_server), sha=too_big, ref="refs/heads/main", log=lambda _: None)
     again = small.commit({"note": "small again"})
     assert mirrors.fetch_commit(config_for(small, git_server), sha=again, ref="refs/heads/main", log=lambda _: None) == again
+
+
+def test_files_over_the_read_limit_are_refused(repo, git_server, mirrors):
+    """A Dockerfile or .dockerignore over max_bytes fails with its name and the limit; one at the limit is read."""
+    sha = repo.commit({"Dockerfile": "x" * 1000, "big/.dockerignore": "y" * 1001})
+    cfg = config_for(repo, git_server)
+    mirrors.fetch_commit(cfg, sha=sha, ref="refs/heads/main", log=lambda _: None)
+    assert mirrors.read_file(cfg, sha, "Dockerfile", max_bytes=1000) == b"x" * 1000
+    with pytest.raises(ContextError, match=r"^big/\.dockerignore is 1001 bytes, over the 1000-byte limit"):
+        mirrors.read_file(cfg, sha, "big/.dockerignore", max_bytes=1000)
+
+
+@pytest.fixture
+def hostile_home(tmp_path, monkeypatch):
+    """A HOME whose ~/.gitconfig would change what git does, were the worker's git to read it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    return home
+
+
+def test_fetching_reads_no_global_git_config(repo, git_server, mirrors, hostile_home):
+    """A url.insteadOf in the worker's ~/.gitconfig does not redirect fetches or ls-remote."""
+    sha = repo.commit({"a": "1"})
+    (hostile_home / ".gitconfig").write_text(f'[url "http://127.0.0.1:9/"]\n\tinsteadOf = {git_server.base_url}/\n')
+    cfg = config_for(repo, git_server)
+    assert mirrors.fetch_commit(cfg, sha=sha, ref="refs/heads/main", log=lambda _: None) == sha
+    assert mirrors.remote_heads(cfg)["refs/heads/main"] == sha
+
+
+def test_archive_runs_no_filter_from_the_global_git_config(repo, git_server, mirrors, hostile_home):
+    """A commit's .gitattributes naming a filter of the worker's ~/.gitconfig gets the committed bytes; the filter never runs."""
+    marker = hostile_home / "filter-ran"
+    (hostile_home / ".gitconfig").write_text(f'[filter "evil"]\n\tsmudge = "touch {marker}; tr a-z A-Z"\n')
+    sha = repo.commit({".gitattributes": "* filter=evil\n", "hello.txt": "hello\n"})
+    cfg = config_for(repo, git_server)
+    mirrors.fetch_commit(cfg, sha=sha, ref="refs/heads/main", log=lambda _: None)
+    with mirrors.archive(cfg, sha, ".") as stream:
+        data = stream.read()
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        assert tar.extractfile("hello.txt").read() == b"hello\n"
+    assert not marker.exists()

@@ -1,8 +1,11 @@
 """Statuses and redeploy hooks: recorded, sent to local peers, retried, ordered, redelivered."""
 
 import json
+import os
 import random
+import signal
 import sys
+import threading
 import time
 
 import pytest
@@ -18,6 +21,7 @@ from webhook.store import BuildState, BuildStore, create_db_engine
 
 from .conftest import repo_table
 from .receivers import Receiver
+from .support import wait_for
 from .test_store import Clock
 
 SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
@@ -316,3 +320,53 @@ def test_bitbucket_data_center_gets_its_build_status_api(world, forge_api, make_
     notifier.deliver_due()
     [received] = forge_api.received
     assert (received.path, received.json()["state"]) == (f"/rest/build-status/1.0/commits/{SHA}", "SUCCESSFUL")
+
+
+def _alive(pid: int) -> bool:
+    """Say whether process ``pid`` still runs (a zombie awaiting its reaper does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_command_hook_past_its_timeout_is_killed_with_everything_it_started(world, tmp_path):
+    """At the hook's timeout its whole process group is killed: a background grandchild does not survive."""
+    pidfile = tmp_path / "grandchild.pid"
+    config, builds, deliveries, notifier = world(hooks=[{"kind": "command", "timeout_s": 1,
+                                                         "argv": ["sh", "-c", f"sleep 300 & echo $! > {pidfile}; wait"]}])
+    build = finished_build(builds)
+    finish(notifier, build)
+    notifier.deliver_due()
+    grandchild = int(pidfile.read_text())
+    try:
+        wait_for(lambda: not _alive(grandchild), timeout_s=10, what="the hook's background process to be killed")
+        hook = [d for d in deliveries.of_build(build.id) if d.kind == "hook"][0]
+        assert hook.state is DeliveryState.PENDING and "TimeoutExpired" in hook.last_error
+    finally:
+        if _alive(grandchild):
+            os.kill(grandchild, signal.SIGKILL)
+
+
+def test_a_hook_still_running_is_not_claimed_again(world, clock, tmp_path):
+    """With a hook timeout over 120 s, a poll 200 s into the attempt does not start the hook a second time."""
+    starts, release = tmp_path / "starts", tmp_path / "release"
+    # A second start records itself and ends at once; the first waits to be released.
+    script = (f"if [ -e {starts} ]; then echo started >> {starts}; exit 0; fi; "
+              f"echo started >> {starts}; while [ ! -e {release} ]; do sleep 0.05; done")
+    config, builds, deliveries, notifier = world(hooks=[{"kind": "command", "timeout_s": 600, "argv": ["sh", "-c", script]}])
+    build = finished_build(builds)
+    finish(notifier, build)
+    first = threading.Thread(target=notifier.deliver_due)
+    first.start()
+    try:
+        wait_for(starts.exists, timeout_s=30, what="the hook to start")
+        clock.now += 200
+        notifier.deliver_due()  # another poller, while the first attempt is in flight
+    finally:
+        release.touch()
+        first.join(timeout=30)
+    assert starts.read_text().count("started") == 1
+    hook = [d for d in deliveries.of_build(build.id) if d.kind == "hook"][0]
+    assert (hook.state, hook.attempts) == (DeliveryState.DELIVERED, 1)

@@ -1,9 +1,11 @@
 """Ref and commit id validation, branch globs, and Docker tag sanitising."""
 
+import hashlib
+
 import pytest
 
 from webhook.errors import BadRequest
-from webhook.refs import docker_tag, matches_any, validate_ref, validate_sha
+from webhook.refs import matches_any, name_tag, validate_ref, validate_sha
 
 GOOD_SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
 
@@ -66,14 +68,24 @@ def test_branch_globs(name, globs, expected):
 
 @pytest.mark.parametrize("name, tag", [
     ("main", "main"),
-    ("feature/login", "feature-login"),
-    ("release/1.2", "release-1.2"),
-    ("-weird", "weird"),
-    (".hidden", "hidden"),
-    ("ünïcode", "n-code"),
-    ("a" * 200, "a" * 128),
-    ("///", None),
+    ("release-1.2", "release-1.2"),
+    ("v1.2.3", "v1.2.3"),
+    ("Feature_X", "Feature_X"),
+    ("feature/login", "feature-login-df7c7aeb35"),
+    ("+main", "main-3157e4ac52"),
+    ("ü/main", "main-d8f3c96a74"),
+    (".hidden", "hidden-1692419006"),
+    ("///", "ref-732c4e9711"),
+    ("a" * 129, "a" * 117 + "-" + hashlib.sha256(b"a" * 129).hexdigest()[:10]),
 ])
-def test_docker_tag_sanitising(name, tag):
-    """Branch names become valid Docker tags, or none when nothing usable is left."""
-    assert docker_tag(name) == tag
+def test_names_become_tags_that_no_other_name_produces(name, tag):
+    """Valid names stay as they are; any other gets a hash of the whole name, so it never equals a valid one."""
+    assert name_tag(name) == tag
+
+
+def test_sanitised_names_differ_from_each_other_and_from_valid_names():
+    """Names that sanitise alike (+main, -main's look-alikes, ü/main) still get different tags, none of them ``main``."""
+    names = ["main", "+main", "ü/main", "main/", "m@in", "(main)"]
+    tags = [name_tag(n) for n in names]
+    assert len(set(tags)) == len(names)
+    assert tags.count("main") == 1

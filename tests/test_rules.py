@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from webhook.rules import Rule, TemplateError, default_rules, plan, render, semver_tags, skip_marker
+from webhook.rules import Rule, TemplateError, default_rules, plan, render, semver_tags, skip_marker, version_key
 
 SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
 IMAGE = "registry.example.com/acme/app"
@@ -20,9 +20,9 @@ def tags_of(rules, ref, *, default_branch="main"):
     (None, None, False, "refs/heads/main", [SHA, "main"]),
     (None, None, True, "refs/heads/main", [SHA, "main", "latest"]),
     (None, None, True, "refs/heads/dev", [SHA, "dev"]),
-    (None, None, True, "refs/heads/feature/x", [SHA, "feature-x"]),
+    (None, None, True, "refs/heads/feature/x", [SHA, "feature-x-217d2bf51f"]),
     (None, None, True, "refs/tags/v1.2.3", [SHA, "v1.2.3"]),
-    (None, None, True, "refs/heads/latest", [SHA, "latest"]),
+    (None, None, True, "refs/heads/latest", [SHA]),
     (("main",), None, False, "refs/heads/dev", None),
     (None, ("v*",), False, "refs/tags/nightly", None),
     (None, None, True, "", [SHA]),
@@ -60,7 +60,7 @@ def test_semver_rule_with_regex_captures_and_latest():
 def test_numbered_groups_and_branch_templates():
     """Numbered groups are {1}, {2}…; {branch} is the branch name made a valid tag."""
     rule = Rule(kind="branch", regex=re.compile(r"^release/(\d+)\.(\d+)$"), tags=("{branch}", "r{1}-{2}"))
-    assert tags_of((rule,), "refs/heads/release/3.4") == [SHA, "release-3.4", "r3-4"]
+    assert tags_of((rule,), "refs/heads/release/3.4") == [SHA, "release-3.4-27dd417edd", "r3-4"]
 
 
 def test_the_first_matching_rule_decides():
@@ -87,12 +87,22 @@ def test_fingerprint_changes_with_settings_and_hides_values():
     """Another target or argument value changes the fingerprint; repr never shows argument values."""
     base = dict(rules=default_rules(branches=None, tags=None, latest=False), image=IMAGE, ref="refs/heads/main",
                 sha=SHA, default_branch=None, dockerfile="Dockerfile", context=".")
-    a = plan(**base, build_args=(("TOKEN", "hunter2"),))
-    b = plan(**base, build_args=(("TOKEN", "hunter3"),))
-    c = plan(**base, build_args=(("TOKEN", "hunter2"),), target="prod")
+    a = plan(**base, build_args=(("MODE", "fast"),))
+    b = plan(**base, build_args=(("MODE", "slow"),))
+    c = plan(**base, build_args=(("MODE", "fast"),), target="prod")
     assert len({a.fingerprint(), b.fingerprint(), c.fingerprint()}) == 3
-    assert a.fingerprint() == plan(**base, build_args=(("TOKEN", "hunter2"),)).fingerprint()
-    assert "hunter2" not in repr(a) + a.fingerprint()
+    assert a.fingerprint() == plan(**base, build_args=(("MODE", "fast"),)).fingerprint()
+    assert "fast" not in repr(a)
+
+
+def test_the_fingerprint_is_no_hash_of_secret_values():
+    """A secret argument's value is left out of the public plan label, so it cannot be guessed from it offline."""
+    base = dict(rules=default_rules(branches=None, tags=None, latest=False), image=IMAGE, ref="refs/heads/main",
+                sha=SHA, default_branch=None, dockerfile="Dockerfile", context=".", secret_args=frozenset({"TOKEN"}))
+    one = plan(**base, build_args=(("TOKEN", "hunter2"),))
+    other = plan(**base, build_args=(("TOKEN", "hunter3"),))
+    assert one.fingerprint() == other.fingerprint()
+    assert one.fingerprint() != plan(**base, build_args=(("TOKEN", "hunter2"), ("MODE", "x"))).fingerprint()
 
 
 def test_render_refuses_unknown_fields():
@@ -109,3 +119,66 @@ def test_render_refuses_unknown_fields():
 def test_skip_markers(message, marker):
     """The usual CI skip markers, in any case, anywhere in the message."""
     assert skip_marker(message) == marker
+
+
+RELEASES = (Rule(kind="tag", regex=re.compile(r"^v(?P<version>\d+\.\d+\.\d+)$"), tags=("{version}",),
+                 semver=True, latest=True),
+            Rule(kind="branch", globs=("main",), tags=("{sha}", "{branch}", "edge")),
+            Rule(kind="branch"),
+            Rule(kind="tag"))
+
+
+@pytest.mark.parametrize("ref", [
+    "refs/heads/latest", "refs/heads/LATEST", "refs/heads/" + "ab" * 20, "refs/heads/deadbee", "refs/heads/" + "c" * 64,
+    "refs/heads/1.2.3", "refs/heads/1.2", "refs/heads/1", "refs/heads/edge", "refs/tags/1.2", "refs/tags/latest",
+    "refs/tags/" + "d" * 40, "refs/tags/edge",
+])
+def test_names_never_take_a_tag_another_kind_of_name_owns(ref):
+    """latest, commit ids, release versions and fixed tags are never given to a branch or tag name: SHA tag only."""
+    result = plan(RELEASES, image=IMAGE, ref=ref, sha=SHA, default_branch="main", dockerfile="Dockerfile", context=".")
+    assert result.tags == (f"{IMAGE}:{SHA}",)
+    [(tag, why)] = result.withheld
+    assert tag.lower() in ref.lower() and why
+
+
+def test_a_release_keeps_its_version_tags_and_says_which_tags_move_only_forward():
+    """v1.2.3 → 1.2.3, 1.2, 1, latest, all release tags ordered by its version; main owns its name, edge is fixed."""
+    release = plan(RELEASES, image=IMAGE, ref="refs/tags/v1.2.3", sha=SHA, default_branch="main",
+                   dockerfile="Dockerfile", context=".")
+    assert [t.split(":", 1)[1] for t in release.tags] == [SHA, "1.2.3", "1.2", "1", "latest"]
+    assert release.release_tags == {f"{IMAGE}:{t}" for t in ("1.2.3", "1.2", "1", "latest")}
+    assert release.named_tags == frozenset() and release.version == version_key("1.2.3")
+    main = plan(RELEASES, image=IMAGE, ref="refs/heads/main", sha=SHA, default_branch="main",
+                dockerfile="Dockerfile", context=".")
+    assert [t.split(":", 1)[1] for t in main.tags] == [SHA, "main", "edge"]
+    assert main.named_tags == {f"{IMAGE}:main"} and main.release_tags == frozenset()
+
+
+def test_a_git_tag_may_take_only_its_own_version():
+    """A pre-release captured down to 1.2.3 does not land on the release's 1.2.3 tag."""
+    rule = Rule(kind="tag", regex=re.compile(r"^v(\d+\.\d+\.\d+)"), tags=("{1}",))
+    assert tags_of((rule,), "refs/tags/v1.2.3") == [SHA, "1.2.3"]
+    assert tags_of((rule,), "refs/tags/v1.2.3-x") == [SHA]
+
+
+@pytest.mark.parametrize("lower, higher", [
+    ("v1.2.3", "v1.2.4"), ("v1.2.3", "v1.10.0"), ("v1.9.9", "v2.0.0"), ("v2.0.0-rc.1", "v2.0.0"),
+    ("v2.0.0-alpha", "v2.0.0-alpha.1"), ("v2.0.0-alpha.1", "v2.0.0-beta"), ("v2.0.0-beta.2", "v2.0.0-beta.11"),
+    ("v2.0.0-1", "v2.0.0-alpha"),
+])
+def test_versions_rank_by_semver_precedence(lower, higher):
+    """Release order is semver's, pre-releases included (semver.org, item 11)."""
+    assert version_key(lower) < version_key(higher)
+
+
+@pytest.mark.parametrize("ref, expected", [
+    ("refs/heads/main", [f"{IMAGE}:main", "r.example.com/base:1"]),
+    ("refs/heads/feature/x", [f"{IMAGE}:feature-x-217d2bf51f", "r.example.com/base:1"]),
+    ("refs/tags/v1.0.0", ["r.example.com/base:1"]),
+])
+def test_cache_from_templates_name_the_branchs_own_tag(ref, expected):
+    """``<image>:{branch}`` is the tag that branch pushes itself (none for a tag push); fixed entries stay."""
+    result = plan(default_rules(branches=None, tags=None, latest=False), image=IMAGE, ref=ref, sha=SHA,
+                  default_branch="main", dockerfile="Dockerfile", context=".",
+                  cache_from=(f"{IMAGE}:{{branch}}", "r.example.com/base:1"))
+    assert list(result.cache_from) == expected

@@ -4,8 +4,12 @@ import pytest
 
 from webhook.errors import SignatureError
 from webhook.signatures import (
+    ed25519_public_key,
+    new_ed25519_secret_key,
+    sign_ed25519,
     sign_github,
     sign_standard_webhook,
+    verify_ed25519,
     verify_github,
     verify_hmac_hex,
     verify_standard_webhook,
@@ -86,6 +90,36 @@ def test_standard_webhooks_refuses(changes):
     body = args.pop("body")
     with pytest.raises(SignatureError):
         verify_standard_webhook(body, **args)
+
+
+#: Digits only, but no Unix time: int() refuses more than 4300 digits with a ValueError.
+HUGE_TIMESTAMPS = ["9" * 5000, "0" * 4301 + str(SW_TIMESTAMP), "1" * 13, "١٦١٤٢٦٥٣٣٠", "²"]
+
+
+@pytest.mark.parametrize("timestamp", HUGE_TIMESTAMPS)
+def test_standard_webhooks_refuses_timestamps_that_are_no_unix_time(timestamp):
+    """A 5,000-digit, over-long or non-ASCII-digit webhook-timestamp is a SignatureError (401), never a ValueError (500)."""
+    with pytest.raises(SignatureError, match="not a Unix time"):
+        verify_standard_webhook(SW_BODY, msg_id=SW_ID, timestamp=timestamp, signature=SW_SIGNATURE,
+                                secret=SW_SECRET, now=SW_TIMESTAMP, tolerance_s=300)
+
+
+@pytest.mark.parametrize("timestamp", HUGE_TIMESTAMPS)
+def test_ed25519_refuses_timestamps_that_are_no_unix_time(timestamp):
+    """The asymmetric check refuses the same timestamps with a SignatureError, even signed ones."""
+    secret_key = new_ed25519_secret_key()
+    signature = sign_ed25519(SW_BODY, msg_id=SW_ID, timestamp=timestamp, secret_key=secret_key)
+    with pytest.raises(SignatureError, match="not a Unix time"):
+        verify_ed25519(SW_BODY, msg_id=SW_ID, timestamp=timestamp, signature=signature,
+                       public_key=ed25519_public_key(secret_key), now=SW_TIMESTAMP, tolerance_s=300)
+
+
+def test_ed25519_accepts_a_signature_within_the_tolerance():
+    """The v1a signature of a current message verifies under its public key."""
+    secret_key = new_ed25519_secret_key()
+    signature = sign_ed25519(SW_BODY, msg_id=SW_ID, timestamp=SW_TIMESTAMP, secret_key=secret_key)
+    verify_ed25519(SW_BODY, msg_id=SW_ID, timestamp=str(SW_TIMESTAMP), signature=signature,
+                   public_key=ed25519_public_key(secret_key), now=SW_TIMESTAMP + 10, tolerance_s=300)
 
 
 @pytest.mark.parametrize("header, secret, ok", [

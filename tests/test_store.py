@@ -75,10 +75,21 @@ def test_the_refs_of_one_push_are_recorded_together_and_deduplicated_together(st
     assert [b.id for b in again] == [b.id for b in first]
 
 
-def test_deliveries_without_id_are_not_deduplicated(store):
-    """With no delivery id there is nothing to deduplicate on."""
+def test_builds_asked_for_outside_deliveries_are_not_deduplicated(store):
+    """Manual and reconciled builds (not from a forge, no delivery id) are recorded each time."""
     store.record(push(delivery=None))
     store.record(push(delivery=None))
+    assert len(store.list()) == 2
+
+
+@pytest.mark.parametrize("replayed_id", ["d2", None])
+def test_a_forges_push_replayed_under_another_delivery_id_is_recorded_once(store, replayed_id):
+    """The same forge, repository, ref, before and after is one push, whatever delivery id (or none) it comes under."""
+    [first], _ = store.record(push("d1"), from_forge=True)
+    [again], created = store.record(push(replayed_id), from_forge=True)
+    assert (created, again.id) == (False, first.id)
+    [other], created = store.record(push("d3", sha="b" * 40), from_forge=True)
+    assert created and other.id != first.id
     assert len(store.list()) == 2
 
 

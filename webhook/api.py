@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
 
+from . import defaults
 from .errors import BadRequest, BuildError, NotFound
 from .services import Services
 from .store import FINISHED, Build
@@ -18,6 +19,8 @@ FOLLOW_POLL_S = 0.5
 #: A followed log ends after this long even if the build has not: a client that went away
 #: cannot be noticed while nothing is written, and must not hold a thread for ever.
 FOLLOW_MAX_S = 600.0
+#: A larger id in a path names nothing (404); a larger query argument is a bad request (400).
+MAX_ID = defaults.MAX_DATABASE_ID
 
 
 def _services() -> Services:
@@ -25,12 +28,14 @@ def _services() -> Services:
 
 
 def _int_arg(name: str, default: int | None, *, maximum: int | None = None) -> int | None:
-    """Read a non-negative integer query argument, or raise a 400."""
+    """Read a non-negative integer query argument, at most :data:`MAX_ID`, or raise a 400."""
     raw = request.args.get(name)
     if raw is None:
         return default
-    if not raw.isdigit():
-        raise BadRequest(f"{name} must be a non-negative integer")
+    # ASCII digits only ("²" is a digit to str.isdigit, not to int), and never more than MAX_ID has
+    # (int() refuses over 4300 digits).
+    if not (raw.isascii() and raw.isdigit()) or len(raw.lstrip("0")) > len(str(MAX_ID)) or int(raw) > MAX_ID:
+        raise BadRequest(f"{name} must be a non-negative integer of at most {MAX_ID}")
     value = int(raw)
     return min(value, maximum) if maximum else value
 
@@ -62,13 +67,13 @@ def list_builds() -> Any:
     return jsonify(builds=[_with_links(b) for b in builds])
 
 
-@bp.get("/api/builds/<int:build_id>")
+@bp.get(f"/api/builds/<int(max={MAX_ID}):build_id>")
 def get_build(build_id: int) -> Any:
     """Show one build: repo, ref, sha, state, tags, digest, error, timestamps."""
     return jsonify(_with_links(_build(build_id)))
 
 
-@bp.get("/api/builds/<int:build_id>/log")
+@bp.get(f"/api/builds/<int(max={MAX_ID}):build_id>/log")
 def get_log(build_id: int) -> Response:
     """Return the build log as text; ``?after=<cursor>`` continues, ``?follow=1`` streams until the end.
 
@@ -97,7 +102,7 @@ def get_log(build_id: int) -> Response:
     return Response(stream_with_context(follow()), mimetype="text/plain")
 
 
-@bp.get("/api/builds/<int:build_id>/deliveries")
+@bp.get(f"/api/builds/<int(max={MAX_ID}):build_id>/deliveries")
 def build_deliveries(build_id: int) -> Any:
     """List the statuses and redeploy hooks a build owes, with every attempt."""
     _build(build_id)
@@ -105,7 +110,7 @@ def build_deliveries(build_id: int) -> Any:
     return jsonify(deliveries=[d.to_json(store.attempts(d.id)) for d in store.of_build(build_id)])
 
 
-@bp.get("/api/deliveries/<int:delivery_id>")
+@bp.get(f"/api/deliveries/<int(max={MAX_ID}):delivery_id>")
 def get_delivery(delivery_id: int) -> Any:
     """Show one status or hook delivery with every attempt."""
     store = _services().deliveries

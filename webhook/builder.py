@@ -19,9 +19,9 @@ from .engine import BuildLimits, Engine
 from .errors import BuildError, ContextError, EngineError, RegistryError
 from .mirror import Mirrors
 from .notifier import Notifier
-from .ordering import is_newer
+from .ordering import higher_release, is_newer
 from .redact import Redactor
-from .refs import ZERO_SHA, is_branch, matches_any
+from .refs import ZERO_SHA, is_branch, matches_any, short_name
 from .rules import BuildPlan
 from .store import Build, BuildState, BuildStore
 from .urls import redacted_url
@@ -29,6 +29,7 @@ from .urls import redacted_url
 Log = Callable[[str], None]
 #: Label recording the build settings, so a commit built with other settings is rebuilt, not reused.
 PLAN_LABEL = "dev.pushbuild.plan"
+REVISION_LABEL = "org.opencontainers.image.revision"
 
 
 @dataclass(frozen=True)
@@ -114,15 +115,12 @@ class Builder:
                         log: Log) -> Outcome:
         """Build (or reuse) the image and push its tags."""
         image_id = engine.image_id(plan.tags[0])
-        if image_id is not None and engine.label(image_id, PLAN_LABEL) == plan.fingerprint():
-            log(f"{plan.tags[0]} was built before with these settings ({image_id}); adding tags only\n")
+        wanted = self._labels(repo, sha, plan, stable=True)
+        if image_id is not None and wanted.items() <= engine.labels(image_id).items():
+            log(f"{plan.tags[0]} was built before from this commit with these settings ({image_id}); adding tags only\n")
         else:
             image_id = self._build(engine, repo, sha, plan, log=log)
-        tags = plan.tags
-        if (newer := self._newer_success(build)) is not None:
-            log(f"build {newer.id} already pushed a newer commit of {build.ref} ({newer.sha[:12]}); "
-                "pushing only this commit's SHA tag\n")
-            tags = plan.tags[:1]
+        tags = self._tags_to_move(build, plan, log)
         for tag in tags[1:]:
             engine.tag(image_id, tag)
         digest = None
@@ -132,11 +130,35 @@ class Builder:
         log(f"pushed {repo.image}@{digest}\n")
         return Outcome(BuildState.SUCCEEDED, tags=tags, digest=digest)
 
+    def _tags_to_move(self, build: Build, plan: BuildPlan, log: Log) -> tuple[str, ...]:
+        """Return the plan's tags this build may write: the SHA tag, and each other tag it owns or may move.
+
+        A tag made from a ref's name belongs to the first ref that pushed it; release tags only
+        move to a higher version; an older push of a branch leaves its tags on the newer one.
+        """
+        for tag, why in plan.withheld:
+            log(f"not tagging {tag}: {why}\n")
+        if (newer := self._newer_success(build)) is not None:
+            log(f"build {newer.id} already pushed a newer commit of {build.ref} ({newer.sha[:12]}); "
+                "pushing only this commit's SHA tag\n")
+            return plan.tags[:1]
+        tags = [plan.tags[0]]
+        releases = self.store.releases(build.forge, build.repo) if plan.release_tags else []
+        for tag in plan.tags[1:]:
+            if tag in plan.named_tags and (owner := self.store.claim_tag(tag, forge=build.forge, repo=build.repo,
+                                                                          ref=build.ref)):
+                log(f"not tagging {tag}: it belongs to {owner}, which pushed it first\n")
+            elif tag in plan.release_tags and (higher := higher_release(build, plan.version, tag, releases)):
+                log(f"not moving {tag}: build {higher.id} gave it to {short_name(higher.ref)}, a later release\n")
+            else:
+                tags.append(tag)
+        return tuple(tags)
+
     def _newer_success(self, build: Build) -> Build | None:
         """Return a build of a newer push of the same branch that already succeeded, if any."""
         if not is_branch(build.ref):
             return None
-        pushes = self.store.of_ref(build.repo, build.ref)
+        pushes = self.store.of_ref(build.forge, build.repo, build.ref)
         return next((p for p in reversed(pushes)
                      if p.state is BuildState.SUCCEEDED and is_newer(p, build, pushes)), None)
 
@@ -155,6 +177,22 @@ class Builder:
                 log(f"{exc.message}; retrying in {delay:.1f}s\n")
                 self.sleep(delay)
         raise AssertionError("unreachable")
+
+    def _labels(self, repo: RepoConfig, sha: str, plan: BuildPlan, *, stable: bool = False) -> dict[str, str]:
+        """The labels an image built from ``sha`` under ``plan`` carries; ``stable``: only those a rebuild repeats.
+
+        An image on the engine is reused only when it carries all the stable ones: built from
+        this commit, of this repository, with these settings. A tag on the engine proves nothing.
+        """
+        labels = {
+            REVISION_LABEL: sha,
+            "org.opencontainers.image.source": redacted_url(repo.clone_url),
+            PLAN_LABEL: plan.fingerprint(),
+        }
+        if not stable:
+            labels["org.opencontainers.image.created"] = datetime.fromtimestamp(
+                self.clock(), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return labels
 
     def _nothing_changed_under_paths(self, repo: RepoConfig, build: Build, sha: str, log: Log) -> str | None:
         """Say why the push changed nothing under ``paths``, or ``None`` if it must be built.
@@ -181,16 +219,11 @@ class Builder:
             raise ContextError(f"no {plan.dockerfile} in {plan.context!r} at {sha}")
         ignore = self.mirrors.read_file(repo, sha, _within(plan.context, DOCKERIGNORE)) or b""
         rules = IgnoreRules(dockerignore_patterns(ignore.decode("utf-8", "replace")), dockerfile=plan.dockerfile)
-        labels = {
-            "org.opencontainers.image.revision": sha,
-            "org.opencontainers.image.source": redacted_url(repo.clone_url),
-            "org.opencontainers.image.created":
-                datetime.fromtimestamp(self.clock(), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            PLAN_LABEL: plan.fingerprint(),
-        }
+        labels = self._labels(repo, sha, plan)
         server = self.config.server
         with self.mirrors.archive(repo, sha, plan.context) as tar:
-            context = filtered_tar(tar, rules, max_file_bytes=self.config.server.max_context_file_bytes)
+            context = filtered_tar(tar, rules, max_file_bytes=server.max_context_file_bytes,
+                                   max_bytes=server.max_context_bytes, max_entries=server.max_context_entries)
             if repo.builder == "buildkit":
                 return build_with_buildkit(
                     engine, context, tag=plan.tags[0], plan=plan, labels=labels, log=log,

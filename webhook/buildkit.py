@@ -12,13 +12,15 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from .engine import Engine
+from .engine import Engine, took_too_long, within_deadline
 from .errors import EngineError
 from .rules import BuildPlan
 
@@ -27,6 +29,9 @@ Log = Callable[[str], None]
 _TAIL_LINES = 20
 #: What the CLI inherits from our environment; nothing else (no tokens of ours) reaches it.
 _INHERITED = ("PATH", "HOME", "LANG", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR")
+#: Once the CLI is gone, how long the thread feeding it the context may take to notice. A context
+#: source stalled longer is not waited for: it ends with the build's archive, whose git is killed.
+_FEEDER_GRACE_S = 5.0
 
 
 def registry_host(image: str) -> str:
@@ -82,24 +87,33 @@ def build_with_buildkit(engine: Engine, context: Iterable[bytes], *, tag: str, p
 def _run(args: list[str], *, env: Mapping[str, str], context: Iterable[bytes], log: Log, timeout_s: float) -> None:
     """Run the CLI with ``context`` on its stdin, streaming its output to ``log``; raise on failure.
 
-    Past ``timeout_s`` the CLI is killed; the engine cancels a build whose client is gone.
+    Past ``timeout_s`` the CLI is killed with everything it started (its plugins hold its
+    output open); the engine cancels a build whose client is gone. The thread feeding the
+    context stops at the deadline too, and a stalled one is not waited for.
     """
+    deadline = time.monotonic() + timeout_s
     try:
         process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, env=dict(env))
+                                   stderr=subprocess.STDOUT, env=dict(env), start_new_session=True)
     except OSError as exc:
         raise EngineError(f"cannot run the docker CLI {args[0]!r}: {exc.strerror}") from exc
     feeding_failed: list[BaseException] = []
 
+    def kill() -> None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # its own session: the CLI and its plugins
+        except ProcessLookupError:
+            pass
+
     def feed() -> None:
         try:
-            for chunk in context:
+            for chunk in within_deadline(context, deadline=deadline, timeout_s=timeout_s):
                 process.stdin.write(chunk)
         except BrokenPipeError:
             pass  # the CLI stopped reading; its exit status says why
-        except BaseException as exc:  # an unsafe context: stop the build, report it below
+        except BaseException as exc:  # an unsafe context, or the deadline: stop the build, report it below
             feeding_failed.append(exc)
-            process.kill()
+            kill()
         finally:
             try:
                 process.stdin.close()
@@ -112,7 +126,7 @@ def _run(args: list[str], *, env: Mapping[str, str], context: Iterable[bytes], l
 
     def stop() -> None:
         timed_out.set()
-        process.kill()
+        kill()
 
     watchdog = threading.Timer(timeout_s, stop)
     watchdog.daemon = True
@@ -125,9 +139,9 @@ def _run(args: list[str], *, env: Mapping[str, str], context: Iterable[bytes], l
             tail = (tail + [line.strip()])[-_TAIL_LINES:]
     status = process.wait()
     watchdog.cancel()
-    feeder.join()
+    feeder.join(timeout=_FEEDER_GRACE_S)
     if timed_out.is_set():
-        raise EngineError(f"the build took longer than {timeout_s:g}s and was stopped")
+        raise took_too_long(timeout_s)
     if feeding_failed:
         raise feeding_failed[0]
     if status != 0:

@@ -30,10 +30,13 @@ config_option = click.option(
 def _load(config_path: str | None) -> Config:
     """Load the configuration, or exit 2 with every problem listed."""
     try:
-        return load_config(config_path)
+        config = load_config(config_path)
     except ConfigError as exc:
         click.echo(f"pushbuild: {exc.message}", err=True)
         sys.exit(2)
+    for warning in config.warnings():
+        click.echo(f"pushbuild: warning: {warning}", err=True)
+    return config
 
 
 @click.group()
@@ -98,14 +101,18 @@ def serve(config_path: str | None, bind: str | None, workers: int) -> None:
 
 @main.command()
 @config_option
-@click.argument("repo_name", metavar="REPO")
+@click.argument("repo_name", metavar="[FORGE:]REPO")
 @click.argument("revision", metavar="REF-OR-SHA")
 def build(config_path: str | None, repo_name: str, revision: str) -> None:
     """Build REPO at a branch, tag or full commit id, streaming the log; print the digest."""
     services = Services(_load(config_path))
-    repo = services.config.repo_named(repo_name)
-    if repo is None:
+    found = services.config.repos_named(repo_name)
+    if not found:
         raise click.ClickException(f"repository {repo_name!r} is not configured")
+    if len(found) > 1:
+        raise click.ClickException(f"{repo_name!r} is configured on {' and '.join(r.forge for r in found)}: "
+                                   f"name one, as {found[0].forge}:{found[0].name}")
+    [repo] = found
     echo = lambda text: click.echo(text, nl=False)  # noqa: E731
     try:
         if _FULL_SHA.fullmatch(revision):
@@ -151,7 +158,7 @@ def reconcile(config_path: str | None, repo_names: tuple[str, ...], dry_run: boo
             click.echo(f"{repo.forge}:{repo.name}: {services.redact(exc.message)}", err=True)
             continue
         for ref, sha in sorted(heads.items()):
-            if repo.plan(ref, sha) is None or services.store.has_build(repo.name, ref, sha):
+            if repo.plan(ref, sha) is None or services.store.has_build(repo.forge, repo.name, ref, sha):
                 continue
             missing += 1
             click.echo(f"{repo.forge}:{repo.name} {ref} {sha}: never delivered" + ("" if dry_run else ", queued"))

@@ -20,7 +20,8 @@ from . import defaults
 from .errors import ConfigError
 from .forges import ALIASES, FORGES, Secrets
 from .redeploy import HOOK_KINDS
-from .rules import BuildPlan, Rule, TemplateError, default_rules, plan, render, template_values
+from .refs import is_docker_tag
+from .rules import BuildPlan, Rule, TemplateError, cache_image, default_rules, plan, render, template_values
 from .statuses import DEFAULT_API_URLS, STATUS_APIS
 from .urls import clone_url_problem
 
@@ -72,6 +73,8 @@ class ServerConfig:
     broker_url: str | None = None
     max_body_bytes: int = defaults.MAX_BODY_BYTES
     max_context_file_bytes: int = defaults.MAX_CONTEXT_FILE_BYTES
+    max_context_bytes: int = defaults.MAX_CONTEXT_BYTES
+    max_context_entries: int = defaults.MAX_CONTEXT_ENTRIES
     mirror_budget_bytes: int = defaults.MIRROR_BUDGET_BYTES
     allow_file_urls: bool = False
     worker_concurrency: int = defaults.WORKER_CONCURRENCY
@@ -109,7 +112,7 @@ class EngineConfig:
 
     base_url: str | None = None
     timeout_s: float = defaults.ENGINE_TIMEOUT_S
-    #: Network for RUN steps; ``None`` means the engine's bridge, or the host's when it has none.
+    #: Network for RUN steps; ``None`` means the engine's bridge, or no network when it has none.
     build_network: str | None = None
     #: The docker CLI the BuildKit builder drives (docker-py cannot drive BuildKit).
     docker_cli: str = defaults.DOCKER_CLI
@@ -218,9 +221,22 @@ class Config:
         """Return the repository ``name`` configured for ``forge``, if any."""
         return next((r for r in self.repos if r.forge == forge and r.name == name), None)
 
-    def repo_named(self, name: str) -> RepoConfig | None:
-        """Return the repository called ``name`` on any forge, if any."""
-        return next((r for r in self.repos if r.name == name), None)
+    def repos_named(self, spec: str) -> list[RepoConfig]:
+        """Return the repositories ``spec`` names: ``NAME`` on any forge, or ``FORGE:NAME`` on one."""
+        forge, colon, name = spec.partition(":")
+        forge = ALIASES.get(forge, forge)
+        if colon and forge in FORGES:
+            return [r for r in self.repos if (r.forge, r.name) == (forge, name)]
+        return [r for r in self.repos if r.name == spec]
+
+    def warnings(self) -> list[str]:
+        """Return what is allowed but unsafe in this configuration, to say at start-up."""
+        found = []
+        if self.engine.build_network == "host":
+            found.append('engine.build_network = "host": RUN steps of every pushed branch reach every service on the '
+                         "build host's loopback and network (pushbuild's API, the registry, databases, cloud metadata); "
+                         "give builds the engine's bridge network, or a dedicated build host (README: Security model)")
+        return found
 
     def secrets(self) -> list[Secret]:
         """Return every secret in the configuration, for redacting text."""
@@ -356,6 +372,8 @@ def _server(table: object, problems: list[str], env: Mapping[str, str]) -> Serve
         broker_url=env.get(BROKER_URL_ENV) or r.get("broker_url", str),
         max_body_bytes=_positive(r, "max_body_bytes", d.max_body_bytes, int),
         max_context_file_bytes=_positive(r, "max_context_file_bytes", d.max_context_file_bytes, int),
+        max_context_bytes=_positive(r, "max_context_bytes", d.max_context_bytes, int),
+        max_context_entries=_positive(r, "max_context_entries", d.max_context_entries, int),
         mirror_budget_bytes=_positive(r, "mirror_budget_bytes", d.mirror_budget_bytes, int),
         allow_file_urls=r.get("allow_file_urls", bool, False),
         worker_concurrency=_positive(r, "worker_concurrency", d.worker_concurrency, int),
@@ -410,7 +428,8 @@ _ARG_NAME = re.compile(r"(?!(?:PATH|HOME|LANG|TMPDIR|SSL_CERT_FILE|SSL_CERT_DIR|
                        r"[A-Za-z_][A-Za-z0-9_]*")
 _SECRET_ID = re.compile(r"[A-Za-z0-9_.-]+")
 _PLATFORM = re.compile(r"[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?")
-_TAGGED_IMAGE = re.compile(_IMAGE.pattern + r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?")
+#: An image with an optional tag, which may be a template (``{branch}``) for ``cache_from``.
+_TAGGED_IMAGE = re.compile(_IMAGE.pattern + r"(?::[A-Za-z0-9_{][A-Za-z0-9_.{}-]{0,127})?")
 _MATCHERS = ("branch", "tag", "branch_regex", "tag_regex")
 
 
@@ -446,9 +465,13 @@ def _rule(table: object, where: str, problems: list[str], env: Mapping[str, str]
         sample = template_values("refs/heads/x" if kind == "branch" else "refs/tags/x", "0" * 40, {})
     for template in templates:
         try:
-            render(template, sample)
+            rendered = render(template, sample)
         except TemplateError as exc:
             problems.append(f"{r.key('tags')}: {exc}")
+            continue
+        if not is_docker_tag(rendered):
+            problems.append(f"{r.key('tags')}: {template!r} must make a valid Docker tag: letters, digits, _ . -, "
+                            "not starting with . or -, at most 128 characters")
     platform = r.get("platform", str)
     if platform is not None and not _PLATFORM.fullmatch(platform):
         problems.append(f"{r.key('platform')}: must look like linux/amd64 or linux/arm64/v8")
@@ -505,6 +528,18 @@ def _hook(table: object, where: str, problems: list[str], env: Mapping[str, str]
     )
     r.finish()
     return hook if len(problems) == before else None
+
+
+def _cache_from(r: _Reader) -> tuple[str, ...]:
+    """Read ``cache_from``: image references whose tag may be a template (``{branch}``, ``{ref}``…)."""
+    entries = r.strings("cache_from", _TAGGED_IMAGE, "image references, such as registry.example.com/acme/app:{branch}")
+    sample = template_values("refs/heads/x", "0" * 40, {})
+    for entry in entries:
+        try:
+            cache_image(entry, sample)
+        except TemplateError as exc:
+            r.problems.append(f"{r.key('cache_from')}: {exc}")
+    return entries
 
 
 def _repo(table: object, where: str, problems: list[str], env: Mapping[str, str], allow_file: bool) -> RepoConfig | None:
@@ -574,7 +609,7 @@ def _repo(table: object, where: str, problems: list[str], env: Mapping[str, str]
         platform=platform,
         build_args=r.string_table("build_args", _ARG_NAME),
         build_args_env=r.secret_table("build_args_env", _ARG_NAME),
-        cache_from=r.strings("cache_from", _TAGGED_IMAGE, "image references"),
+        cache_from=_cache_from(r),
         builder=builder,
         build_secrets=build_secrets,
         skip_markers=r.get("skip_markers", bool, True),

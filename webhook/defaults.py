@@ -5,6 +5,21 @@
 MAX_BODY_BYTES = 25 * 1024 * 1024
 #: Standard Webhooks: reject signatures whose timestamp is further off than this.
 SIGNATURE_TOLERANCE_S = 5 * 60
+#: A webhook-timestamp with more digits than this is no Unix time of this era (and int() refuses
+#: more than 4300 digits with a ValueError).
+MAX_TIMESTAMP_DIGITS = 12
+#: A delivery id header (X-GitHub-Delivery, Idempotency-Key, webhook-id, ...) longer than this is
+#: refused. Forges send UUIDs and numbers; two ids joined, with the forge and a repository name,
+#: stay within the store's 512-character delivery key.
+MAX_DELIVERY_ID_CHARS = 100
+#: Payload fields longer than these are refused; each fits its column in the store.
+MAX_REPO_NAME_CHARS = 255
+MAX_REF_CHARS = 1024
+MAX_PUSHER_CHARS = 256
+#: The largest id or log cursor the store holds: ids are INTEGER columns, 32-bit on PostgreSQL
+#: (NumericValueOutOfRange beyond) and 64-bit on SQLite (OverflowError beyond), so the API refuses
+#: larger ones before they reach a query.
+MAX_DATABASE_ID = 2**31 - 1
 
 # --- state -----------------------------------------------------------------
 DATA_DIR = ".pushbuild"
@@ -51,6 +66,26 @@ GIT_TIMEOUT_S = 300.0
 ENGINE_TIMEOUT_S = 600.0
 #: A file in the build context larger than this fails the build (a repository bomb, or a mistake).
 MAX_CONTEXT_FILE_BYTES = 2 * 1024 * 1024 * 1024
+#: File data the engine receives for one build, in all (after .dockerignore). Git compresses and
+#: deduplicates: a push of under 1 MB of objects once wrote 1.58 GB into the engine. 4 GiB is far
+#: above any real context (twice the largest file allowed) and bounds what one push costs the
+#: engine's disk; lower it to what your repositories need.
+MAX_CONTEXT_BYTES = 4 * 1024 * 1024 * 1024
+#: Entries (files, directories, links) the engine receives for one build. The largest monorepos
+#: hold well under a million files; each entry costs the worker a tar header and a .dockerignore
+#: match, and the engine an inode.
+MAX_CONTEXT_ENTRIES = 1_000_000
+#: The Dockerfile and .dockerignore are read into the worker's memory; a larger one fails the build.
+MAX_BUILD_FILE_BYTES = 1024 * 1024
+#: Every path of the context is matched against every .dockerignore pattern, so their number
+#: bounds the worker's CPU per path (about 0.1 ms at 500). Real files have tens of lines.
+MAX_DOCKERIGNORE_PATTERNS = 500
+#: Links followed while resolving one path, as the Linux kernel allows (MAXSYMLINKS); more is a loop.
+MAX_LINK_FOLLOWS = 40
+#: Path components examined in all while resolving the context's links through each other: a few a
+#: link in real trees (100,000 links of pnpm's layout take 500,000). Bounds crafted chains of long
+#: targets to a few seconds of the worker's CPU.
+MAX_LINK_RESOLUTION_STEPS = 10_000_000
 #: Chunk size for streaming the build context to the engine.
 CONTEXT_CHUNK_BYTES = 64 * 1024
 #: A build running longer than this is stopped and fails.

@@ -50,6 +50,39 @@ def _engine_error(what: str, exc: Exception) -> EngineError:
     return EngineError(f"{what}: {exc}", unreachable=unreachable)
 
 
+def took_too_long(timeout_s: float) -> EngineError:
+    """The error of a build stopped at its deadline, whichever builder ran it."""
+    return EngineError(f"the build took longer than {timeout_s:g}s and was stopped")
+
+
+def within_deadline(chunks: Iterable[bytes], *, deadline: float, timeout_s: float) -> Iterator[bytes]:
+    """Pass a build context's ``chunks`` on until ``deadline`` (``time.monotonic``), then stop the build.
+
+    docker-py sends the whole context before it reads a line of the engine's answer, so a
+    context still streaming at the deadline is stopped here; the engine, its request cut
+    short, builds nothing.
+    """
+    for chunk in chunks:
+        if time.monotonic() > deadline:
+            raise took_too_long(timeout_s)
+        yield chunk
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Say whether a transport error was a socket timeout, however deeply requests and urllib3 wrapped it."""
+    pending, seen = [exc], set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, (TimeoutError, urllib3.exceptions.TimeoutError)):
+            return True
+        pending += [arg for arg in current.args if isinstance(arg, BaseException)]
+        pending += [linked for linked in (current.__cause__, current.__context__) if linked is not None]
+    return False
+
+
 def _message(line: Mapping[str, Any]) -> str:
     """Return the error text of a stream line."""
     detail = line.get("errorDetail") or {}
@@ -79,14 +112,18 @@ class Engine:
 
     @functools.cached_property
     def build_network(self) -> str | None:
-        """The network RUN steps use: as configured, else the host's when the engine has no bridge."""
+        """The network RUN steps use: as configured, else the engine's bridge, else none at all.
+
+        Never the host's unless configured: a RUN step is code from whoever pushed the branch,
+        and the host's network would give it every loopback service of the build host.
+        """
         if self.config.build_network is not None:
             return self.config.build_network
         try:
             has_bridge = bool(self.client.networks(names=["bridge"]))
         except (DockerException, requests.RequestException) as exc:
             raise EngineError(f"cannot list the engine's networks: {exc}") from exc
-        return None if has_bridge else "host"
+        return None if has_bridge else "none"
 
     def ping(self) -> None:
         """Raise :class:`EngineError` unless the engine answers."""
@@ -129,11 +166,14 @@ class Engine:
               log: Log, limits: BuildLimits) -> str:
         """Build from a streamed tar ``context`` as ``plan`` says, tag the image ``tag``, and return its id.
 
-        The build is abandoned at ``limits.timeout_s``: a silent step hits the read timeout, a
-        talkative one the check after each line; the engine cancels a build whose client is gone.
+        The build is abandoned at ``limits.timeout_s``: a context still streaming by the check
+        before each chunk (a write the engine does not take, by the socket timeout), a silent
+        step by the read timeout, a talkative one by the check after each line; the engine
+        cancels a build whose client is gone.
         """
         image_id = None
         deadline = time.monotonic() + limits.timeout_s
+        socket_timeout_s = min(self.config.timeout_s, limits.timeout_s)
         container_limits = {}
         if limits.memory_bytes:
             container_limits.update(memory=limits.memory_bytes, memswap=limits.memory_bytes)
@@ -141,16 +181,17 @@ class Engine:
             container_limits["cpushares"] = limits.cpu_shares
         try:
             stream = self.client.build(
-                fileobj=context, custom_context=True, tag=tag, dockerfile=plan.dockerfile,
+                fileobj=within_deadline(context, deadline=deadline, timeout_s=limits.timeout_s),
+                custom_context=True, tag=tag, dockerfile=plan.dockerfile,
                 target=plan.target, buildargs=dict(plan.build_args) or None, platform=plan.platform,
                 cache_from=list(plan.cache_from) or None, labels=dict(labels), rm=True, forcerm=True,
                 network_mode=self.build_network, decode=True, use_config_proxy=False,
-                container_limits=container_limits or None, timeout=min(self.config.timeout_s, limits.timeout_s),
+                container_limits=container_limits or None, timeout=socket_timeout_s,
             )
             for line in stream:
                 if time.monotonic() > deadline:
                     stream.close()
-                    raise EngineError(f"the build took longer than {limits.timeout_s:g}s and was stopped")
+                    raise took_too_long(limits.timeout_s)
                 if "error" in line or "errorDetail" in line:
                     # An engine shutting down fails its builds with odd errors before it goes:
                     # if it is gone a moment later, that was the cause, not the Dockerfile.
@@ -162,9 +203,14 @@ class Engine:
                     image_id = aux["ID"]
         except (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError) as exc:
             if time.monotonic() >= deadline - 1:
-                raise EngineError(f"the build took longer than {limits.timeout_s:g}s and was stopped") from exc
+                raise took_too_long(limits.timeout_s) from exc
             raise EngineError(f"the engine said nothing for {self.config.timeout_s:g}s; the build was stopped") from exc
         except (requests.ConnectionError, urllib3.exceptions.ProtocolError) as exc:
+            if _timed_out(exc) and not isinstance(exc, requests.ConnectTimeout):  # a write the engine did not take
+                if time.monotonic() >= deadline - 1:
+                    raise took_too_long(limits.timeout_s) from exc
+                raise EngineError(f"the engine took none of the context for {socket_timeout_s:g}s; "
+                                  "the build was stopped") from exc
             raise EngineError(f"the engine went away during the build: {exc}", unreachable=True) from exc
         except (DockerException, requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             raise EngineError(f"the build failed on the engine: {exc}") from exc
@@ -188,15 +234,14 @@ class Engine:
             return False
         return True
 
-    def label(self, image_id: str, name: str) -> str | None:
-        """Return the value of label ``name`` on a local image, or ``None``."""
+    def labels(self, image_id: str) -> dict[str, str]:
+        """Return the labels of a local image (none if it is gone)."""
         try:
-            labels = self.client.inspect_image(image_id)["Config"].get("Labels") or {}
+            return dict(self.client.inspect_image(image_id)["Config"].get("Labels") or {})
         except docker.errors.ImageNotFound:
-            return None
+            return {}
         except (DockerException, requests.RequestException) as exc:
             raise _engine_error(f"cannot inspect {image_id}", exc) from exc
-        return labels.get(name)
 
     def tag(self, image_id: str, reference: str) -> None:
         """Give the image ``image_id`` the name ``reference`` (``repo:tag``)."""

@@ -53,10 +53,10 @@ def _body(max_bytes: int) -> bytes:
 
 def _cancel_superseded(store: BuildStore, newest: Build) -> None:
     """Cancel queued builds of the same branch that ``newest`` replaces (tag builds are never cancelled)."""
-    waiting = [b for b in store.of_ref(newest.repo, newest.ref, state=BuildState.QUEUED) if b.id != newest.id]
+    waiting = [b for b in store.of_ref(newest.forge, newest.repo, newest.ref, state=BuildState.QUEUED) if b.id != newest.id]
     if not waiting:
         return  # the common case: one query, nothing to compare
-    pushes = store.of_ref(newest.repo, newest.ref)
+    pushes = store.of_ref(newest.forge, newest.repo, newest.ref)
     for build in waiting:
         if is_newer(newest, build, pushes):
             if store.cancel(build.id, f"superseded by build {newest.id} ({newest.sha[:12]}) of {newest.ref}"):
@@ -101,7 +101,7 @@ def receive(forge: str) -> Any:
     wanted = [event for event, reason in zip(result, reasons, strict=True) if reason is None]
     if not wanted:
         return jsonify(ignored="; ".join(r for r in reasons if r)), 200
-    builds, created = services.store.record(wanted, dispatching=True)
+    builds, created = services.store.record(wanted, dispatching=True, from_forge=True)
     if not created:
         return jsonify(duplicate=builds[0].id), 200
     for build, event in zip(builds, wanted, strict=True):

@@ -79,16 +79,22 @@ class Mirrors:
             try:
                 # No template: a mirror needs no sample hooks, and tmpfs space is memory. (GitPython
                 # guards --template because a template can install hooks; an empty one installs none.)
-                mirror = git.Repo(path) if path.exists() else git.Repo.init(path, bare=True, mkdir=True, template="", allow_unsafe_options=True)
+                mirror = git.Repo(path) if path.exists() else git.Repo.init(
+                    path, bare=True, mkdir=True, template="", allow_unsafe_options=True, env=self._env())
             except (git.exc.GitError, OSError) as exc:
                 raise GitError(f"cannot open the mirror of {repo.name}: {exc}") from exc
+            mirror.git.update_environment(**self._env())  # every git this repository object runs
             with mirror:
                 yield mirror
 
     def _env(self) -> dict[str, str]:
-        """Return what git adds to its environment: never prompt for credentials, ignore the system config."""
+        """Return what git adds to its environment: never prompt for credentials, read no global or system config.
+
+        The worker's own ``~/.gitconfig`` is no business of a pushed repository: through its
+        ``.gitattributes`` a commit could select a filter defined there and have ``git archive`` run it.
+        """
         return {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "SSH_ASKPASS": "/bin/false",
-                "GIT_PROTOCOL_FROM_USER": "0", "GIT_CONFIG_NOSYSTEM": "1"}
+                "GIT_PROTOCOL_FROM_USER": "0", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
 
     def git_access(self, repo: RepoConfig) -> tuple[list[str], dict[str, str]]:
         """Return the ``-c`` options and environment that authenticate fetches of ``repo``.
@@ -239,10 +245,12 @@ class Mirrors:
                 heads.setdefault(ref, sha)
         return heads
 
-    def read_file(self, repo: RepoConfig, sha: str, path: str) -> bytes | None:
+    def read_file(self, repo: RepoConfig, sha: str, path: str, *,
+                  max_bytes: int = defaults.MAX_BUILD_FILE_BYTES) -> bytes | None:
         """Return the content of regular file ``path`` at ``sha``; ``None`` if absent.
 
-        A symlink is refused: it may point outside the repository.
+        A symlink is refused: it may point outside the repository. So is a file over
+        ``max_bytes``, judged by its size before any of it is read.
         """
         with self._open(repo) as mirror:
             try:
@@ -255,6 +263,9 @@ class Mirrors:
                 raise ContextError(f"{path} is a {blob.type}, not a file")
             if blob.mode == _SYMLINK_MODE:
                 raise ContextError(f"{path} is a symbolic link; it must be a regular file")
+            if blob.size > max_bytes:
+                raise ContextError(f"{path} is {blob.size} bytes, over the {max_bytes}-byte limit for a file "
+                                   "pushbuild reads itself (the Dockerfile, .dockerignore)")
             return blob.data_stream.read()
 
     def has_tree(self, repo: RepoConfig, sha: str, path: str) -> bool:

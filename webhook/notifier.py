@@ -12,6 +12,7 @@ import base64
 import logging
 import os
 import random
+import signal
 import subprocess
 import threading
 import time
@@ -32,9 +33,19 @@ from .statuses import FAILURE, PENDING, SUCCESS, status_request
 from .store import Build, BuildState, BuildStore
 
 log = logging.getLogger(__name__)
-#: A claimed delivery is held this long while it is being sent; longer than any send may take.
+#: A claimed delivery is held at least this long while it is being sent, so no other worker starts it again.
 CLAIM_HOLD_S = 120.0
+#: ... and this much longer than the slowest hook's timeout: killing a command, recording the attempt.
+CLAIM_MARGIN_S = 60.0
+#: Deliveries one call of ``deliver_due`` sends at most.
+_DELIVERY_BATCH = 20
 _RETRYABLE = {408, 425, 429}
+
+
+def claim_hold_s(config: Config) -> float:
+    """How long a claimed delivery is held: longer than any one attempt may take, the slowest hook's included."""
+    slowest = max([defaults.HOOK_TIMEOUT_S, *(hook.timeout_s for repo in config.repos for hook in repo.hooks)])
+    return max(CLAIM_HOLD_S, slowest + CLAIM_MARGIN_S)
 
 
 def build_url(config: Config, build_id: int) -> str:
@@ -109,11 +120,21 @@ class Notifier:
             log.exception("sending the deliveries of build %s failed; the poller will retry", build_id)
 
     def deliver_due(self, *, build_id: int | None = None) -> int:
-        """Send every delivery that is due (optionally only one build's); return how many were tried."""
-        due = self.deliveries.claim_due(hold_s=CLAIM_HOLD_S, build_id=build_id)
-        for delivery in due:
-            self.send(delivery)
-        return len(due)
+        """Send every delivery that is due (optionally only one build's); return how many were tried.
+
+        Each is claimed just before it is sent, for longer than its attempt may take: claimed
+        together, the last of a batch would still wait its turn when its hold ran out, and
+        another worker would start it too.
+        """
+        hold_s = claim_hold_s(self.config)
+        tried = 0
+        while tried < _DELIVERY_BATCH:
+            due = self.deliveries.claim_due(hold_s=hold_s, build_id=build_id, limit=1)
+            if not due:
+                break
+            self.send(due[0])
+            tried += 1
+        return tried
 
     def redeliver(self, delivery_id: int) -> Delivery | None:
         """Send a delivery again now, whatever became of it before."""
@@ -124,8 +145,9 @@ class Notifier:
 
     def send(self, delivery: Delivery, *, ordered: bool = True) -> None:
         """Make one attempt at ``delivery`` and record it; never raises for the peer's failures."""
-        repo = self.config.repo_named(delivery.repo)
-        if delivery.kind == "hook" and ordered and self._newer_success(delivery):
+        build = self.builds.get(delivery.build_id)
+        repo = self.config.repo(build.forge, build.repo) if build is not None else None
+        if delivery.kind == "hook" and ordered and build is not None and self._newer_success(delivery, build):
             log.info("delivery=%s superseded: a newer push of %s %s was built", delivery.id, delivery.repo, delivery.ref)
             self.deliveries.supersede(delivery)
             return
@@ -153,11 +175,11 @@ class Notifier:
             self._record(delivery, DeliveryState.PENDING, started, status_code, error,
                          retry_at=self.clock() + self._backoff(attempts))
 
-    def _newer_success(self, delivery: Delivery) -> bool:
+    def _newer_success(self, delivery: Delivery, build: Build) -> bool:
         """Say whether a newer push of the delivery's branch was built: its hooks replace this one's."""
-        if not is_branch(delivery.ref):
+        if not is_branch(build.ref):
             return False
-        pushes = self.builds.of_ref(delivery.repo, delivery.ref)
+        pushes = self.builds.of_ref(build.forge, build.repo, build.ref)
         this = next((p for p in pushes if p.id == delivery.build_id), None)
         return this is not None and any(p.state is BuildState.SUCCEEDED and is_newer(p, this, pushes) for p in pushes)
 
@@ -208,16 +230,28 @@ class Notifier:
         return response.status_code
 
     def _command(self, hook: HookConfig, event: ImagePushed) -> int:
-        """Run a command hook (argv, no shell) with the message on stdin; exit 0 is delivered."""
+        """Run a command hook (argv, no shell) with the message on stdin; exit 0 is delivered.
+
+        It runs in a session of its own, so its timeout kills the whole process group: nothing
+        it started in the background outlives the attempt.
+        """
         body = message_body(event, at=self.clock())
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PUSHBUILD_IMAGE": event.image,
                "PUSHBUILD_DIGEST": event.digest, "PUSHBUILD_SHA": event.sha, "PUSHBUILD_REF": event.ref,
                "PUSHBUILD_TAG": event.tag, "PUSHBUILD_REPO": event.repo, "PUSHBUILD_BUILD_ID": str(event.build_id)}
-        result = subprocess.run(command_argv(hook.argv, event), input=body, env=env, capture_output=True,
-                                timeout=hook.timeout_s, check=False)
-        if result.returncode != 0:
-            raise _CommandFailed(self.redact(f"exit status {result.returncode}: "
-                                             f"{result.stderr.decode('utf-8', 'replace').strip()[-500:]}"))
+        with subprocess.Popen(command_argv(hook.argv, event), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=env, start_new_session=True) as process:
+            try:
+                _, stderr = process.communicate(body, timeout=hook.timeout_s)
+            except subprocess.TimeoutExpired:
+                try:  # the command is not reaped yet, so its process group id is still its own
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                raise
+        if process.returncode != 0:
+            raise _CommandFailed(self.redact(f"exit status {process.returncode}: "
+                                             f"{stderr.decode('utf-8', 'replace').strip()[-500:]}"))
         return 200
 
 

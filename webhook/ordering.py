@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
+from .refs import short_name
+from .rules import VersionKey, version_key
+
 
 class Push(Protocol):
     """What ordering needs of a recorded push."""
@@ -42,3 +45,26 @@ def is_newer(candidate: Push, than: Push, pushes: Iterable[Push]) -> bool:
     if _reaches(than, candidate.sha, by_sha):
         return False
     return candidate.id > than.id
+
+
+class Release(Push, Protocol):
+    """What ordering releases needs of a recorded build of a git tag."""
+
+    ref: str
+    tags: tuple[str, ...]
+
+
+def higher_release(build: Push, version: VersionKey | None, tag: str, releases: Iterable[Release]) -> Release | None:
+    """Return a release build that already moved ``tag`` and outranks ``build`` (of ``version``), if any.
+
+    Releases rank by version (semver precedence), then by acceptance order; a tag that is no
+    version ranks by acceptance order alone. So ``latest`` and ``1.2`` only ever move forward,
+    whatever order the forge delivers tags in.
+    """
+    def outranks(other: Release) -> bool:
+        theirs = version_key(short_name(other.ref))
+        if version is not None and theirs is not None and theirs != version:
+            return theirs > version
+        return other.id > build.id
+
+    return next((r for r in releases if r.id != build.id and tag in r.tags and outranks(r)), None)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 
+from . import defaults
 from .errors import BadRequest
 
 ZERO_SHA = "0" * 40
@@ -29,10 +31,16 @@ def validate_ref(value: object) -> str:
     """Return ``value`` if it is a well-formed branch or tag ref, else raise.
 
     Applies git-check-ref-format(1) and refuses components starting with ``-`` so that a
-    ref can never be read as a command-line option.
+    ref can never be read as a command-line option, and refs longer than the store holds.
     """
     if not isinstance(value, str) or not value.startswith((BRANCH_PREFIX, TAG_PREFIX)):
         raise BadRequest("ref must start with refs/heads/ or refs/tags/")
+    if len(value) > defaults.MAX_REF_CHARS:
+        raise BadRequest(f"ref is longer than {defaults.MAX_REF_CHARS} characters")
+    try:
+        value.encode("utf-8")  # a lone surrogate from JSON's "\ud800" is no ref any store can hold
+    except UnicodeEncodeError as exc:
+        raise BadRequest("ref is not valid UTF-8 text") from exc
     name = short_name(value)
     if (
         not name
@@ -81,11 +89,26 @@ def _glob_regex(glob: str) -> re.Pattern[str]:
     return re.compile(translated)
 
 
-def docker_tag(name: str) -> str | None:
-    """Turn a branch or tag name into a valid Docker tag, or ``None`` if nothing usable is left.
+#: Hex digits of the hash that a name needing sanitising gets as its tag's suffix.
+NAME_HASH_LENGTH = 10
 
-    ``feature/login`` becomes ``feature-login``; a tag may hold ``[A-Za-z0-9_.-]``, must not
-    start with ``.`` or ``-``, and is at most 128 characters.
+
+def name_tag(name: str) -> str:
+    """Turn a branch, tag or template result into a Docker tag that no other name produces.
+
+    A name that is a valid Docker tag as it is (``[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}``) stays as
+    it is: ``main``, ``release-1.2``, ``v1.2.3``. Any other name is sanitised and given a hash
+    of the whole name, so ``feature/login`` becomes ``feature-login-<hash>`` and ``+main``
+    becomes ``main-<hash>``, never ``main``: a name that needed sanitising never lands on the
+    tag of the name it was made to look like.
     """
-    tag = _TAG_UNSAFE.sub("-", name).lstrip(".-")[:128]
-    return tag if _DOCKER_TAG.fullmatch(tag) else None
+    if _DOCKER_TAG.fullmatch(name):
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:NAME_HASH_LENGTH]
+    stem = _TAG_UNSAFE.sub("-", name).lstrip(".-").rstrip("-")[:128 - NAME_HASH_LENGTH - 1].rstrip("-")
+    return f"{stem or 'ref'}-{digest}"
+
+
+def is_docker_tag(text: str) -> bool:
+    """Say whether ``text`` is a valid Docker tag as it is."""
+    return _DOCKER_TAG.fullmatch(text) is not None

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .refs import docker_tag, is_branch, matches_any, short_name
+from .refs import is_branch, matches_any, name_tag, short_name
 
 #: Semantic versions fanned out to MAJOR.MINOR and MAJOR (https://semver.org, optional leading v).
 _SEMVER = re.compile(r"v?(?P<major>0|[1-9]\d*)\.(?P<minor>0|[1-9]\d*)\.(?P<patch>0|[1-9]\d*)"
@@ -55,6 +55,10 @@ class Rule:
         return {} if matches_any(name, self.globs) else None
 
 
+#: A version's place in semver precedence (https://semver.org/#spec-item-11); compare with ``<``.
+VersionKey = tuple
+
+
 @dataclass(frozen=True)
 class BuildPlan:
     """Everything one build needs to know about what to build and how to tag it."""
@@ -68,13 +72,24 @@ class BuildPlan:
     platform: str | None = None
     cache_from: tuple[str, ...] = ()
     secret_args: frozenset[str] = field(default_factory=frozenset)
+    #: Tags made from the pushed ref's name: the first ref to push one owns it from then on.
+    named_tags: frozenset[str] = frozenset()
+    #: Tags every release moves (semver fan-out, a tag rule's ``latest``): only ever towards higher versions.
+    release_tags: frozenset[str] = frozenset()
+    #: The version of the git tag being built, when its name is one; orders ``release_tags``.
+    version: VersionKey | None = None
+    #: Tags the ref's name would have produced but may not have, each with the reason.
+    withheld: tuple[tuple[str, str], ...] = ()
 
     def fingerprint(self) -> str:
         """Identify the build settings, so an image built otherwise from the same commit is not reused.
 
-        Build argument values are hashed, never shown: some come from secrets.
+        The label this goes into is public to whoever can pull the image, so the values of
+        secret build arguments are left out (an unsalted hash of them could be tested against
+        guesses offline): changing only a secret value does not rebuild an already-built commit.
         """
-        settings = repr((self.dockerfile, self.context, self.target, self.build_args, self.platform))
+        args = tuple((name, "<secret>" if name in self.secret_args else value) for name, value in self.build_args)
+        settings = repr((self.dockerfile, self.context, self.target, args, self.platform))
         return hashlib.sha256(settings.encode()).hexdigest()[:16]
 
 
@@ -116,6 +131,66 @@ def semver_tags(name: str) -> list[str]:
     return [f"{major}.{minor}.{patch}", f"{major}.{minor}", *([major] if major != "0" else [])]
 
 
+def version_key(name: str) -> VersionKey | None:
+    """Return the semver precedence of a tag name (``v1.2.3``, ``1.2.3-rc.1``), or ``None`` if it is no version."""
+    found = _SEMVER.fullmatch(name)
+    if found is None:
+        return None
+    core = (int(found["major"]), int(found["minor"]), int(found["patch"]))
+    if not found["pre"]:
+        return (*core, (1,))  # a release ranks above its pre-releases
+    identifiers = tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in found["pre"][1:].split("."))
+    return (*core, (0, *identifiers))
+
+
+#: Tags that look like a commit id: only a build of that commit may write one.
+_COMMIT_LIKE = re.compile(r"[0-9a-fA-F]{7,64}")
+#: Tags of the form semver fan-out produces (``1``, ``1.2``, ``1.2.3``).
+_VERSION_LIKE = re.compile(r"\d+(?:\.\d+){0,2}")
+
+
+def reserved(tag: str, *, fixed: frozenset[str], own_version: str | None) -> str | None:
+    """Say why a tag made from a ref's name may not be written, or ``None`` if it may.
+
+    Reserved for other kinds of name: ``latest``; anything that looks like a commit id; the
+    version forms of semver fan-out (a git tag's own ``MAJOR.MINOR.PATCH`` excepted); and the
+    repository's fixed tags (template literals such as ``edge``).
+    """
+    if tag.lower() == "latest":
+        return "`latest` is never given to a branch or tag name"
+    if _COMMIT_LIKE.fullmatch(tag):
+        return "it looks like a commit id, and only a build of that commit writes such a tag"
+    if _VERSION_LIKE.fullmatch(tag) and tag != own_version:
+        return "it is a release version tag, which only the tag rules' semver fan-out writes"
+    if tag in fixed:
+        return "it is a fixed tag of this repository's rules"
+    return None
+
+
+def cache_image(entry: str, values: Mapping[str, str]) -> str | None:
+    """Fill the tag template of a ``cache_from`` entry (``<image>:{branch}``); ``None`` if it comes out empty.
+
+    Names are made tags as a rule's templates make them, so ``{branch}`` names the image the
+    branch itself pushed: the only cache that lower-trust branches cannot write into.
+    """
+    image, colon, template = entry.rpartition(":")
+    if not colon or "/" in template or not _fields(template):
+        return entry
+    rendered = render(template, values)
+    if not rendered:
+        return None
+    return f"{image}:{rendered if _fields(template) <= _COMMIT_FIELDS else name_tag(rendered)}"
+
+
+def _fields(template: str) -> set[str]:
+    """Return the field names a tag template uses."""
+    return set(_FIELD.findall(template))
+
+
+#: Template fields that come from the commit, not from the pushed ref's name.
+_COMMIT_FIELDS = {"sha", "short_sha"}
+
+
 def template_values(ref: str, sha: str, captured: Mapping[str, str]) -> dict[str, str]:
     """Return the values tag templates may use for ``ref`` at ``sha``."""
     name = short_name(ref)
@@ -134,7 +209,8 @@ def plan(rules: tuple[Rule, ...], *, image: str, ref: str, sha: str, default_bra
 
     ``<image>:<sha>`` always comes first: it is what deployments and redeploy hooks refer to.
     An empty ``ref`` (a bare commit id from the command line) builds with the repository's
-    settings and only the SHA tag.
+    settings and only the SHA tag. Tags made from the ref's name go through :func:`name_tag`
+    and :func:`reserved` (see the README, "Which push may move which tag").
     """
     rule: Rule | None = None
     captured: dict[str, str] = {}
@@ -145,19 +221,44 @@ def plan(rules: tuple[Rule, ...], *, image: str, ref: str, sha: str, default_bra
                 break
         if rule is None:
             return None
-    names = [sha]
+    tags: list[str] = [f"{image}:{sha}"]
+    named: set[str] = set()
+    release: set[str] = set()
+    withheld: list[tuple[str, str]] = []
+
+    def add(tag: str, into: set[str] | None = None) -> None:
+        reference = f"{image}:{tag}"
+        if reference not in tags:
+            tags.append(reference)
+        if into is not None:
+            into.add(reference)
+
+    version = None
     if rule is not None:
+        name = short_name(ref)
+        is_tag = not is_branch(ref)
+        fan_out = semver_tags(name) if rule.semver and is_tag else []
+        own_version = next(iter(semver_tags(name)), None) if is_tag else None
+        fixed = frozenset(t for r in rules for t in r.tags if not _fields(t))
         values = template_values(ref, sha, captured)
-        names += [render(t, values) for t in rule.tags]
-        if rule.semver and not is_branch(ref):
-            names += semver_tags(short_name(ref))
-        if rule.latest and (not is_branch(ref) or short_name(ref) == default_branch):
-            names.append("latest")
-    tags: list[str] = []
-    for name in names:
-        tag = docker_tag(name) if name else None
-        if tag and f"{image}:{tag}" not in tags:
-            tags.append(f"{image}:{tag}")
+        for template in rule.tags:
+            rendered = render(template, values)
+            if _fields(template) <= _COMMIT_FIELDS:
+                add(rendered)  # a fixed tag, or one made from this build's own commit id
+                continue
+            tag = name_tag(rendered)
+            if why := reserved(tag, fixed=fixed, own_version=own_version):
+                withheld.append((tag, why))
+            else:
+                add(tag, named)
+        for tag in fan_out:
+            add(tag, release)
+        if rule.latest and is_tag:
+            add("latest", release)
+        elif rule.latest and name == default_branch:
+            add("latest")
+        if release:
+            version = version_key(name)
     merged_args = dict(build_args)
     if rule is not None:
         merged_args.update(rule.build_args)
@@ -168,6 +269,10 @@ def plan(rules: tuple[Rule, ...], *, image: str, ref: str, sha: str, default_bra
         target=(rule.target if rule and rule.target else target),
         build_args=tuple(sorted(merged_args.items())),
         platform=(rule.platform if rule and rule.platform else platform),
-        cache_from=cache_from,
+        cache_from=tuple(image for entry in cache_from if (image := cache_image(entry, template_values(ref, sha, captured)))),
         secret_args=secret_args,
+        named_tags=frozenset(named) - release,
+        release_tags=frozenset(release),
+        version=version,
+        withheld=tuple(withheld),
     )

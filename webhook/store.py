@@ -8,6 +8,7 @@ lease it renews, so a build whose worker died can be found and run again.
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import threading
 import time
@@ -21,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from . import defaults
 from .events import PushEvent
+from .refs import TAG_PREFIX, short_name
 
 metadata = sa.MetaData()
 
@@ -36,6 +38,9 @@ builds = sa.Table(
     sa.Column("default_branch", sa.String(1024)),
     sa.Column("changed_paths", sa.Text),
     sa.Column("delivery_key", sa.String(512), unique=True),
+    #: A hash of what a forge's push changed (forge, repository, ref, before, after): a replayed
+    #: delivery under a new delivery id carries the same push and is recorded once.
+    sa.Column("push_key", sa.String(64)),
     sa.Column("state", sa.String(16), nullable=False, index=True),
     sa.Column("tags", sa.Text, nullable=False, default="[]"),
     sa.Column("digest", sa.String(128)),
@@ -47,6 +52,19 @@ builds = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
+)
+
+sa.Index("ix_builds_push_key", builds.c.push_key, unique=True)
+sa.Index("ix_builds_forge_repo_ref", builds.c.forge, builds.c.repo, builds.c.ref)
+
+#: Which ref owns each tag made from a ref's name: the first to push it (see rules.BuildPlan.named_tags).
+image_tags = sa.Table(
+    "image_tags", metadata,
+    sa.Column("tag", sa.String(512), primary_key=True),  # <image>:<tag>
+    sa.Column("forge", sa.String(32), nullable=False),
+    sa.Column("repo", sa.String(512), nullable=False),
+    sa.Column("ref", sa.String(1024), nullable=False),
+    sa.Column("claimed_at", sa.Float, nullable=False),
 )
 
 build_logs = sa.Table(
@@ -127,7 +145,11 @@ class Build:
 def create_db_engine(url: str) -> sa.Engine:
     """Create an SQLAlchemy engine; SQLite gets WAL, a busy timeout and write-locking transactions."""
     if not url.startswith("sqlite"):
-        return sa.create_engine(url, pool_pre_ping=True)
+        # Ask for UTF-8 whatever the database's encoding: on an SQL_ASCII database the client
+        # encoding defaults to SQL_ASCII too, and psycopg then returns text columns as bytes.
+        is_postgres = sa.engine.make_url(url).get_backend_name() == "postgresql"
+        return sa.create_engine(url, pool_pre_ping=True,
+                                connect_args={"client_encoding": "utf8"} if is_postgres else {})
     engine = sa.create_engine(url, connect_args={"timeout": defaults.SQLITE_BUSY_TIMEOUT_MS / 1000})
 
     @sa.event.listens_for(engine, "connect")
@@ -170,33 +192,40 @@ class BuildStore:
         self.clock = clock
 
     def create_schema(self) -> None:
-        """Create the tables if they do not exist."""
+        """Create the tables if they do not exist, and add columns and indexes newer versions added."""
         metadata.create_all(self.engine)
+        _add_missing_columns(self.engine)
 
     def ping(self) -> None:
         """Raise if the database cannot be reached."""
         with self.engine.connect() as conn:
             conn.execute(sa.select(1))
 
-    def record(self, events: Sequence[PushEvent], *, dispatching: bool = False) -> tuple[list[Build], bool]:
+    def record(self, events: Sequence[PushEvent], *, dispatching: bool = False,
+               from_forge: bool = False) -> tuple[list[Build], bool]:
         """Record the refs of one accepted push as queued builds, all or none; return them and whether they are new.
 
         A delivery already recorded (same forge, repository and delivery id) returns the
-        existing builds with ``False``: forges resend deliveries, and each builds once.
+        existing builds with ``False``: forges resend deliveries, and each builds once. With
+        ``from_forge``, so does a push already recorded (same forge, repository, ref, before and
+        after), whatever its delivery id: a captured delivery replayed under a new id.
         """
         keys = [f"{e.forge}:{e.repo}:{e.delivery_id}" if e.delivery_id else None for e in events]
+        push_keys = [push_key(e) if from_forge else None for e in events]
         rows = [dict(
             repo=e.repo, forge=e.forge, ref=e.ref, sha=e.sha, before=e.before, pusher=e.pusher,
-            default_branch=e.default_branch, delivery_key=key, state=BuildState.QUEUED.value,
+            default_branch=e.default_branch, delivery_key=key, push_key=content, state=BuildState.QUEUED.value,
             changed_paths=None if e.changed_paths is None else json.dumps(list(e.changed_paths)),
             tags="[]", attempts=0, created_at=self.clock(), dispatched_at=self.clock() if dispatching else None,
-        ) for e, key in zip(events, keys, strict=True)]
+        ) for e, key, content in zip(events, keys, push_keys, strict=True)]
         try:
             with self.engine.begin() as conn:
                 ids = [conn.execute(builds.insert().values(**row)).inserted_primary_key[0] for row in rows]
         except IntegrityError:
+            known = sa.or_(builds.c.delivery_key.in_([k for k in keys if k]),
+                           builds.c.push_key.in_([k for k in push_keys if k]))
             with self.engine.begin() as conn:
-                found = conn.execute(builds.select().where(builds.c.delivery_key.in_(keys)).order_by(builds.c.id))
+                found = conn.execute(builds.select().where(known).order_by(builds.c.id))
                 return [Build.from_row(row) for row in found], False
         return [self.get(build_id) for build_id in ids], True
 
@@ -238,9 +267,10 @@ class BuildStore:
             sa.and_(builds.c.state == BuildState.RUNNING.value, builds.c.lease_expires_at < now),
         )
         if max_running is not None:
-            others = builds.alias("others")
+            others, this = builds.alias("others"), builds.alias("this")
             running = (sa.select(sa.func.count()).select_from(others)
-                       .where(others.c.repo == sa.select(builds.c.repo).where(builds.c.id == build_id).scalar_subquery(),
+                       .where(sa.tuple_(others.c.forge, others.c.repo).in_(
+                                  sa.select(this.c.forge, this.c.repo).where(this.c.id == build_id)),
                               others.c.state == BuildState.RUNNING.value, others.c.lease_expires_at >= now,
                               others.c.id != build_id)
                        .scalar_subquery())
@@ -285,24 +315,54 @@ class BuildStore:
             lease_owner=None, lease_expires_at=None,
         )
 
-    def of_ref(self, repo: str, ref: str, *, state: BuildState | None = None,
+    def of_ref(self, forge: str, repo: str, ref: str, *, state: BuildState | None = None,
                recent: int = defaults.ORDERING_WINDOW) -> list[Build]:
         """Return the ``recent`` latest builds of one branch or tag (optionally in one state), oldest first."""
-        query = (builds.select().where(builds.c.repo == repo, builds.c.ref == ref)
+        query = (builds.select().where(builds.c.forge == forge, builds.c.repo == repo, builds.c.ref == ref)
                  .order_by(builds.c.id.desc()).limit(recent))
         if state is not None:
             query = query.where(builds.c.state == state.value)
         with self.engine.begin() as conn:
             return [Build.from_row(row) for row in conn.execute(query)][::-1]
 
+    def releases(self, forge: str, repo: str, *, recent: int = defaults.ORDERING_WINDOW) -> list[Build]:
+        """Return the ``recent`` latest succeeded builds of a repository's git tags, newest first."""
+        query = (builds.select()
+                 .where(builds.c.forge == forge, builds.c.repo == repo, builds.c.ref.startswith(TAG_PREFIX),
+                        builds.c.state == BuildState.SUCCEEDED.value)
+                 .order_by(builds.c.id.desc()).limit(recent))
+        with self.engine.begin() as conn:
+            return [Build.from_row(row) for row in conn.execute(query)]
+
+    def claim_tag(self, tag: str, *, forge: str, repo: str, ref: str) -> str | None:
+        """Make ``ref`` the owner of ``tag`` unless another ref already is; return that other owner, if any."""
+        query = sa.select(image_tags).where(image_tags.c.tag == tag)
+        for _ in range(2):  # a second look only when another build claimed it between the two statements
+            with self.engine.begin() as conn:
+                row = conn.execute(query).first()
+            if row is None:
+                try:
+                    with self.engine.begin() as conn:
+                        conn.execute(image_tags.insert().values(tag=tag, forge=forge, repo=repo, ref=ref,
+                                                                claimed_at=self.clock()))
+                    return None
+                except IntegrityError:
+                    continue
+            if (row.forge, row.repo, row.ref) == (forge, repo, ref):
+                return None
+            return f"{short_name(row.ref)} ({row.forge}:{row.repo})"
+        raise AssertionError("unreachable: the tag was claimed, so it has an owner")
+
     def cancel(self, build_id: int, reason: str) -> bool:
         """End a build that has not started as cancelled; say whether it was still queued."""
         return self._update(build_id, builds.c.state == BuildState.QUEUED.value, state=BuildState.CANCELLED.value,
                             error=reason, finished_at=self.clock())
 
-    def has_build(self, repo: str, ref: str, sha: str) -> bool:
+    def has_build(self, forge: str, repo: str, ref: str, sha: str) -> bool:
         """Say whether a push of ``sha`` to ``ref`` was ever recorded."""
-        query = sa.select(builds.c.id).where(builds.c.repo == repo, builds.c.ref == ref, builds.c.sha == sha).limit(1)
+        query = (sa.select(builds.c.id)
+                 .where(builds.c.forge == forge, builds.c.repo == repo, builds.c.ref == ref, builds.c.sha == sha)
+                 .limit(1))
         with self.engine.begin() as conn:
             return conn.execute(query).first() is not None
 
@@ -340,3 +400,26 @@ class BuildStore:
         with self.engine.begin() as conn:
             rows = conn.execute(query).all()
         return "".join(text for _, text in rows), (rows[-1][0] if rows else after)
+
+
+def push_key(event: PushEvent) -> str:
+    """Identify what a push changed, whatever delivery carried it (see :meth:`BuildStore.record`)."""
+    content = "\0".join((event.forge, event.repo, event.ref, event.before, event.sha))
+    return hashlib.sha256(content.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _add_missing_columns(engine: sa.Engine) -> None:
+    """Add the nullable columns, and the indexes, that a newer version declares to tables an older one made.
+
+    Only additive changes are made this way; anything else needs a real migration.
+    """
+    with engine.begin() as conn:
+        inspector = sa.inspect(conn)
+        for table in metadata.sorted_tables:
+            present = {column["name"] for column in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}')
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)

@@ -33,6 +33,11 @@ def clone_url_problem(url: object, *, allow_file: bool = False) -> str | None:
         return f"scheme must be one of {', '.join(allowed)}{hint}"
     if parts.scheme != "file" and not parts.hostname:
         return "must name a host"
+    if parts.scheme in ("https", "http") and "@" in parts.netloc:
+        # A user part is where tokens go (https://ghp_xxx@github.com/...), and git's argv shows it
+        # in the process list; ssh's user part (git@) is no secret and stays allowed.
+        return ("must not contain a user name, password or token; give the token through git_token_env "
+                "(and the user name through git_username)")
     if parts.password is not None:
         return "must not contain a password or token; give it through the environment"
     return None
