@@ -1,6 +1,8 @@
 """The build context stream: .dockerignore applied, entries rewritten, nothing held whole."""
 
 import io
+import subprocess
+import sys
 import tarfile
 
 import pytest
@@ -169,6 +171,24 @@ def test_an_invalid_dockerignore_pattern_is_a_context_error():
     """A pattern that is no valid character class fails the build naming .dockerignore, not as an internal error."""
     with pytest.raises(ContextError, match=r"\.dockerignore holds an invalid pattern '\[z-a\]'"):
         list(filtered_tar(make_tar({"Dockerfile": b""}), IgnoreRules(["[z-a]"], dockerfile="Dockerfile")))
+
+
+def test_a_dockerignore_pattern_cannot_hold_a_worker_for_ever():
+    """``*a*a*a*a*a*a*a*a*b`` against a long path ends (RE2, linear time); Python's backtracking engine would not.
+
+    Run in a child process, since one regular-expression match cannot be interrupted in-process.
+    """
+    probe = ("from webhook.context import IgnoreRules; "
+             "print(IgnoreRules(['*a*a*a*a*a*a*a*a*b'], dockerfile='Dockerfile').keeps('a' * 4000))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "True"
+
+
+def test_refused_patterns_are_not_logged_by_the_matcher(capfd):
+    """An invalid pattern is the build's error, not a line on the worker's stderr."""
+    with pytest.raises(ContextError, match="invalid character class range"):
+        IgnoreRules(["[z-a]"], dockerfile="Dockerfile")
+    assert capfd.readouterr().err == ""
 
 
 def make_entries(entries: list[tuple[str, bytes, str]]) -> io.BytesIO:
