@@ -12,6 +12,7 @@ from webhook.errors import ConfigError
 EXAMPLE = Path(__file__).parent.parent / "deploy" / "pushbuild.example.toml"
 EXAMPLE_ENV = {"REGISTRY_USER": "bot", "REGISTRY_PASSWORD": "registry-pass-123",
                "ACME_APP_WEBHOOK_SECRET": "s3cret-app", "ACME_API_GITLAB_TOKEN": "s3cret-api",
+               "ACME_API_SIGNING_TOKEN": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
                "ACME_WEB_WEBHOOK_SECRET": "s3cret-web", "ACME_NPM_TOKEN": "npm-tok", "ACME_WEB_RELEASE": "r1",
                "ACME_WEB_STATUS_TOKEN": "status-tok", "ACME_WEB_HOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
                "ACME_WEB_HOOK_KEY": "whsk_" + "A" * 43 + "="}

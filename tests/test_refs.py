@@ -71,12 +71,12 @@ def test_branch_globs(name, globs, expected):
     ("release-1.2", "release-1.2"),
     ("v1.2.3", "v1.2.3"),
     ("Feature_X", "Feature_X"),
-    ("feature/login", "feature-login-df7c7aeb35"),
-    ("+main", "main-3157e4ac52"),
-    ("ü/main", "main-d8f3c96a74"),
-    (".hidden", "hidden-1692419006"),
-    ("///", "ref-732c4e9711"),
-    ("a" * 129, "a" * 117 + "-" + hashlib.sha256(b"a" * 129).hexdigest()[:10]),
+    ("feature/login", "feature-login-df7c7aeb3560d333"),
+    ("+main", "main-3157e4ac524129e4"),
+    ("ü/main", "main-d8f3c96a740a3ba0"),
+    (".hidden", "hidden-1692419006a88aab"),
+    ("///", "ref-732c4e9711639ed1"),
+    ("a" * 129, "a" * 111 + "-" + hashlib.sha256(b"a" * 129).hexdigest()[:16]),
 ])
 def test_names_become_tags_that_no_other_name_produces(name, tag):
     """Valid names stay as they are; any other gets a hash of the whole name, so it never equals a valid one."""

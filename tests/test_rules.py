@@ -4,6 +4,7 @@ import re
 
 import pytest
 
+from webhook.refs import name_tag
 from webhook.rules import Rule, TemplateError, default_rules, plan, render, semver_tags, skip_marker, version_key
 
 SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
@@ -20,7 +21,7 @@ def tags_of(rules, ref, *, default_branch="main"):
     (None, None, False, "refs/heads/main", [SHA, "main"]),
     (None, None, True, "refs/heads/main", [SHA, "main", "latest"]),
     (None, None, True, "refs/heads/dev", [SHA, "dev"]),
-    (None, None, True, "refs/heads/feature/x", [SHA, "feature-x-217d2bf51f"]),
+    (None, None, True, "refs/heads/feature/x", [SHA, "feature-x-217d2bf51f16e9dc"]),
     (None, None, True, "refs/tags/v1.2.3", [SHA, "v1.2.3"]),
     (None, None, True, "refs/heads/latest", [SHA]),
     (("main",), None, False, "refs/heads/dev", None),
@@ -60,7 +61,7 @@ def test_semver_rule_with_regex_captures_and_latest():
 def test_numbered_groups_and_branch_templates():
     """Numbered groups are {1}, {2}…; {branch} is the branch name made a valid tag."""
     rule = Rule(kind="branch", regex=re.compile(r"^release/(\d+)\.(\d+)$"), tags=("{branch}", "r{1}-{2}"))
-    assert tags_of((rule,), "refs/heads/release/3.4") == [SHA, "release-3.4-27dd417edd", "r3-4"]
+    assert tags_of((rule,), "refs/heads/release/3.4") == [SHA, "release-3.4-27dd417edd802235", "r3-4"]
 
 
 def test_the_first_matching_rule_decides():
@@ -173,7 +174,7 @@ def test_versions_rank_by_semver_precedence(lower, higher):
 
 @pytest.mark.parametrize("ref, expected", [
     ("refs/heads/main", [f"{IMAGE}:main", "r.example.com/base:1"]),
-    ("refs/heads/feature/x", [f"{IMAGE}:feature-x-217d2bf51f", "r.example.com/base:1"]),
+    ("refs/heads/feature/x", [f"{IMAGE}:feature-x-217d2bf51f16e9dc", "r.example.com/base:1"]),
     ("refs/tags/v1.0.0", ["r.example.com/base:1"]),
 ])
 def test_cache_from_templates_name_the_branchs_own_tag(ref, expected):
@@ -182,3 +183,56 @@ def test_cache_from_templates_name_the_branchs_own_tag(ref, expected):
                   default_branch="main", dockerfile="Dockerfile", context=".",
                   cache_from=(f"{IMAGE}:{{branch}}", "r.example.com/base:1"))
     assert list(result.cache_from) == expected
+
+
+def test_a_valid_name_shaped_like_a_hashed_one_is_hashed_too():
+    """A branch literally named like release/3.0's hashed tag cannot claim that tag first."""
+    hashed = name_tag("release/3.0")
+    assert name_tag(hashed) != hashed and name_tag(hashed).startswith(hashed + "-")
+
+
+@pytest.mark.parametrize("ref, expected", [
+    ("refs/heads/v2.0.0", [SHA]),
+    ("refs/heads/1.2.3-rc.1", [SHA]),
+    ("refs/heads/v2", [SHA, "v2"]),
+    ("refs/tags/v2.0.0", [SHA, "v2.0.0"]),
+])
+def test_release_shaped_names_belong_to_git_tags(ref, expected):
+    """A branch cannot take image:v2.0.0 before the release v2.0.0 is tagged."""
+    assert tags_of(default_rules(branches=None, tags=None, latest=False), ref) == expected
+
+
+def test_names_shaped_like_the_repositorys_commit_tags_are_withheld():
+    """With main tagged sha-{short_sha}, a branch called sha-aaaaaaa cannot write over main's commit tag."""
+    rules = (Rule(kind="branch", globs=("main",), tags=("{branch}", "sha-{short_sha}")), Rule(kind="branch"))
+    attack = plan(rules, image=IMAGE, ref="refs/heads/sha-aaaaaaa", sha=SHA, default_branch="main",
+                  dockerfile="Dockerfile", context=".")
+    assert attack.tags == (f"{IMAGE}:{SHA}",) and "commit tag" in attack.withheld[0][1]
+    main = plan(rules, image=IMAGE, ref="refs/heads/main", sha=SHA, default_branch="main", dockerfile="Dockerfile",
+                context=".")
+    assert main.commit_tags == {f"{IMAGE}:sha-6113728"} and main.named_tags == {f"{IMAGE}:main"}
+
+
+def test_templates_a_ref_has_no_value_for_make_no_tag():
+    """{tag} on a branch is empty: skipped, not a tag every such branch would share."""
+    rule = Rule(kind="branch", tags=("{tag}", "{branch}"))
+    assert tags_of((rule,), "refs/heads/dev") == [SHA, "dev"]
+
+
+def test_a_release_under_a_path_keeps_its_own_version():
+    """app/v1.2.3 captured as {version} is release 1.2.3 of app."""
+    rule = Rule(kind="tag", regex=re.compile(r"^app/v(?P<version>\d+\.\d+\.\d+)$"), tags=("{version}",))
+    assert tags_of((rule,), "refs/tags/app/v1.2.3") == [SHA, "1.2.3"]
+
+
+def test_only_ascii_digits_make_a_version():
+    """Other scripts' digits are no semantic version (they would make an invalid tag)."""
+    assert semver_tags("v1.2.3\u0663") == [] and version_key("v1.2.3\u0663") is None
+
+
+def test_cache_images_named_after_the_ref_are_marked_for_the_ownership_check():
+    """{branch} entries are the ref's own tag, checked before use; fixed entries are not."""
+    result = plan(default_rules(branches=None, tags=None, latest=False), image=IMAGE, ref="refs/heads/main", sha=SHA,
+                  default_branch="main", dockerfile="Dockerfile", context=".",
+                  cache_from=(f"{IMAGE}:{{branch}}", "r.example.com/base:1"))
+    assert result.named_cache == {f"{IMAGE}:main"}

@@ -177,3 +177,19 @@ def test_an_expired_lease_does_not_count_against_the_limit(store, clock):
     store.claim(a.id, owner="dead", lease_s=10, max_running=1)
     clock.now += 11
     assert store.claim(b.id, owner="w2", lease_s=60, max_running=1) is not None
+
+
+def test_a_delivery_naming_one_change_twice_records_it_once(store):
+    """A forge payload repeating a change is one build, not a failed insert answered with no build at all."""
+    change = push("d1")[0]
+    builds, created = store.record([change, change], from_forge=True)
+    assert created and len(builds) == 1 and len(store.list()) == 1
+
+
+def test_a_tag_belongs_to_its_first_owner(store):
+    """The first claim wins; the owner may claim again; another ref or forge is told who owns it."""
+    assert store.claim_tag("r/app:main", forge="github", repo="acme/app", owner="refs/heads/main") is None
+    assert store.claim_tag("r/app:main", forge="github", repo="acme/app", owner="refs/heads/main") is None
+    assert store.claim_tag("r/app:main", forge="github", repo="acme/app", owner="refs/tags/main") == "main (github:acme/app)"
+    assert store.claim_tag("r/app:main", forge="gitea", repo="acme/app", owner="refs/heads/main") == "main (github:acme/app)"
+    assert store.tag_owner("r/app:main") == ("github", "acme/app", "refs/heads/main")

@@ -198,3 +198,17 @@ def test_an_old_release_delivered_late_keeps_its_own_tags_but_not_latest(web, re
     assert registry_digest(registry, repo.name, "latest") == built["v2.0.0"].digest
     assert {registry_digest(registry, repo.name, t) for t in ("1.9.0", "1.9", "1")} == {built["v1.9.0"].digest}
     assert "not moving" in services.store.log(built["v1.9.0"].id)[0]
+
+
+def test_a_cache_named_after_the_ref_is_used_only_if_the_ref_wrote_it(make_config, repo, registry, base_image):
+    """cache_from {ref}: branch x reuses its own image x; a git tag named x never takes branch x's layers."""
+    image = f"{registry}/{repo.name}"
+    services = Services(make_config(rules=[{"branch": "**"}, {"tag": "*"}], cache_from=[f"{image}:{{ref}}"]))
+    push(services, repo, repo.commit(image_files(base_image, "x one"), branch="x"), "refs/heads/x")
+    again = push(services, repo, repo.commit(image_files(base_image, "x two"), branch="x"), "refs/heads/x")
+    assert f"pulling cache image {image}:x" in services.store.log(again.id)[0]
+    release = repo.commit(image_files(base_image, "tagged x"), branch="other")
+    repo.tag("x")
+    tagged = push(services, repo, release, "refs/tags/x")
+    log = services.store.log(tagged.id)[0]
+    assert f"not using cache image {image}:x: x never pushed it" in log and "pulling cache image" not in log

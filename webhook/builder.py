@@ -5,6 +5,7 @@ Collaborators are passed in; this module decides the order of things and what is
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 import random
 import time
@@ -119,7 +120,7 @@ class Builder:
         if image_id is not None and wanted.items() <= engine.labels(image_id).items():
             log(f"{plan.tags[0]} was built before from this commit with these settings ({image_id}); adding tags only\n")
         else:
-            image_id = self._build(engine, repo, sha, plan, log=log)
+            image_id = self._build(engine, repo, sha, self._own_cache_only(build, plan, log), log=log)
         tags = self._tags_to_move(build, plan, log)
         for tag in tags[1:]:
             engine.tag(image_id, tag)
@@ -145,14 +146,22 @@ class Builder:
         tags = [plan.tags[0]]
         releases = self.store.releases(build.forge, build.repo) if plan.release_tags else []
         for tag in plan.tags[1:]:
-            if tag in plan.named_tags and (owner := self.store.claim_tag(tag, forge=build.forge, repo=build.repo,
-                                                                          ref=build.ref)):
+            claimant = build.ref if tag in plan.named_tags else build.sha if tag in plan.commit_tags else None
+            if claimant and (owner := self.store.claim_tag(tag, forge=build.forge, repo=build.repo, owner=claimant)):
                 log(f"not tagging {tag}: it belongs to {owner}, which pushed it first\n")
             elif tag in plan.release_tags and (higher := higher_release(build, plan.version, tag, releases)):
                 log(f"not moving {tag}: build {higher.id} gave it to {short_name(higher.ref)}, a later release\n")
             else:
                 tags.append(tag)
         return tuple(tags)
+
+    def _own_cache_only(self, build: Build, plan: BuildPlan, log: Log) -> BuildPlan:
+        """Drop ``cache_from`` images named after the ref that the ref does not own: another ref wrote them."""
+        foreign = [image for image in plan.cache_from if image in plan.named_cache
+                   and self.store.tag_owner(image) != (build.forge, build.repo, build.ref)]
+        for image in foreign:
+            log(f"not using cache image {image}: {short_name(build.ref)} never pushed it\n")
+        return dataclasses.replace(plan, cache_from=tuple(i for i in plan.cache_from if i not in foreign)) if foreign else plan
 
     def _newer_success(self, build: Build) -> Build | None:
         """Return a build of a newer push of the same branch that already succeeded, if any."""

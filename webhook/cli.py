@@ -139,14 +139,15 @@ def build(config_path: str | None, repo_name: str, revision: str) -> None:
 
 @main.command()
 @config_option
-@click.argument("repo_names", metavar="[REPO]...", nargs=-1)
+@click.argument("repo_names", metavar="[[FORGE:]REPO]...", nargs=-1)
 @click.option("--dry-run", is_flag=True, help="Only list what would be built.")
 def reconcile(config_path: str | None, repo_names: tuple[str, ...], dry_run: bool) -> None:
     """Build branch and tag heads that no delivery ever announced (compares `git ls-remote` with the records)."""
     from .worker import Dispatcher, make_celery
 
     services = Services(_load(config_path))
-    repos = [r for r in services.config.repos if not repo_names or r.name in repo_names]
+    repos = ([r for spec in repo_names for r in services.config.repos_named(spec)] if repo_names
+             else list(services.config.repos))
     if repo_names and not repos:
         raise click.ClickException(f"none of {', '.join(repo_names)} is configured")
     dispatcher = Dispatcher(make_celery(services.config), services.store)

@@ -231,7 +231,10 @@ class Config:
 
     def warnings(self) -> list[str]:
         """Return what is allowed but unsafe in this configuration, to say at start-up."""
-        found = []
+        found = [f"repos: gitlab:{repo.name} is verified by its secret token alone, a header anyone who sees one "
+                 "delivery can reuse to sign pushes of their own (choosing the commit, the ref and `before`); "
+                 "give it a signing token too (signing_token_env)"
+                 for repo in self.repos if repo.forge == "gitlab" and repo.signing_token is None]
         if self.engine.build_network == "host":
             found.append('engine.build_network = "host": RUN steps of every pushed branch reach every service on the '
                          "build host's loopback and network (pushbuild's API, the registry, databases, cloud metadata); "
@@ -558,7 +561,7 @@ def _repo(table: object, where: str, problems: list[str], env: Mapping[str, str]
         problems.append(f"{r.key('forge')}: must be one of {', '.join(FORGES + tuple(ALIASES))}")
     if clone_url is not None and (why := clone_url_problem(clone_url, allow_file=allow_file)):
         problems.append(f"{r.key('clone_url')}: {why}")
-    if image is not None and not _IMAGE.fullmatch(image):
+    if image is not None and (not _IMAGE.fullmatch(image) or len(image) > 255):
         problems.append(f"{r.key('image')}: must be an image name without tag or digest, such as registry.example.com/acme/app")
     # GitLab may verify with a secret token, a signing token, or both; other forges need their secret.
     secret = r.secret("secret", required=forge != "gitlab" or "signing_token_env" not in r.table)

@@ -90,7 +90,10 @@ def _glob_regex(glob: str) -> re.Pattern[str]:
 
 
 #: Hex digits of the hash that a name needing sanitising gets as its tag's suffix.
-NAME_HASH_LENGTH = 10
+#: 16 hex digits (64 bits): too many to grind a name whose hash matches another's.
+NAME_HASH_LENGTH = 16
+#: The form a hashed name takes; a valid name of that form is hashed too, so none can pose as one.
+_HASHED = re.compile(rf".*-[0-9a-f]{{{NAME_HASH_LENGTH}}}")
 
 
 def name_tag(name: str) -> str:
@@ -100,9 +103,10 @@ def name_tag(name: str) -> str:
     it is: ``main``, ``release-1.2``, ``v1.2.3``. Any other name is sanitised and given a hash
     of the whole name, so ``feature/login`` becomes ``feature-login-<hash>`` and ``+main``
     becomes ``main-<hash>``, never ``main``: a name that needed sanitising never lands on the
-    tag of the name it was made to look like.
+    tag of the name it was made to look like. A valid name that ends the way hashed ones do
+    (``-`` and 16 hex digits) is hashed as well, so no name can claim another's hashed tag.
     """
-    if _DOCKER_TAG.fullmatch(name):
+    if _DOCKER_TAG.fullmatch(name) and not _HASHED.fullmatch(name):
         return name
     digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:NAME_HASH_LENGTH]
     stem = _TAG_UNSAFE.sub("-", name).lstrip(".-").rstrip("-")[:128 - NAME_HASH_LENGTH - 1].rstrip("-")

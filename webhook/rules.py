@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from .refs import is_branch, matches_any, name_tag, short_name
 
 #: Semantic versions fanned out to MAJOR.MINOR and MAJOR (https://semver.org, optional leading v).
-_SEMVER = re.compile(r"v?(?P<major>0|[1-9]\d*)\.(?P<minor>0|[1-9]\d*)\.(?P<patch>0|[1-9]\d*)"
+_SEMVER = re.compile(r"v?(?P<major>0|[1-9][0-9]*)\.(?P<minor>0|[1-9][0-9]*)\.(?P<patch>0|[1-9][0-9]*)"
                      r"(?P<pre>-[0-9A-Za-z.-]+)?(?P<build>\+[0-9A-Za-z.-]+)?")
 _FIELD = re.compile(r"\{([^{}]*)\}")
 SHORT_SHA_LENGTH = 7
@@ -74,6 +74,10 @@ class BuildPlan:
     secret_args: frozenset[str] = field(default_factory=frozenset)
     #: Tags made from the pushed ref's name: the first ref to push one owns it from then on.
     named_tags: frozenset[str] = frozenset()
+    #: Tags made from the commit id (``sha-{short_sha}``): the first commit to push one owns it.
+    commit_tags: frozenset[str] = frozenset()
+    #: ``cache_from`` images named after the ref: used only while the ref owns that tag.
+    named_cache: frozenset[str] = frozenset()
     #: Tags every release moves (semver fan-out, a tag rule's ``latest``): only ever towards higher versions.
     release_tags: frozenset[str] = frozenset()
     #: The version of the git tag being built, when its name is one; orders ``release_tags``.
@@ -146,40 +150,69 @@ def version_key(name: str) -> VersionKey | None:
 #: Tags that look like a commit id: only a build of that commit may write one.
 _COMMIT_LIKE = re.compile(r"[0-9a-fA-F]{7,64}")
 #: Tags of the form semver fan-out produces (``1``, ``1.2``, ``1.2.3``).
-_VERSION_LIKE = re.compile(r"\d+(?:\.\d+){0,2}")
+_VERSION_LIKE = re.compile(r"[0-9]+(?:\.[0-9]+){0,2}")
 
 
-def reserved(tag: str, *, fixed: frozenset[str], own_version: str | None) -> str | None:
-    """Say why a tag made from a ref's name may not be written, or ``None`` if it may.
+@dataclass(frozen=True)
+class Reserved:
+    """The tags of a repository that no ref's name may produce: what its rules write for other reasons."""
 
-    Reserved for other kinds of name: ``latest``; anything that looks like a commit id; the
-    version forms of semver fan-out (a git tag's own ``MAJOR.MINOR.PATCH`` excepted); and the
-    repository's fixed tags (template literals such as ``edge``).
-    """
-    if tag.lower() == "latest":
-        return "`latest` is never given to a branch or tag name"
-    if _COMMIT_LIKE.fullmatch(tag):
-        return "it looks like a commit id, and only a build of that commit writes such a tag"
-    if _VERSION_LIKE.fullmatch(tag) and tag != own_version:
-        return "it is a release version tag, which only the tag rules' semver fan-out writes"
-    if tag in fixed:
-        return "it is a fixed tag of this repository's rules"
-    return None
+    #: Template literals (``edge``): fixed tags.
+    fixed: frozenset[str] = frozenset()
+    #: The forms of tags made from commit ids (``sha-{short_sha}`` → ``sha-[0-9a-f]{7}``).
+    commit_forms: tuple[re.Pattern[str], ...] = ()
+
+    @classmethod
+    def of(cls, rules: tuple[Rule, ...]) -> Reserved:
+        """Collect what ``rules`` write that is not made from a name."""
+        templates = {t for rule in rules for t in rule.tags}
+        return cls(fixed=frozenset(t for t in templates if not _fields(t)),
+                   commit_forms=tuple(_commit_form(t) for t in sorted(templates) if _fields(t) and _fields(t) <= _COMMIT_FIELDS))
+
+    def why(self, tag: str, *, is_tag: bool, own_version: str | None) -> str | None:
+        """Say why a tag made from a ref's name may not be written, or ``None`` if it may.
+
+        Reserved for other kinds of name: ``latest``; anything that looks like a commit id or
+        like the repository's commit tags; release versions (``1``, ``1.2``, ``1.2.3`` for semver
+        fan-out, a git tag's own ``MAJOR.MINOR.PATCH`` excepted; ``v2.0.0`` and other semantic
+        versions for git tags, never branches); and the repository's fixed tags.
+        """
+        if tag.lower() == "latest":
+            return "`latest` is never given to a branch or tag name"
+        if _COMMIT_LIKE.fullmatch(tag) or any(form.fullmatch(tag) for form in self.commit_forms):
+            return "it looks like a commit id or a commit tag, and only a build of that commit writes such a tag"
+        if _VERSION_LIKE.fullmatch(tag) and tag != own_version:
+            return "it is a release version tag, which only the tag rules' semver fan-out writes"
+        if not is_tag and _SEMVER.fullmatch(tag):
+            return "it looks like a release version, which only git tags publish"
+        if tag in self.fixed:
+            return "it is a fixed tag of this repository's rules"
+        return None
 
 
-def cache_image(entry: str, values: Mapping[str, str]) -> str | None:
+def _commit_form(template: str) -> re.Pattern[str]:
+    """The tags a template made only of commit fields and text can produce, as a pattern."""
+    forms = {"sha": "(?:[0-9a-f]{40}|[0-9a-f]{64})", "short_sha": f"[0-9a-f]{{{SHORT_SHA_LENGTH}}}"}
+    parts = _FIELD.split(template)  # text, field, text, field, …
+    return re.compile("".join(forms[part] if i % 2 else re.escape(part) for i, part in enumerate(parts)))
+
+
+def cache_image(entry: str, values: Mapping[str, str]) -> tuple[str, bool] | None:
     """Fill the tag template of a ``cache_from`` entry (``<image>:{branch}``); ``None`` if it comes out empty.
 
-    Names are made tags as a rule's templates make them, so ``{branch}`` names the image the
-    branch itself pushed: the only cache that lower-trust branches cannot write into.
+    Returns the image and whether its tag was made from the ref's name. Names are made tags as
+    a rule's templates make them, so ``{branch}`` names the image the branch itself pushed; the
+    builder uses such an image only while the ref owns that tag.
     """
     image, colon, template = entry.rpartition(":")
     if not colon or "/" in template or not _fields(template):
-        return entry
+        return entry, False
     rendered = render(template, values)
     if not rendered:
         return None
-    return f"{image}:{rendered if _fields(template) <= _COMMIT_FIELDS else name_tag(rendered)}"
+    if _fields(template) <= _COMMIT_FIELDS:
+        return f"{image}:{rendered}", False
+    return f"{image}:{name_tag(rendered)}", True
 
 
 def _fields(template: str) -> set[str]:
@@ -210,7 +243,7 @@ def plan(rules: tuple[Rule, ...], *, image: str, ref: str, sha: str, default_bra
     ``<image>:<sha>`` always comes first: it is what deployments and redeploy hooks refer to.
     An empty ``ref`` (a bare commit id from the command line) builds with the repository's
     settings and only the SHA tag. Tags made from the ref's name go through :func:`name_tag`
-    and :func:`reserved` (see the README, "Which push may move which tag").
+    and :class:`Reserved` (see the README, "Which push may move which tag").
     """
     rule: Rule | None = None
     captured: dict[str, str] = {}
@@ -223,35 +256,39 @@ def plan(rules: tuple[Rule, ...], *, image: str, ref: str, sha: str, default_bra
             return None
     tags: list[str] = [f"{image}:{sha}"]
     named: set[str] = set()
+    commit: set[str] = set()
     release: set[str] = set()
     withheld: list[tuple[str, str]] = []
 
     def add(tag: str, into: set[str] | None = None) -> None:
         reference = f"{image}:{tag}"
+        if reference == tags[0]:
+            return
         if reference not in tags:
             tags.append(reference)
         if into is not None:
             into.add(reference)
 
+    values = template_values(ref, sha, captured)
+    name, is_tag = short_name(ref), bool(ref) and not is_branch(ref)
+    # A git tag's own version, from its last path component (``app/v1.2.3`` is release 1.2.3 of app).
+    own_version = next(iter(semver_tags(name.rsplit("/", 1)[-1])), None) if is_tag else None
+    reserved = Reserved.of(rules)
     version = None
     if rule is not None:
-        name = short_name(ref)
-        is_tag = not is_branch(ref)
-        fan_out = semver_tags(name) if rule.semver and is_tag else []
-        own_version = next(iter(semver_tags(name)), None) if is_tag else None
-        fixed = frozenset(t for r in rules for t in r.tags if not _fields(t))
-        values = template_values(ref, sha, captured)
         for template in rule.tags:
             rendered = render(template, values)
-            if _fields(template) <= _COMMIT_FIELDS:
-                add(rendered)  # a fixed tag, or one made from this build's own commit id
-                continue
-            tag = name_tag(rendered)
-            if why := reserved(tag, fixed=fixed, own_version=own_version):
+            if not rendered:
+                continue  # a field this ref has no value for, such as {tag} for a branch
+            if not _fields(template):
+                add(rendered)  # a fixed tag: the operator's choice
+            elif _fields(template) <= _COMMIT_FIELDS:
+                add(rendered, commit)  # made from this build's own commit id
+            elif why := reserved.why(tag := name_tag(rendered), is_tag=is_tag, own_version=own_version):
                 withheld.append((tag, why))
             else:
                 add(tag, named)
-        for tag in fan_out:
+        for tag in semver_tags(name) if rule.semver and is_tag else []:
             add(tag, release)
         if rule.latest and is_tag:
             add("latest", release)
@@ -259,6 +296,7 @@ def plan(rules: tuple[Rule, ...], *, image: str, ref: str, sha: str, default_bra
             add("latest")
         if release:
             version = version_key(name)
+    cache = [found for entry in cache_from if (found := cache_image(entry, values)) is not None]
     merged_args = dict(build_args)
     if rule is not None:
         merged_args.update(rule.build_args)
@@ -269,9 +307,11 @@ def plan(rules: tuple[Rule, ...], *, image: str, ref: str, sha: str, default_bra
         target=(rule.target if rule and rule.target else target),
         build_args=tuple(sorted(merged_args.items())),
         platform=(rule.platform if rule and rule.platform else platform),
-        cache_from=tuple(image for entry in cache_from if (image := cache_image(entry, template_values(ref, sha, captured)))),
+        cache_from=tuple(reference for reference, _ in cache),
+        named_cache=frozenset(reference for reference, named_name in cache if named_name),
         secret_args=secret_args,
         named_tags=frozenset(named) - release,
+        commit_tags=frozenset(commit),
         release_tags=frozenset(release),
         version=version,
         withheld=tuple(withheld),

@@ -210,6 +210,11 @@ class BuildStore:
         ``from_forge``, so does a push already recorded (same forge, repository, ref, before and
         after), whatever its delivery id: a captured delivery replayed under a new id.
         """
+        if from_forge:  # one delivery naming the same change twice records it once
+            unique: dict[str, PushEvent] = {}
+            for event in events:
+                unique.setdefault(push_key(event), event)
+            events = list(unique.values())
         keys = [f"{e.forge}:{e.repo}:{e.delivery_id}" if e.delivery_id else None for e in events]
         push_keys = [push_key(e) if from_forge else None for e in events]
         rows = [dict(
@@ -334,23 +339,27 @@ class BuildStore:
         with self.engine.begin() as conn:
             return [Build.from_row(row) for row in conn.execute(query)]
 
-    def claim_tag(self, tag: str, *, forge: str, repo: str, ref: str) -> str | None:
-        """Make ``ref`` the owner of ``tag`` unless another ref already is; return that other owner, if any."""
-        query = sa.select(image_tags).where(image_tags.c.tag == tag)
+    def tag_owner(self, tag: str) -> tuple[str, str, str] | None:
+        """Return who owns ``tag`` (forge, repository, ref or commit id), if anyone does."""
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(image_tags).where(image_tags.c.tag == tag)).first()
+        return None if row is None else (row.forge, row.repo, row.ref)
+
+    def claim_tag(self, tag: str, *, forge: str, repo: str, owner: str) -> str | None:
+        """Make ``owner`` (a ref, or a commit id for commit tags) own ``tag`` unless another does; return that other."""
         for _ in range(2):  # a second look only when another build claimed it between the two statements
-            with self.engine.begin() as conn:
-                row = conn.execute(query).first()
-            if row is None:
+            found = self.tag_owner(tag)
+            if found is None:
                 try:
                     with self.engine.begin() as conn:
-                        conn.execute(image_tags.insert().values(tag=tag, forge=forge, repo=repo, ref=ref,
+                        conn.execute(image_tags.insert().values(tag=tag, forge=forge, repo=repo, ref=owner,
                                                                 claimed_at=self.clock()))
                     return None
                 except IntegrityError:
                     continue
-            if (row.forge, row.repo, row.ref) == (forge, repo, ref):
+            if found == (forge, repo, owner):
                 return None
-            return f"{short_name(row.ref)} ({row.forge}:{row.repo})"
+            return f"{short_name(found[2])} ({found[0]}:{found[1]})"
         raise AssertionError("unreachable: the tag was claimed, so it has an owner")
 
     def cancel(self, build_id: int, reason: str) -> bool:
