@@ -193,3 +193,25 @@ def test_a_tag_belongs_to_its_first_owner(store):
     assert store.claim_tag("r/app:main", forge="github", repo="acme/app", owner="refs/tags/main") == "main (github:acme/app)"
     assert store.claim_tag("r/app:main", forge="gitea", repo="acme/app", owner="refs/heads/main") == "main (github:acme/app)"
     assert store.tag_owner("r/app:main") == ("github", "acme/app", "refs/heads/main")
+
+
+def test_state_written_by_the_previous_version_gains_the_new_column_and_keeps_its_builds(tmp_path):
+    """A builds table without push_key (as the last release made it) is extended in place, records intact."""
+    import sqlite3
+
+    path = tmp_path / "state.sqlite"
+    engine = create_db_engine(f"sqlite:///{path}")
+    BuildStore(engine).create_schema()
+    [old], _ = BuildStore(engine).record(push("d1"))
+    engine.dispose()
+    with sqlite3.connect(path) as db:  # back to the previous version's table: no push_key, no index on it
+        db.execute("DROP INDEX ix_builds_push_key")
+        db.execute("ALTER TABLE builds DROP COLUMN push_key")
+    engine = create_db_engine(f"sqlite:///{path}")
+    store = BuildStore(engine)
+    store.create_schema()
+    assert store.get(old.id).sha == SHA
+    [first], _ = store.record(push("d2", sha="c" * 40), from_forge=True)
+    [again], created = store.record(push("d3", sha="c" * 40), from_forge=True)
+    assert (created, again.id) == (False, first.id)
+    engine.dispose()
