@@ -16,6 +16,7 @@ from webhook.config import Config, parse_config
 
 from .gitrepo import Repo
 from .gitserver import GitHttpServer
+from .receivers import Receiver
 
 GITHUB_SECRET = "It's a Secret to Everybody"
 GITLAB_TOKEN = "gitlab-token-0123456789"
@@ -62,19 +63,38 @@ def postgres_url() -> str:
     return _service("PUSHBUILD_TEST_POSTGRES_URL")
 
 
-@pytest.fixture
-def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
-    """A database of its own on the test PostgreSQL, dropped afterwards."""
+def _scratch_database(postgres_url: str, *, options: str = "") -> Iterator[str]:
+    """Yield the URL of a database of its own on the test PostgreSQL (created with ``options``); drop it after."""
     import sqlalchemy as sa
 
     name = f"pushbuild_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}" {options}'))
     yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
+    """A database of its own on the test PostgreSQL, dropped afterwards."""
+    yield from _scratch_database(postgres_url)
+
+
+@pytest.fixture
+def sql_ascii_postgres_url(postgres_url: str) -> Iterator[str]:
+    """A database created as SQL_ASCII on the test PostgreSQL, as a cluster initialised without LANG makes them."""
+    yield from _scratch_database(postgres_url, options="ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+
+
+@pytest.fixture
+def hook_receiver() -> Iterator[Receiver]:
+    """A redeploy hook's receiving end on loopback that answers 200."""
+    receiver = Receiver(answers=[200])
+    yield receiver
+    receiver.stop()
 
 
 @pytest.fixture

@@ -1,9 +1,7 @@
 """Reading builds, their logs and health over HTTP."""
 
-import uuid
 
 import pytest
-import sqlalchemy as sa
 
 from webhook import create_app
 from webhook.events import PushEvent
@@ -156,19 +154,6 @@ def test_the_largest_ids_are_answered(any_store_app):
     client = any_store_app.test_client()
     assert [b["id"] for b in client.get(f"/api/builds?before={BIG - 1}").json["builds"]] == [build.id]
     assert client.get(f"/api/builds/{build.id}/log?after={BIG - 1}").text == ""
-
-
-@pytest.fixture
-def sql_ascii_postgres_url(postgres_url):
-    """A database created as SQL_ASCII on the test PostgreSQL, as a cluster initialised without LANG makes them."""
-    name = f"pushbuild_ascii_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}" ENCODING \'SQL_ASCII\' LC_COLLATE \'C\' LC_CTYPE \'C\' TEMPLATE template0'))
-    yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 @pytest.mark.e2e

@@ -37,13 +37,6 @@ def forge_api():
 
 
 @pytest.fixture
-def hook_receiver():
-    receiver = Receiver(answers=[200])
-    yield receiver
-    receiver.stop()
-
-
-@pytest.fixture
 def clock():
     """A hand-moved clock starting now (receivers check signature timestamps against real time)."""
     clock = Clock()

@@ -19,7 +19,6 @@ from webhook.store import BuildState
 
 from .conftest import GITHUB_SECRET, SECRETS_ENV
 from .gitrepo import git
-from .receivers import Receiver
 from .support import fixture, github_headers, registry_digest, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -28,14 +27,7 @@ RULES = [{"tag": "v*", "semver": True, "latest": True}, {"branch": "**"}]
 
 
 @pytest.fixture
-def deployer():
-    receiver = Receiver(answers=[200])
-    yield receiver
-    receiver.stop()
-
-
-@pytest.fixture
-def make_config(tmp_path, repo, git_server, docker_host, registry, deployer):
+def make_config(tmp_path, repo, git_server, docker_host, registry, hook_receiver):
     """The configuration of one GitHub repository: releases move latest, every branch builds, main redeploys."""
 
     def make(**repo_settings):
@@ -45,7 +37,7 @@ def make_config(tmp_path, repo, git_server, docker_host, registry, deployer):
             "repos": [{"name": repo.name, "forge": "github", "secret_env": "GITHUB_SECRET",
                        "clone_url": git_server.url(f"{repo.name}.git"), "image": f"{registry}/{repo.name}",
                        "rules": RULES,
-                       "hooks": [{"name": "production", "url": deployer.url, "secret_env": "HOOK_SECRET",
+                       "hooks": [{"name": "production", "url": hook_receiver.url, "secret_env": "HOOK_SECRET",
                                   "branches": ["main"]}],
                        **repo_settings}],
         }, {**SECRETS_ENV, "HOOK_SECRET": HOOK_SECRET})
@@ -75,12 +67,12 @@ def image_files(base_image, who):
     return {"Dockerfile": f"FROM {base_image}\nCOPY who /who\nCMD cat /who\n", "who": f"{who}\n"}
 
 
-def hooked_digests(deployer):
+def hooked_digests(hook_receiver):
     """The digests the production hook was told of, in order, checking each signature."""
-    return [Webhook(HOOK_SECRET).verify(r.body, r.headers)["data"]["digest"].rsplit("@", 1)[1] for r in deployer.received]
+    return [Webhook(HOOK_SECRET).verify(r.body, r.headers)["data"]["digest"].rsplit("@", 1)[1] for r in hook_receiver.received]
 
 
-def test_no_branch_name_lands_on_a_tag_another_ref_owns(make_config, repo, registry, base_image, docker_client, deployer):
+def test_no_branch_name_lands_on_a_tag_another_ref_owns(make_config, repo, registry, base_image, docker_client, hook_receiver):
     """+main, ü/main, latest, +latest, 1.2.3 and a commit id as branch names leave main, latest, 1.2.3 and SHA tags alone."""
     services = Services(make_config())
     main_sha = repo.commit(image_files(base_image, "main"))
@@ -90,7 +82,7 @@ def test_no_branch_name_lands_on_a_tag_another_ref_owns(make_config, repo, regis
     release = push(services, repo, release_sha, "refs/tags/v1.2.3")
     git(repo.work, "checkout", "-q", "main")
     reviewed = repo.commit(image_files(base_image, "reviewed"), branch="feature")  # in review, not merged
-    wait_for(lambda: len(deployer.received) == 1, what="main's redeploy hook")
+    wait_for(lambda: len(hook_receiver.received) == 1, what="main's redeploy hook")
 
     attacks = {name: repo.commit(image_files(base_image, f"evil from {name}"), branch=name)
                for name in ("+main", "ü/main", "latest", "+latest", "1.2.3", reviewed)}
@@ -115,8 +107,8 @@ def test_no_branch_name_lands_on_a_tag_another_ref_owns(make_config, repo, regis
     assert "adding tags only" not in services.store.log(merged.id)[0]
     assert content(docker_client, registry, repo, "main") == content(docker_client, registry, repo, reviewed) == "reviewed\n"
     assert registry_digest(registry, repo.name, "main") == merged.digest
-    wait_for(lambda: len(deployer.received) == 2, what="the merge's redeploy hook")
-    assert hooked_digests(deployer) == [main.digest, merged.digest]
+    wait_for(lambda: len(hook_receiver.received) == 2, what="the merge's redeploy hook")
+    assert hooked_digests(hook_receiver) == [main.digest, merged.digest]
 
 
 def test_an_image_on_the_engine_is_reused_only_if_it_was_built_from_that_commit(make_config, repo, registry, base_image, docker_client):
