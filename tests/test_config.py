@@ -103,6 +103,8 @@ def test_environment_overrides_broker_and_database():
      "repos[0].status.api_url: is required for bitbucket-datacenter"),
     ({"hooks": [{"url": "https://d.example.com/h"}]}, {"S": "x"}, "repos[0].hooks[0].secret_env: a standard hook is signed"),
     ({"hooks": [{"kind": "command"}]}, {"S": "x"}, "repos[0].hooks[0].argv: a command hook needs argv"),
+    ({"hooks": [{"kind": "keel", "url": "https://d.example.com/h", "url_env": "S"}]}, {"S": "https://d.example.com/h"},
+     "repos[0].hooks[0].url_env: give url or url_env, not both"),
     ({"hooks": [{"kind": "keel", "url": "ftp://x"}]}, {"S": "x"}, "repos[0].hooks[0].url: a keel hook needs an http(s) URL"),
 ])
 def test_invalid_repo_settings_are_reported_with_their_key(change, env, problem):

@@ -363,3 +363,37 @@ def test_a_hook_still_running_is_not_claimed_again(world, clock, tmp_path):
     assert starts.read_text().count("started") == 1
     hook = [d for d in deliveries.of_build(build.id) if d.kind == "hook"][0]
     assert (hook.state, hook.attempts) == (DeliveryState.DELIVERED, 1)
+
+
+def test_a_failed_attempt_records_the_kind_and_host_never_the_urls_keys(world):
+    """Deploy services put keys in hook URLs: a failure is recorded as its kind and host, nowhere the path or query."""
+    url = "http://127.0.0.1:9/deploy/sekrit-path?key=sekrit-query"  # port 9: nothing listens
+    config, builds, deliveries, notifier = world(hooks=[{"kind": "keel", "url": url}])
+    build = finished_build(builds)
+    finish(notifier, build)
+    notifier.deliver_due()
+    hook = [d for d in deliveries.of_build(build.id) if d.kind == "hook"][0]
+    assert hook.last_error == "ConnectionError reaching 127.0.0.1"
+    assert "sekrit" not in json.dumps(hook.to_json(deliveries.attempts(hook.id)))
+
+
+def test_a_failing_command_hooks_output_goes_to_the_worker_log_not_the_api(world, caplog):
+    """A command's stderr may quote what it was given: the API says only the exit status."""
+    config, builds, deliveries, notifier = world(hooks=[{"kind": "command", "argv": ["sh", "-c", "echo deploy-key-42 >&2; exit 3"]}])
+    build = finished_build(builds)
+    finish(notifier, build)
+    notifier.deliver_due()
+    hook = [d for d in deliveries.of_build(build.id) if d.kind == "hook"][0]
+    assert hook.last_error == "exit status 3 (its output is in the worker's log)"
+    assert "deploy-key-42" not in json.dumps(hook.to_json(deliveries.attempts(hook.id)))
+    assert "deploy-key-42" in caplog.text
+
+
+def test_a_hook_url_from_the_environment_is_used_and_masked(make_config, hook_receiver):
+    """url_env reads the URL from the environment; it is then a secret the redactor masks."""
+    url = hook_receiver.url + "/deploy?token=url-key-123"
+    config = make_config(repo_table("acme/app", hooks=[{"kind": "keel", "url_env": "HOOK_URL"}]), env={"HOOK_URL": url})
+    [hook] = config.repos[0].hooks
+    assert hook.url == url
+    redact = Redactor(s.reveal() for s in config.secrets())
+    assert "url-key-123" not in redact(f"sending to {url}")

@@ -150,6 +150,8 @@ class HookConfig:
     name: str
     kind: str  # standard | keel | command
     url: str | None = None
+    #: Set when the URL came from ``url_env``: it is then masked like any secret.
+    url_secret: Secret | None = None
     argv: tuple[str, ...] = ()
     secret: Secret | None = None
     signing_key: Secret | None = None
@@ -249,7 +251,7 @@ class Config:
             found += [secret for _, secret in (*repo.build_args_env, *repo.build_secrets)]
             found += [repo.status.token] if repo.status else []
             found += [repo.git_token]
-            found += [s for hook in repo.hooks for s in (hook.secret, hook.signing_key)]
+            found += [s for hook in repo.hooks for s in (hook.secret, hook.signing_key, hook.url_secret)]
         return [s for s in found if s is not None]
 
 
@@ -514,6 +516,11 @@ def _hook(table: object, where: str, problems: list[str], env: Mapping[str, str]
     before = len(problems)
     kind = r.choice("kind", HOOK_KINDS, "standard")
     url = r.get("url", str)
+    url_secret = r.secret("url")  # url_env: a URL holding a key is a secret
+    if url is not None and url_secret is not None:
+        problems.append(f"{r.key('url_env')}: give url or url_env, not both")
+    elif url_secret is not None:
+        url = url_secret.reveal()
     argv = r.strings("argv")
     if kind == "command":
         if not argv:
@@ -525,7 +532,7 @@ def _hook(table: object, where: str, problems: list[str], env: Mapping[str, str]
     if kind == "standard" and secret is None and signing_key is None and not any(p.startswith(where) for p in problems[before:]):
         problems.append(f"{r.key('secret_env')}: a standard hook is signed: give secret_env (whsec_…) and/or signing_key_env (whsk_…)")
     hook = HookConfig(
-        name=r.get("name", str, where.rsplit(".", 1)[-1]), kind=kind, url=url, argv=argv, secret=secret,
+        name=r.get("name", str, where.rsplit(".", 1)[-1]), kind=kind, url=url, url_secret=url_secret, argv=argv, secret=secret,
         signing_key=signing_key, branches=r.globs("branches"),
         timeout_s=_positive(r, "timeout_s", defaults.HOOK_TIMEOUT_S),
     )

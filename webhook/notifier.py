@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -158,10 +159,8 @@ class Notifier:
         except _Unsendable as exc:
             self._record(delivery, DeliveryState.FAILED, started, None, str(exc))
             return
-        except _CommandFailed as exc:
+        except _PeerFailed as exc:
             error = str(exc)
-        except (requests.RequestException, subprocess.TimeoutExpired, OSError) as exc:
-            error = self.redact(f"{type(exc).__name__}: {exc}")
         ok = status_code is not None and 200 <= status_code < 300
         if ok:
             self._record(delivery, DeliveryState.DELIVERED, started, status_code, None)
@@ -225,8 +224,15 @@ class Notifier:
                               token=repo.status.token.reveal())
 
     def _http(self, request: OutboundRequest, timeout_s: float) -> int:
-        response = self.session.request(request.method, request.url, data=request.body, headers=request.headers,
-                                        timeout=timeout_s, allow_redirects=False)
+        """Send one request; a transport failure is recorded as its kind and the host, never the URL.
+
+        Deploy services put keys in a hook URL's path and query, and exception texts quote the URL.
+        """
+        try:
+            response = self.session.request(request.method, request.url, data=request.body, headers=request.headers,
+                                            timeout=timeout_s, allow_redirects=False)
+        except (requests.RequestException, OSError) as exc:
+            raise _PeerFailed(f"{type(exc).__name__} reaching {urlsplit(request.url).hostname}") from exc
         return response.status_code
 
     def _command(self, hook: HookConfig, event: ImagePushed) -> int:
@@ -239,19 +245,25 @@ class Notifier:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PUSHBUILD_IMAGE": event.image,
                "PUSHBUILD_DIGEST": event.digest, "PUSHBUILD_SHA": event.sha, "PUSHBUILD_REF": event.ref,
                "PUSHBUILD_TAG": event.tag, "PUSHBUILD_REPO": event.repo, "PUSHBUILD_BUILD_ID": str(event.build_id)}
-        with subprocess.Popen(command_argv(hook.argv, event), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, env=env, start_new_session=True) as process:
+        try:
+            process = subprocess.Popen(command_argv(hook.argv, event), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, env=env, start_new_session=True)
+        except OSError as exc:
+            raise _PeerFailed(f"{type(exc).__name__} starting the command {hook.argv[0]}") from exc
+        with process:
             try:
                 _, stderr = process.communicate(body, timeout=hook.timeout_s)
-            except subprocess.TimeoutExpired:
+            except subprocess.TimeoutExpired as exc:
                 try:  # the command is not reaped yet, so its process group id is still its own
                     os.killpg(process.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-                raise
+                raise _PeerFailed(f"TimeoutExpired: the command ran over {hook.timeout_s:g}s and was killed") from exc
         if process.returncode != 0:
-            raise _CommandFailed(self.redact(f"exit status {process.returncode}: "
-                                             f"{stderr.decode('utf-8', 'replace').strip()[-500:]}"))
+            # Its output may quote anything it was given: it goes to the worker's log, not the API.
+            log.warning("hook %s exited with status %s: %s", hook.name, process.returncode,
+                        self.redact(stderr.decode("utf-8", "replace").strip()[-2000:]))
+            raise _PeerFailed(f"exit status {process.returncode} (its output is in the worker's log)")
         return 200
 
 
@@ -259,8 +271,8 @@ class _Unsendable(Exception):
     """The delivery can never be sent as configured now."""
 
 
-class _CommandFailed(Exception):
-    """A command hook exited non-zero; retried like a server error."""
+class _PeerFailed(Exception):
+    """An attempt failed on the way or at the other end; retried like a server error. Safe to show."""
 
 
 def _event_json(event: ImagePushed) -> dict[str, Any]:
