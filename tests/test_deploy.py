@@ -2,16 +2,25 @@
 
 import configparser
 import importlib
+import json
+import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
 from webhook import defaults
 from webhook.cli import main
 from webhook.config import BROKER_URL_ENV, CONFIG_ENV, DATABASE_URL_ENV
+
+from .conftest import GITHUB_SECRET, SECRETS_ENV
+from .service import Process, free_port, write_toml
+from .support import github_headers, github_push, registry_digest, wait_for
 
 ROOT = Path(__file__).parent.parent
 DEPLOY = ROOT / "deploy"
@@ -90,3 +99,46 @@ def test_systemd_units_run_something_real(unit):
     argv = shlex.split(exec_start)
     argv[0] = Path(argv[0]).name
     assert_runs_something_real(argv)
+
+
+@pytest.mark.e2e
+def test_installed_as_the_image_installs_it_serve_and_a_second_worker_build_a_push(
+        tmp_path, repo, git_server, docker_host, registry, base_image, fresh_postgres_url, fresh_redis_url):
+    """A fresh virtualenv with `.[redis,postgres]` only (as deploy/Dockerfile installs): serve + a worker on Redis and PostgreSQL build a push."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", f"{ROOT}[redis,postgres]"],
+                   check=True, timeout=900)
+    port = free_port()
+    config = write_toml(tmp_path / "pushbuild.toml", {
+        "server": {"data_dir": str(tmp_path / "data"), "mirror_dir": str(tmp_path / "mirrors"),
+                   "database_url": fresh_postgres_url, "broker_url": fresh_redis_url},
+        "engine": {"base_url": docker_host},
+        "repos": [{"name": repo.name, "forge": "github", "secret_env": "GITHUB_SECRET",
+                   "clone_url": git_server.url(f"{repo.name}.git"), "image": f"{registry}/{repo.name}"}]})
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), **SECRETS_ENV, CONFIG_ENV: str(config)}
+    pushbuild = str(venv / "bin" / "pushbuild")
+    serve = Process([pushbuild, "serve", "--bind", f"127.0.0.1:{port}"], env=env, log=tmp_path / "serve.log")
+    worker = Process([pushbuild, "worker"], env=env, log=tmp_path / "worker.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _answers(f"{url}/healthz"), timeout_s=60, what="pushbuild serve to answer")
+        sha = repo.commit({"Dockerfile": f"FROM {base_image}\nLABEL installed=as-the-image\n"})
+        body = json.dumps(github_push(repo=repo.name, sha=sha)).encode()
+        reply = requests.post(f"{url}/hooks/github", data=body, headers=github_headers(body, GITHUB_SECRET), timeout=10)
+        assert reply.status_code == 202, reply.text
+        build = wait_for(lambda: (b := requests.get(reply.json()["status_url"], timeout=5).json())["state"]
+                         in ("succeeded", "failed") and b, timeout_s=180, what="the build")
+        assert build["state"] == "succeeded", build["error"]
+        assert build["digest"] == registry_digest(registry, repo.name, sha)
+    finally:
+        for process in (worker, serve):
+            process.stop()
+    assert "ModuleNotFoundError" not in (tmp_path / "worker.log").read_text() + (tmp_path / "serve.log").read_text()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False

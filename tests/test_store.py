@@ -215,3 +215,26 @@ def test_state_written_by_the_previous_version_gains_the_new_column_and_keeps_it
     [again], created = store.record(push("d3", sha="c" * 40), from_forge=True)
     assert (created, again.id) == (False, first.id)
     engine.dispose()
+
+
+@pytest.mark.e2e
+def test_processes_starting_together_create_the_schema_once_on_postgresql(fresh_postgres_url):
+    """Web and workers each create the schema as they start; at the same moment on PostgreSQL none of them fails."""
+    engines = [create_db_engine(fresh_postgres_url) for _ in range(4)]
+    start, failures = threading.Barrier(len(engines)), []
+
+    def create(engine):
+        start.wait()
+        try:
+            BuildStore(engine).create_schema()
+        except Exception as exc:  # the failure is what this test looks for
+            failures.append(exc)
+
+    threads = [threading.Thread(target=create, args=(engine,)) for engine in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for engine in engines:
+        engine.dispose()
+    assert failures == []

@@ -192,9 +192,17 @@ class BuildStore:
         self.clock = clock
 
     def create_schema(self) -> None:
-        """Create the tables if they do not exist, and add columns and indexes newer versions added."""
-        metadata.create_all(self.engine)
-        _add_missing_columns(self.engine)
+        """Create the tables if they do not exist, and add columns and indexes newer versions added.
+
+        Web and worker processes start together and each does this: on PostgreSQL they take
+        turns under an advisory lock (two concurrent CREATE TABLEs collide in its catalogue);
+        SQLite's write lock serialises them already.
+        """
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+            metadata.create_all(conn)
+            _add_missing_columns(conn)
 
     def ping(self) -> None:
         """Raise if the database cannot be reached."""
@@ -417,18 +425,21 @@ def push_key(event: PushEvent) -> str:
     return hashlib.sha256(content.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def _add_missing_columns(engine: sa.Engine) -> None:
+#: The PostgreSQL advisory lock processes take turns under while creating the schema ("pushbld").
+_SCHEMA_LOCK_KEY = 0x7075736862756C64
+
+
+def _add_missing_columns(conn: sa.Connection) -> None:
     """Add the nullable columns, and the indexes, that a newer version declares to tables an older one made.
 
     Only additive changes are made this way; anything else needs a real migration.
     """
-    with engine.begin() as conn:
-        inspector = sa.inspect(conn)
-        for table in metadata.sorted_tables:
-            present = {column["name"] for column in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name not in present:
-                    kind = column.type.compile(dialect=engine.dialect)
-                    conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}')
-            for index in table.indexes:
-                index.create(conn, checkfirst=True)
+    inspector = sa.inspect(conn)
+    for table in metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present:
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}')
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)
