@@ -1,10 +1,15 @@
 """Reading builds, their logs and health over HTTP."""
 
 
+import threading
+
 import pytest
+from click.testing import CliRunner
 
 from webhook import create_app
+from webhook.cli import main
 from webhook.events import PushEvent
+from webhook.health import HealthChecks
 from webhook.store import BuildState, BuildStore, create_db_engine
 
 from .conftest import repo_table
@@ -84,20 +89,50 @@ def test_bad_query_arguments_are_400(client, query):
     assert client.get(f"/api/builds?{query}").status_code == 400
 
 
-def test_healthz_is_503_when_the_engine_is_unreachable(make_config, tmp_path):
-    """With no engine to build on, the service says it is unhealthy and why."""
+def test_the_web_process_is_ready_without_a_docker_engine(make_config, tmp_path):
+    """Readiness is the store and the broker: a web process can take deliveries while the engine is away."""
     config = make_config(repo_table("a/b"), engine={"base_url": f"unix://{tmp_path}/no-such.sock"})
     response = create_app(config).test_client().get("/healthz")
-    assert response.status_code == 503
-    assert response.json["store"] == "ok" and response.json["ok"] is False
-    assert "engine" in response.json["engine"]
+    assert (response.status_code, response.json) == (200, {"ok": True, "store": "ok", "broker": "ok"})
+
+
+def test_healthz_names_the_failing_check_and_nothing_about_it(make_config, caplog):
+    """A broker that refuses is 503 "unhealthy": no address or error text for the public, no password in the log."""
+    config = make_config(repo_table("a/b"), server={"broker_url": "redis://:broker-pw-123@127.0.0.1:9/0"})
+    response = create_app(config).test_client().get("/healthz")
+    assert (response.status_code, response.json) == (503, {"ok": False, "store": "ok", "broker": "unhealthy"})
+    assert "health check broker failed" in caplog.text and "broker-pw-123" not in caplog.text
+
+
+def test_a_hung_check_is_unhealthy_within_its_budget_and_is_not_started_twice():
+    """A check that never returns counts as unhealthy after the budget; later runs do not pile up copies of it."""
+    started, release = [], threading.Event()
+    checks = HealthChecks({"stuck": lambda: started.append(1) or release.wait(30), "fine": lambda: None}, timeout_s=0.2)
+    try:
+        assert checks.run() == {"stuck": "unhealthy", "fine": "ok"}
+        assert checks.run() == {"stuck": "unhealthy", "fine": "ok"}
+        assert len(started) == 1
+    finally:
+        release.set()
 
 
 @pytest.mark.e2e
-def test_healthz_is_200_with_the_engine_and_store_reachable(make_config, docker_host):
-    """With the real engine reachable, /healthz is 200."""
+def test_healthz_is_200_with_the_store_and_broker_reachable(make_config, docker_host):
+    """With everything reachable, /healthz is 200, saying ok for each check."""
     response = create_app(make_config(engine={"base_url": docker_host})).test_client().get("/healthz")
-    assert (response.status_code, response.json) == (200, {"ok": True, "store": "ok", "engine": "ok"})
+    assert (response.status_code, response.json) == (200, {"ok": True, "store": "ok", "broker": "ok"})
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("reachable", [True, False])
+def test_a_worker_checks_the_engine_too(docker_host, tmp_path, reachable):
+    """`pushbuild health --worker` exits 0 only when the engine answers as well."""
+    engine = docker_host if reachable else f"unix://{tmp_path}/no-such.sock"
+    config = tmp_path / "pushbuild.toml"
+    config.write_text(f'[server]\ndata_dir = "{tmp_path / "data"}"\n[engine]\nbase_url = "{engine}"\n')
+    result = CliRunner().invoke(main, ["health", "--worker", "--config", str(config)])
+    assert result.exit_code == (0 if reachable else 1), result.output
+    assert f"engine: {'ok' if reachable else 'unhealthy'}" in result.output and "store: ok" in result.output
 
 
 def test_links_use_the_configured_public_url(make_config):

@@ -54,6 +54,8 @@ def test_compose_runs_web_worker_redis_postgres_and_a_registry():
         assert (ROOT / "deploy" / services[name]["build"]["dockerfile"].removeprefix("deploy/")).exists()
     assert services["web"]["environment"][BROKER_URL_ENV].startswith("redis://redis:")
     assert "@postgres/" in services["web"]["environment"][DATABASE_URL_ENV]
+    for name in ("web", "worker"):
+        assert_runs_something_real(services[name]["healthcheck"]["test"][1:])
     tmpfs = [v for v in services["worker"]["volumes"] if isinstance(v, dict) and v["type"] == "tmpfs"]
     assert tmpfs and tmpfs[0]["target"] == MIRROR_PARENT
 
@@ -72,6 +74,9 @@ def test_kubernetes_manifests_run_web_and_worker_with_memory_backed_mirrors():
     assert mounts["mirrors"] == MIRROR_PARENT
     web = deployments["pushbuild-web"]["spec"]["template"]["spec"]["containers"][0]
     assert web["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    probe = worker["containers"][0]["readinessProbe"]["exec"]["command"]
+    assert_runs_something_real(probe)
+    assert probe[-1] == "--worker"
 
 
 def test_the_image_copies_files_that_exist():

@@ -6,10 +6,13 @@
 
 from __future__ import annotations
 
+import functools
+
 from flask import Flask
 
-from . import api, hooks, http_errors
+from . import api, defaults, hooks, http_errors
 from .config import Config, load_config
+from .health import HealthChecks, broker_ping
 from .logs import configure_logging
 from .services import Services
 from .worker import Dispatcher, make_celery
@@ -23,7 +26,11 @@ def create_app(test_config: Config | None = None, *, dispatcher: Dispatcher | No
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
     app.extensions["pushbuild"] = services
-    app.extensions["pushbuild.dispatcher"] = dispatcher or Dispatcher(make_celery(config), services.store)
+    app.extensions["pushbuild.dispatcher"] = dispatcher = dispatcher or Dispatcher(make_celery(config), services.store)
+    app.extensions["pushbuild.health"] = HealthChecks(
+        {"store": services.store.ping,
+         "broker": functools.partial(broker_ping, dispatcher.celery, timeout_s=defaults.HEALTH_TIMEOUT_S)},
+        timeout_s=defaults.HEALTH_TIMEOUT_S, redact=services.redact)
     http_errors.register(app)
     app.register_blueprint(hooks.bp)
     app.register_blueprint(api.bp)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .buildkit import build_with_buildkit
+from .buildlog import BuildLog
 from .config import Config, RepoConfig
 from .context import DOCKERIGNORE, IgnoreRules, dockerignore_patterns, filtered_tar
 from .engine import BuildLimits, Engine
@@ -59,11 +60,16 @@ class Builder:
         self.clock = clock
 
     def run(self, build: Build, *, owner: str | None = None, echo: Log | None = None) -> Outcome:
-        """Run a claimed build, write its log as it goes, and record how it ended."""
+        """Run a claimed build, write its log as it goes, and record how it ended.
+
+        The log is complete in the store before the build is recorded as finished, so whoever
+        sees it finished reads all of it.
+        """
+        stored = BuildLog(self.store, build.id, max_bytes=self.config.server.max_log_bytes)
 
         def log(text: str) -> None:
             text = self.redact(text)
-            self.store.append_log(build.id, text)
+            stored.write(text)
             if echo is not None:
                 echo(text)
 
@@ -78,8 +84,11 @@ class Builder:
         except Exception as exc:  # a defect: still end the build visibly, then let it surface
             outcome = Outcome(BuildState.FAILED, error=f"internal error ({type(exc).__name__}); see the worker's log")
             log(f"error: {outcome.error}\n")
+            stored.close()
             self.store.finish(build.id, outcome.state, owner=owner, error=outcome.error)
             raise
+        finally:
+            stored.close()
         recorded = self.store.finish(build.id, outcome.state, owner=owner, tags=outcome.tags,
                                      digest=outcome.digest, error=outcome.error)
         if recorded and self.notifier is not None:

@@ -56,6 +56,29 @@ def check_config(config_path: str | None) -> None:
 
 @main.command()
 @config_option
+@click.option("--worker", "as_worker", is_flag=True, help="Also check the Docker engine, as a worker needs it.")
+def health(config_path: str | None, as_worker: bool) -> None:
+    """Check what this process needs (state store, broker; with --worker the engine too); exit 0 if all answer.
+
+    For probes: the web process's readiness is GET /healthz; a worker's is this command.
+    """
+    from .health import OK, HealthChecks, broker_ping
+    from .worker import make_celery
+
+    services = Services(_load(config_path))
+    timeout_s = defaults.HEALTH_TIMEOUT_S
+    checks = {"store": services.store.ping,
+              "broker": lambda: broker_ping(make_celery(services.config), timeout_s=timeout_s)}
+    if as_worker:
+        checks["engine"] = lambda: services.engine().ping()
+    results = HealthChecks(checks, timeout_s=timeout_s, redact=services.redact).run()
+    for name, result in results.items():
+        click.echo(f"{name}: {result}")
+    sys.exit(0 if all(r == OK for r in results.values()) else 1)
+
+
+@main.command()
+@config_option
 @click.option("--concurrency", type=int, default=None, help="Builds run at once (default: server.worker_concurrency).")
 def worker(config_path: str | None, concurrency: int | None) -> None:
     """Run a build worker."""

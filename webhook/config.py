@@ -73,6 +73,7 @@ class ServerConfig:
     broker_url: str | None = None
     max_body_bytes: int = defaults.MAX_BODY_BYTES
     max_context_file_bytes: int = defaults.MAX_CONTEXT_FILE_BYTES
+    max_log_bytes: int = defaults.MAX_LOG_BYTES
     max_context_bytes: int = defaults.MAX_CONTEXT_BYTES
     max_context_entries: int = defaults.MAX_CONTEXT_ENTRIES
     mirror_budget_bytes: int = defaults.MIRROR_BUDGET_BYTES
@@ -377,6 +378,7 @@ def _server(table: object, problems: list[str], env: Mapping[str, str]) -> Serve
         broker_url=env.get(BROKER_URL_ENV) or r.get("broker_url", str),
         max_body_bytes=_positive(r, "max_body_bytes", d.max_body_bytes, int),
         max_context_file_bytes=_positive(r, "max_context_file_bytes", d.max_context_file_bytes, int),
+        max_log_bytes=_positive(r, "max_log_bytes", d.max_log_bytes, int),
         max_context_bytes=_positive(r, "max_context_bytes", d.max_context_bytes, int),
         max_context_entries=_positive(r, "max_context_entries", d.max_context_entries, int),
         mirror_budget_bytes=_positive(r, "mirror_budget_bytes", d.mirror_budget_bytes, int),

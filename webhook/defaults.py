@@ -41,6 +41,9 @@ BIND = "127.0.0.1:8080"
 #: (measured with bench/load.py: p99 0.25 s with one process, 1 s with two); raise it
 #: (WEB_CONCURRENCY) when state and queue are on PostgreSQL and Redis.
 WEB_WORKERS = 1
+#: A health check (state store, broker, engine) still running after this long counts as unhealthy.
+HEALTH_TIMEOUT_S = 1.5
+
 #: Threads per web worker; each open log follower holds one.
 WEB_THREADS = 8
 
@@ -86,6 +89,14 @@ MAX_LINK_FOLLOWS = 40
 #: link in real trees (100,000 links of pnpm's layout take 500,000). Bounds crafted chains of long
 #: targets to a few seconds of the worker's CPU.
 MAX_LINK_RESOLUTION_STEPS = 10_000_000
+#: A build's stored log keeps its first and last halves of this much text; the middle is cut.
+MAX_LOG_BYTES = 10 * 1024 * 1024
+#: Log lines are written together, at most this often, or sooner when this much text is waiting.
+LOG_FLUSH_S = 0.25
+LOG_FLUSH_CHARS = 64 * 1024
+#: One page of GET /api/builds/<id>/log holds about this much text (``?limit=`` up to the maximum).
+LOG_PAGE_CHARS = 1024 * 1024
+MAX_LOG_PAGE_CHARS = 8 * 1024 * 1024
 #: Chunk size for streaming the build context to the engine.
 CONTEXT_CHUNK_BYTES = 64 * 1024
 #: A build running longer than this is stopped and fails.

@@ -196,8 +196,10 @@ class Engine:
                     # An engine shutting down fails its builds with odd errors before it goes:
                     # if it is gone a moment later, that was the cause, not the Dockerfile.
                     raise EngineError(_message(line), unreachable=self._went_away())
-                if text := line.get("stream") or line.get("status"):
-                    log(text if text.endswith("\n") else text + "\n")
+                if text := line.get("stream"):
+                    log(text)  # as the engine sent it: a busy engine splits output lines across messages
+                elif status := line.get("status"):
+                    log(status if status.endswith("\n") else status + "\n")
                 aux = line.get("aux")
                 if isinstance(aux, Mapping) and aux.get("ID"):
                     image_id = aux["ID"]

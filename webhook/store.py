@@ -403,20 +403,51 @@ class BuildStore:
         with self.engine.begin() as conn:
             return [Build.from_row(row) for row in conn.execute(query)]
 
-    def append_log(self, build_id: int, text: str) -> None:
-        """Add text to a build's log."""
-        if text:
-            with self.engine.begin() as conn:
-                conn.execute(build_logs.insert().values(build_id=build_id, text=text))
+    def append_log(self, build_id: int, text: str) -> int | None:
+        """Add a chunk of text to a build's log; return the chunk's id (``None`` for no text)."""
+        if not text:
+            return None
+        with self.engine.begin() as conn:
+            return conn.execute(build_logs.insert().values(build_id=build_id, text=text)).inserted_primary_key[0]
 
-    def log(self, build_id: int, *, after: int = 0) -> tuple[str, int]:
-        """Return the log written after chunk ``after`` and the cursor to pass next time."""
+    def replace_log_chunk(self, chunk_id: int, text: str) -> None:
+        """Rewrite one chunk of a log (the note saying how much was cut)."""
+        with self.engine.begin() as conn:
+            conn.execute(build_logs.update().where(build_logs.c.id == chunk_id).values(text=text))
+
+    def drop_log_chunks(self, chunk_ids: Iterable[int]) -> None:
+        """Delete chunks of a log (its oldest tail, when the log is over its size)."""
+        ids = list(chunk_ids)
+        if ids:
+            with self.engine.begin() as conn:
+                conn.execute(build_logs.delete().where(build_logs.c.id.in_(ids)))
+
+    def log_size(self, build_id: int) -> int:
+        """Return how many characters of a build's log are stored."""
+        query = sa.select(sa.func.coalesce(sa.func.sum(sa.func.length(build_logs.c.text)), 0)).where(
+            build_logs.c.build_id == build_id)
+        with self.engine.begin() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def log(self, build_id: int, *, after: int = 0, limit_chars: int = defaults.LOG_PAGE_CHARS) -> tuple[str, int]:
+        """Return the log written after chunk ``after``, about ``limit_chars`` of it at most, and the cursor for the next page.
+
+        Rows are read a few at a time, so a long log is never loaded whole; a page ends at a
+        chunk boundary (one chunk is at most a write batch) and always holds one chunk at least.
+        """
         query = (sa.select(build_logs.c.id, build_logs.c.text)
                  .where(build_logs.c.build_id == build_id, build_logs.c.id > after)
                  .order_by(build_logs.c.id))
-        with self.engine.begin() as conn:
-            rows = conn.execute(query).all()
-        return "".join(text for _, text in rows), (rows[-1][0] if rows else after)
+        parts: list[str] = []
+        size, cursor = 0, after
+        with self.engine.connect() as conn:
+            for chunk_id, text in conn.execution_options(yield_per=16).execute(query):
+                if parts and size + len(text) > limit_chars:
+                    break
+                parts.append(text)
+                size += len(text)
+                cursor = chunk_id
+        return "".join(parts), cursor
 
 
 def push_key(event: PushEvent) -> str:

@@ -1,0 +1,65 @@
+"""Health checks that answer in bounded time, whatever the peer they check is doing.
+
+Each check runs in a thread of its own and is given ``timeout_s``; a check still running after
+that counts as unhealthy, and no second copy of it is started until the first returns, so a
+hung database or broker cannot pile up threads. Results say only ``ok`` or ``unhealthy``: the
+reasons go to the log, never to whoever asked (``/healthz`` is public).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+
+from celery import Celery
+
+log = logging.getLogger(__name__)
+OK, UNHEALTHY = "ok", "unhealthy"
+
+
+class HealthChecks:
+    """Named checks (each raises when its peer is not usable), run together within a time budget."""
+
+    def __init__(self, checks: Mapping[str, Callable[[], None]], *, timeout_s: float,
+                 redact: Callable[[str], str] = str) -> None:
+        self.checks = dict(checks)
+        self.timeout_s = timeout_s
+        self.redact = redact
+        self._running: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
+
+    def run(self) -> dict[str, str]:
+        """Return ``ok`` or ``unhealthy`` for each check, after ``timeout_s`` at the most."""
+        results: dict[str, str] = {}
+        with self._lock:
+            threads = {name: self._start(name, check, results) for name, check in self.checks.items()}
+        for thread in threads.values():
+            thread.join(self.timeout_s)  # they run side by side, so the budget is shared, not summed
+        return {name: results.get(name, UNHEALTHY) for name in self.checks}
+
+    def _start(self, name: str, check: Callable[[], None], results: dict[str, str]) -> threading.Thread:
+        """Start ``check``, or hand back the copy of it still running from an earlier call."""
+        running = self._running.get(name)
+        if running is not None and running.is_alive():
+            log.warning("health check %s is still running from an earlier request", name)
+            return running
+
+        def attempt() -> None:
+            try:
+                check()
+                results[name] = OK
+            except Exception as exc:  # any failure is "unhealthy"; the reason stays in the log
+                log.warning("health check %s failed: %s", name, self.redact(f"{type(exc).__name__}: {exc}"))
+                results[name] = UNHEALTHY
+
+        thread = threading.Thread(target=attempt, name=f"health-{name}", daemon=True)
+        self._running[name] = thread
+        thread.start()
+        return thread
+
+
+def broker_ping(celery: Celery, *, timeout_s: float) -> None:
+    """Raise unless the Celery broker accepts a connection within ``timeout_s``."""
+    with celery.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout_s)
