@@ -207,3 +207,22 @@ def test_non_ascii_names_read_back_as_text_from_an_sql_ascii_database(sql_ascii_
     body = app.test_client().get(f"/api/builds/{build.id}").json
     assert (body["ref"], body["pusher"]) == ("refs/heads/ü", "Jürgen 日本")
     app.extensions["pushbuild"].store.engine.dispose()
+
+
+def test_a_followers_place_is_given_back_when_its_stream_is_closed(make_config):
+    """Past max_log_followers a follower gets 429; closing a stream, even one never read, frees its place."""
+    app = create_app(make_config(repo_table("acme/app"), server={"max_log_followers": 2}))
+    store = app.extensions["pushbuild"].store
+    [build], _ = store.record([PushEvent(forge="github", repo="acme/app", ref="refs/heads/main", sha="a" * 40,
+                                         before="0" * 40, pusher="p", delivery_id=None)])
+    client = app.test_client()
+    url = f"/api/builds/{build.id}/log?follow=1"
+    first, second = client.get(url, buffered=False), client.get(url, buffered=False)
+    refused = client.get(url, buffered=False)
+    assert (first.status_code, second.status_code, refused.status_code) == (200, 200, 429)
+    assert "follow logs here already" in refused.json["error"]
+    first.close()
+    again = client.get(url, buffered=False)
+    assert again.status_code == 200
+    for response in (second, again):
+        response.close()

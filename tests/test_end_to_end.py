@@ -9,6 +9,7 @@ import requests
 import sqlalchemy as sa
 from standardwebhooks.webhooks import Webhook
 
+from webhook import defaults
 from webhook.signatures import ed25519_public_key, new_ed25519_secret_key, verify_ed25519
 
 from .conftest import GITHUB_SECRET, SECRET_ENV_OF, SECRETS_ENV
@@ -124,7 +125,7 @@ def test_a_build_survives_its_worker_being_killed(pushbuild, repo, registry, bas
 
 
 def test_clients_following_logs_do_not_block_deliveries(tmp_path, repo, git_server, docker_host, registry):
-    """More log followers than web workers still leave room to answer a webhook."""
+    """As many followers as the web process has threads: those past the cap get 429, and a webhook is still answered."""
     config = {"server": {"data_dir": str(tmp_path / "data"), "mirror_dir": str(tmp_path / "mirrors")},
               "engine": {"base_url": docker_host},
               "repos": [{"name": repo.name, "forge": "github", "secret_env": "GITHUB_SECRET",
@@ -135,7 +136,9 @@ def test_clients_following_logs_do_not_block_deliveries(tmp_path, repo, git_serv
     try:
         first = deliver(service, "github", repo, repo.commit({"a": "1"}))
         log_url = f"{service.url}/api/builds/{first.json()['build']}/log?follow=1"
-        followers = [requests.get(log_url, stream=True, timeout=30) for _ in range(4)]
+        followers = [requests.get(log_url, stream=True, timeout=30) for _ in range(defaults.WEB_THREADS)]
+        codes = [f.status_code for f in followers]
+        assert codes == [200] * defaults.MAX_LOG_FOLLOWERS + [429] * (defaults.WEB_THREADS - defaults.MAX_LOG_FOLLOWERS)
         second = deliver(service, "github", repo, repo.commit({"a": "2"}))
         assert second.status_code == 202
     finally:

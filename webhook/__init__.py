@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 
 from flask import Flask
 
@@ -31,6 +32,7 @@ def create_app(test_config: Config | None = None, *, dispatcher: Dispatcher | No
         {"store": services.store.ping,
          "broker": functools.partial(broker_ping, dispatcher.celery, timeout_s=defaults.HEALTH_TIMEOUT_S)},
         timeout_s=defaults.HEALTH_TIMEOUT_S, redact=services.redact)
+    app.extensions["pushbuild.followers"] = threading.BoundedSemaphore(config.server.max_log_followers)
     http_errors.register(app)
     app.register_blueprint(hooks.bp)
     app.register_blueprint(api.bp)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from . import defaults
-from .errors import BadRequest, NotFound
+from .errors import BadRequest, NotFound, TooManyRequests
 from .health import OK
 from .services import Services
 from .store import FINISHED, Build
@@ -91,6 +92,11 @@ def get_log(build_id: int) -> Response:
         more = bool(text) and bool(store.log(build_id, after=cursor, limit_chars=1)[0])
         return Response(text, mimetype="text/plain", headers={"X-Log-Cursor": str(cursor), "X-Log-More": str(int(more))})
 
+    followers: threading.BoundedSemaphore = current_app.extensions["pushbuild.followers"]
+    if not followers.acquire(blocking=False):
+        raise TooManyRequests(f"{_services().config.server.max_log_followers} clients follow logs here already; "
+                              "read the log without follow=1, or try again later")
+
     def follow() -> Iterator[str]:
         yield ""  # send the headers now, even while the build is still queued
         cursor = after
@@ -106,7 +112,26 @@ def get_log(build_id: int) -> Response:
                 return
             time.sleep(FOLLOW_POLL_S)
 
-    return Response(stream_with_context(follow()), mimetype="text/plain")
+    return Response(_Holding(follow(), followers.release), mimetype="text/plain")
+
+
+class _Holding:
+    """A response body that gives back its follower's place when the server closes it, however it ended."""
+
+    def __init__(self, chunks: Iterator[str], release: Callable[[], None]) -> None:
+        self._chunks = chunks
+        self._release: Callable[[], None] | None = release
+
+    def __iter__(self) -> Iterator[str]:
+        return self._chunks
+
+    def close(self) -> None:
+        try:
+            self._chunks.close()
+        finally:
+            if self._release is not None:
+                self._release, release = None, self._release
+                release()
 
 
 @bp.get(f"/api/builds/<int(max={MAX_ID}):build_id>/deliveries")

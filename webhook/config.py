@@ -74,6 +74,7 @@ class ServerConfig:
     max_body_bytes: int = defaults.MAX_BODY_BYTES
     max_context_file_bytes: int = defaults.MAX_CONTEXT_FILE_BYTES
     max_log_bytes: int = defaults.MAX_LOG_BYTES
+    max_log_followers: int = defaults.MAX_LOG_FOLLOWERS
     max_context_bytes: int = defaults.MAX_CONTEXT_BYTES
     max_context_entries: int = defaults.MAX_CONTEXT_ENTRIES
     mirror_budget_bytes: int = defaults.MIRROR_BUDGET_BYTES
@@ -379,6 +380,7 @@ def _server(table: object, problems: list[str], env: Mapping[str, str]) -> Serve
         max_body_bytes=_positive(r, "max_body_bytes", d.max_body_bytes, int),
         max_context_file_bytes=_positive(r, "max_context_file_bytes", d.max_context_file_bytes, int),
         max_log_bytes=_positive(r, "max_log_bytes", d.max_log_bytes, int),
+        max_log_followers=_positive(r, "max_log_followers", d.max_log_followers, int),
         max_context_bytes=_positive(r, "max_context_bytes", d.max_context_bytes, int),
         max_context_entries=_positive(r, "max_context_entries", d.max_context_entries, int),
         mirror_budget_bytes=_positive(r, "mirror_budget_bytes", d.mirror_budget_bytes, int),

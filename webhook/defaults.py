@@ -46,6 +46,9 @@ HEALTH_TIMEOUT_S = 1.5
 
 #: Threads per web worker; each open log follower holds one.
 WEB_THREADS = 8
+#: Log followers one web process serves at once; more are answered 429, so followers can never
+#: take the threads deliveries need (forges give up after 10 s).
+MAX_LOG_FOLLOWERS = WEB_THREADS // 2
 
 # --- building --------------------------------------------------------------
 #: Build threads per worker process.

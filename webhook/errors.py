@@ -9,7 +9,8 @@
     │   ├── SignatureError          401 missing or wrong signature
     │   ├── NotFound                404 unknown repository or build
     │   ├── PayloadTooLarge         413 body over the limit
-    │   └── UnsupportedMediaType    415 neither JSON nor form-encoded
+    │   ├── UnsupportedMediaType    415 neither JSON nor form-encoded
+    │   └── TooManyRequests         429 a per-process cap (log followers) is reached
     └── BuildError               a build failed; the message is shown to users
         ├── GitError                fetching or reading the commit failed
         ├── ContextError            the commit cannot be a build context
@@ -73,6 +74,12 @@ class UnsupportedMediaType(RequestError):
     """The body is neither JSON nor form-encoded."""
 
     status = 415
+
+
+class TooManyRequests(RequestError):
+    """A capacity this process keeps for others is taken (log followers)."""
+
+    status = 429
 
 
 class BuildError(PushbuildError):
