@@ -226,3 +226,13 @@ def test_a_followers_place_is_given_back_when_its_stream_is_closed(make_config):
     assert again.status_code == 200
     for response in (second, again):
         response.close()
+
+
+def test_health_results_are_reused_for_a_moment():
+    """Within cache_s the checks are not run again: /healthz cannot be turned into a flood of connections."""
+    calls, now = [], [100.0]
+    checks = HealthChecks({"store": lambda: calls.append(1)}, timeout_s=1, cache_s=2, clock=lambda: now[0])
+    assert checks.run() == checks.run() == {"store": "ok"} and len(calls) == 1
+    now[0] += 3
+    checks.run()
+    assert len(calls) == 2

@@ -31,7 +31,7 @@ def create_app(test_config: Config | None = None, *, dispatcher: Dispatcher | No
     app.extensions["pushbuild.health"] = HealthChecks(
         {"store": services.store.ping,
          "broker": functools.partial(broker_ping, dispatcher.celery, timeout_s=defaults.HEALTH_TIMEOUT_S)},
-        timeout_s=defaults.HEALTH_TIMEOUT_S, redact=services.redact)
+        timeout_s=defaults.HEALTH_TIMEOUT_S, cache_s=defaults.HEALTH_CACHE_S, redact=services.redact)
     app.extensions["pushbuild.followers"] = threading.BoundedSemaphore(config.server.max_log_followers)
     http_errors.register(app)
     app.register_blueprint(hooks.bp)

@@ -9,6 +9,7 @@ between saying how much was cut. The build itself is never affected.
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from . import defaults
 from .store import BuildStore
 
+log = logging.getLogger(__name__)
 #: What stands where the middle of a long log was cut.
 CUT_NOTE = "\n[... {cut} bytes of this log were cut here (server.max_log_bytes) ...]\n\n"
 
@@ -66,8 +68,11 @@ class BuildLog:
 
     def _flush_now_and_then(self) -> None:
         while not self._closed.wait(self.flush_s):
-            with self._lock:
-                self._flush()
+            try:
+                with self._lock:
+                    self._flush()
+            except Exception:  # the store is unwell: the build's own writes and close() try again
+                log.exception("storing the log of build %s failed; trying again", self.build_id)
 
     def _flush(self) -> None:
         """Store the waiting text as head while there is room, then as tail, dropping the oldest tail."""

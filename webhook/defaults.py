@@ -43,6 +43,8 @@ BIND = "127.0.0.1:8080"
 WEB_WORKERS = 1
 #: A health check (state store, broker, engine) still running after this long counts as unhealthy.
 HEALTH_TIMEOUT_S = 1.5
+#: /healthz answers a result this recent again instead of checking anew.
+HEALTH_CACHE_S = 2.0
 
 #: Threads per web worker; each open log follower holds one.
 WEB_THREADS = 8

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 
 from celery import Celery
@@ -21,22 +22,34 @@ OK, UNHEALTHY = "ok", "unhealthy"
 class HealthChecks:
     """Named checks (each raises when its peer is not usable), run together within a time budget."""
 
-    def __init__(self, checks: Mapping[str, Callable[[], None]], *, timeout_s: float,
-                 redact: Callable[[str], str] = str) -> None:
+    def __init__(self, checks: Mapping[str, Callable[[], None]], *, timeout_s: float, cache_s: float = 0.0,
+                 redact: Callable[[str], str] = str, clock: Callable[[], float] = time.monotonic) -> None:
         self.checks = dict(checks)
         self.timeout_s = timeout_s
+        self.cache_s = cache_s
         self.redact = redact
+        self.clock = clock
+        self._last: tuple[float, dict[str, str]] | None = None
         self._running: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
 
     def run(self) -> dict[str, str]:
-        """Return ``ok`` or ``unhealthy`` for each check, after ``timeout_s`` at the most."""
+        """Return ``ok`` or ``unhealthy`` for each check, after ``timeout_s`` at the most.
+
+        Results younger than ``cache_s`` are answered again: whoever can reach ``/healthz`` cannot
+        turn it into a stream of database and broker connections.
+        """
+        last = self._last
+        if last is not None and self.clock() - last[0] < self.cache_s:
+            return dict(last[1])
         results: dict[str, str] = {}
         with self._lock:
             threads = {name: self._start(name, check, results) for name, check in self.checks.items()}
         for thread in threads.values():
             thread.join(self.timeout_s)  # they run side by side, so the budget is shared, not summed
-        return {name: results.get(name, UNHEALTHY) for name in self.checks}
+        answer = {name: results.get(name, UNHEALTHY) for name in self.checks}
+        self._last = (self.clock(), answer)
+        return dict(answer)
 
     def _start(self, name: str, check: Callable[[], None], results: dict[str, str]) -> threading.Thread:
         """Start ``check``, or hand back the copy of it still running from an earlier call."""
