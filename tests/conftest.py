@@ -13,6 +13,7 @@ import pytest
 
 from webhook import create_app
 from webhook.config import Config, parse_config
+from webhook.services import Services
 
 from .gitrepo import Repo
 from .gitserver import GitHttpServer
@@ -178,3 +179,23 @@ def app(config: Config):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def pipeline(tmp_path, repo, git_server, docker_host, docker_cli, registry, base_image):
+    """Services for one repository served by the test git server, building on the real engine."""
+
+    def make(env=None, server=None, **repo_settings):
+        env = env or {}
+        config = parse_config({
+            "server": {"data_dir": str(tmp_path / "data"), "mirror_dir": str(tmp_path / "mirrors"),
+                       "push_retry_s": 0.05, **(server or {})},
+            "engine": {"base_url": docker_host, "docker_cli": docker_cli},
+            "registry": repo_settings.pop("registry", {}),
+            "repos": [{"name": repo.name, "forge": "github", "secret_env": "GITHUB_SECRET",
+                       "clone_url": git_server.url(f"{repo.name}.git"), "image": f"{registry}/{repo.name}",
+                       **repo_settings}],
+        }, {**SECRETS_ENV, "REG_USER": "bot", "REG_PASS": "registry-pass-9876", **env})
+        return Services(config)
+
+    return make

@@ -10,6 +10,7 @@ from typing import Any
 
 import requests
 
+from webhook.events import PushEvent
 from webhook.signatures import hmac_hex, sign_github, sign_standard_webhook
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -131,3 +132,13 @@ def bitbucket_headers(body: bytes, secret: str, *, event: str = "repo:push") -> 
         "X-Request-UUID": str(uuid.uuid4()),
         "X-Hub-Signature": "sha256=" + hmac_hex(secret, body),
     }
+
+
+def run_push(services, repo, sha, ref="refs/heads/main", *, before="0" * 40, changed_paths=None):
+    """Record a push of ``sha`` and run it to the end in this process."""
+    [build], _ = services.store.record([PushEvent(forge="github", repo=repo.name, ref=ref, sha=sha, before=before,
+                                                  pusher="t", delivery_id=None, default_branch="main",
+                                                  changed_paths=changed_paths)])
+    claimed = services.store.claim(build.id, owner="test", lease_s=60)
+    services.builder().run(claimed, owner="test")
+    return services.store.get(build.id)

@@ -25,38 +25,9 @@ from .gitrepo import Repo
 from .gitserver import GitHttpServer
 from .service import free_port
 from .support import MANIFEST_TYPES, registry_digest, wait_for
+from .support import run_push as run
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def pipeline(tmp_path, repo, git_server, docker_host, docker_cli, registry, base_image):
-    """Services for one repository served by the test git server, building on the real engine."""
-
-    def make(env=None, server=None, **repo_settings):
-        env = env or {}
-        config = parse_config({
-            "server": {"data_dir": str(tmp_path / "data"), "mirror_dir": str(tmp_path / "mirrors"),
-                       "push_retry_s": 0.05, **(server or {})},
-            "engine": {"base_url": docker_host, "docker_cli": docker_cli},
-            "registry": repo_settings.pop("registry", {}),
-            "repos": [{"name": repo.name, "forge": "github", "secret_env": "GITHUB_SECRET",
-                       "clone_url": git_server.url(f"{repo.name}.git"), "image": f"{registry}/{repo.name}",
-                       **repo_settings}],
-        }, {**SECRETS_ENV, "REG_USER": "bot", "REG_PASS": "registry-pass-9876", **env})
-        return Services(config)
-
-    return make
-
-
-def run(services, repo, sha, ref="refs/heads/main", *, before="0" * 40, changed_paths=None):
-    """Record a push of ``sha`` and run it to the end in this process."""
-    [build], _ = services.store.record([PushEvent(forge="github", repo=repo.name, ref=ref, sha=sha, before=before,
-                                                  pusher="t", delivery_id=None, default_branch="main",
-                                                  changed_paths=changed_paths)])
-    claimed = services.store.claim(build.id, owner="test", lease_s=60)
-    services.builder().run(claimed, owner="test")
-    return services.store.get(build.id)
 
 
 def image_name(registry, repo):

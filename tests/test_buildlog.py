@@ -7,10 +7,10 @@ import pytest
 from webhook import create_app
 from webhook.buildlog import BuildLog
 from webhook.events import PushEvent
-from webhook.store import BuildStore, build_logs, create_db_engine
+from webhook.store import BuildState, BuildStore, build_logs, create_db_engine
 
 from .conftest import repo_table
-from .support import wait_for
+from .support import run_push, wait_for
 
 
 @pytest.fixture
@@ -104,28 +104,14 @@ def test_the_log_api_pages_and_the_pages_make_the_whole_log(make_config):
 
 
 @pytest.mark.e2e
-def test_a_step_printing_200000_lines_builds_with_its_log_bounded(tmp_path, repo, git_server, docker_host, registry, base_image):
+def test_a_step_printing_200000_lines_builds_with_its_log_bounded(pipeline, repo, registry, base_image):
     """The build succeeds; its stored log is the head and tail of the output, a few hundred chunks at most."""
-    from webhook.config import parse_config
-    from webhook.services import Services
-    from webhook.store import BuildState
-
-    from .conftest import SECRETS_ENV
-
-    services = Services(parse_config({
-        "server": {"data_dir": str(tmp_path / "data"), "mirror_dir": str(tmp_path / "mirrors"), "max_log_bytes": 65536},
-        "engine": {"base_url": docker_host},
-        "repos": [{"name": repo.name, "forge": "github", "secret_env": "GITHUB_SECRET",
-                   "clone_url": git_server.url(f"{repo.name}.git"), "image": f"{registry}/{repo.name}"}],
-    }, SECRETS_ENV))
+    services = pipeline(server={"max_log_bytes": 65536})
     sha = repo.commit({"Dockerfile": f"FROM {base_image}\nLABEL run={repo.name}\nRUN seq 1 200000 | sed 's/^/noisy /'\n"})
-    [build], _ = services.store.record([PushEvent(forge="github", repo=repo.name, ref="refs/heads/main", sha=sha,
-                                                  before="0" * 40, pusher="t", delivery_id=None)])
-    services.builder().run(services.store.claim(build.id, owner="t", lease_s=60), owner="t")
-    finished = services.store.get(build.id)
+    finished = run_push(services, repo, sha)
     assert finished.state is BuildState.SUCCEEDED, finished.error
-    text = services.store.log(build.id, limit_chars=10**9)[0]
+    text = services.store.log(finished.id, limit_chars=10**9)[0]
     assert "noisy 1\n" in text and "noisy 200000\n" in text and f"pushed {registry}/{repo.name}@" in text, text[-3000:]
     assert "bytes of this log were cut here" in text and len(text.encode()) < 65536 + 200
     assert len(text.encode()) > 65536 * 3 // 4  # the tail is not left nearly empty by dropping a big chunk
-    assert len(chunks(services.store, build.id)) < 500
+    assert len(chunks(services.store, finished.id)) < 500

@@ -365,25 +365,26 @@ def test_a_hook_still_running_is_not_claimed_again(world, clock, tmp_path):
     assert (hook.state, hook.attempts) == (DeliveryState.DELIVERED, 1)
 
 
-def test_a_failed_attempt_records_the_kind_and_host_never_the_urls_keys(world):
-    """Deploy services put keys in hook URLs: a failure is recorded as its kind and host, nowhere the path or query."""
-    url = "http://127.0.0.1:9/deploy/sekrit-path?key=sekrit-query"  # port 9: nothing listens
-    config, builds, deliveries, notifier = world(hooks=[{"kind": "keel", "url": url}])
+def hook_after_one_build(world, hooks):
+    """Finish one build under ``hooks``, make the first attempt at what it owes, and return the hook's delivery."""
+    config, builds, deliveries, notifier = world(hooks=hooks)
     build = finished_build(builds)
     finish(notifier, build)
     notifier.deliver_due()
-    hook = [d for d in deliveries.of_build(build.id) if d.kind == "hook"][0]
+    return deliveries, next(d for d in deliveries.of_build(build.id) if d.kind == "hook")
+
+
+def test_a_failed_attempt_records_the_kind_and_host_never_the_urls_keys(world):
+    """Deploy services put keys in hook URLs: a failure is recorded as its kind and host, nowhere the path or query."""
+    url = "http://127.0.0.1:9/deploy/sekrit-path?key=sekrit-query"  # port 9: nothing listens
+    deliveries, hook = hook_after_one_build(world, [{"kind": "keel", "url": url}])
     assert hook.last_error == "ConnectionError reaching 127.0.0.1"
     assert "sekrit" not in json.dumps(hook.to_json(deliveries.attempts(hook.id)))
 
 
 def test_a_failing_command_hooks_output_goes_to_the_worker_log_not_the_api(world, caplog):
     """A command's stderr may quote what it was given: the API says only the exit status."""
-    config, builds, deliveries, notifier = world(hooks=[{"kind": "command", "argv": ["sh", "-c", "echo deploy-key-42 >&2; exit 3"]}])
-    build = finished_build(builds)
-    finish(notifier, build)
-    notifier.deliver_due()
-    hook = [d for d in deliveries.of_build(build.id) if d.kind == "hook"][0]
+    deliveries, hook = hook_after_one_build(world, [{"kind": "command", "argv": ["sh", "-c", "echo deploy-key-42 >&2; exit 3"]}])
     assert hook.last_error == "exit status 3 (its output is in the worker's log)"
     assert "deploy-key-42" not in json.dumps(hook.to_json(deliveries.attempts(hook.id)))
     assert "deploy-key-42" in caplog.text

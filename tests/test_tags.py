@@ -12,14 +12,11 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from webhook import create_app
-from webhook.config import parse_config
-from webhook.events import PushEvent
-from webhook.services import Services
 from webhook.store import BuildState
 
-from .conftest import GITHUB_SECRET, SECRETS_ENV
+from .conftest import GITHUB_SECRET
 from .gitrepo import git
-from .support import fixture, github_headers, registry_digest, wait_for
+from .support import fixture, github_headers, registry_digest, run_push, wait_for
 
 pytestmark = pytest.mark.e2e
 HOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -27,31 +24,19 @@ RULES = [{"tag": "v*", "semver": True, "latest": True}, {"branch": "**"}]
 
 
 @pytest.fixture
-def make_config(tmp_path, repo, git_server, docker_host, registry, hook_receiver):
-    """The configuration of one GitHub repository: releases move latest, every branch builds, main redeploys."""
+def tagged(pipeline, hook_receiver):
+    """Services for one GitHub repository: releases move latest, every branch builds, main redeploys."""
 
     def make(**repo_settings):
-        return parse_config({
-            "server": {"data_dir": str(tmp_path / "data"), "mirror_dir": str(tmp_path / "mirrors")},
-            "engine": {"base_url": docker_host},
-            "repos": [{"name": repo.name, "forge": "github", "secret_env": "GITHUB_SECRET",
-                       "clone_url": git_server.url(f"{repo.name}.git"), "image": f"{registry}/{repo.name}",
-                       "rules": RULES,
-                       "hooks": [{"name": "production", "url": hook_receiver.url, "secret_env": "HOOK_SECRET",
-                                  "branches": ["main"]}],
-                       **repo_settings}],
-        }, {**SECRETS_ENV, "HOOK_SECRET": HOOK_SECRET})
+        hooks = [{"name": "production", "url": hook_receiver.url, "secret_env": "HOOK_SECRET", "branches": ["main"]}]
+        return pipeline(env={"HOOK_SECRET": HOOK_SECRET}, **{"rules": RULES, "hooks": hooks, **repo_settings})
 
     return make
 
 
 def push(services, repo, sha, ref, *, before="0" * 40):
-    """Record a push of ``sha`` to ``ref`` and run its build to the end in this process."""
-    [build], _ = services.store.record([PushEvent(forge="github", repo=repo.name, ref=ref, sha=sha, before=before,
-                                                  pusher="t", delivery_id=None, default_branch="main")])
-    claimed = services.store.claim(build.id, owner="test", lease_s=60)
-    services.builder().run(claimed, owner="test")
-    finished = services.store.get(build.id)
+    """Record a push of ``sha`` to ``ref``, run its build to the end in this process, and check it succeeded."""
+    finished = run_push(services, repo, sha, ref, before=before)
     assert finished.state is BuildState.SUCCEEDED, finished.error
     return finished
 
@@ -72,9 +57,9 @@ def hooked_digests(hook_receiver):
     return [Webhook(HOOK_SECRET).verify(r.body, r.headers)["data"]["digest"].rsplit("@", 1)[1] for r in hook_receiver.received]
 
 
-def test_no_branch_name_lands_on_a_tag_another_ref_owns(make_config, repo, registry, base_image, docker_client, hook_receiver):
+def test_no_branch_name_lands_on_a_tag_another_ref_owns(tagged, repo, registry, base_image, docker_client, hook_receiver):
     """+main, ü/main, latest, +latest, 1.2.3 and a commit id as branch names leave main, latest, 1.2.3 and SHA tags alone."""
-    services = Services(make_config())
+    services = tagged()
     main_sha = repo.commit(image_files(base_image, "main"))
     main = push(services, repo, main_sha, "refs/heads/main")
     release_sha = repo.commit(image_files(base_image, "release 1.2.3"), branch="release")
@@ -111,9 +96,9 @@ def test_no_branch_name_lands_on_a_tag_another_ref_owns(make_config, repo, regis
     assert hooked_digests(hook_receiver) == [main.digest, merged.digest]
 
 
-def test_an_image_on_the_engine_is_reused_only_if_it_was_built_from_that_commit(make_config, repo, registry, base_image, docker_client):
+def test_an_image_on_the_engine_is_reused_only_if_it_was_built_from_that_commit(tagged, repo, registry, base_image, docker_client):
     """A SHA tag on the engine that names other content (with the same plan label) is rebuilt, not pushed as is."""
-    services = Services(make_config())
+    services = tagged()
     evil_sha = repo.commit(image_files(base_image, "evil"), branch="evil")
     evil = push(services, repo, evil_sha, "refs/heads/evil")
     reviewed = repo.commit(image_files(base_image, "reviewed"), branch="main")
@@ -123,9 +108,9 @@ def test_an_image_on_the_engine_is_reused_only_if_it_was_built_from_that_commit(
     assert content(docker_client, registry, repo, reviewed) == content(docker_client, registry, repo, "main") == "reviewed\n"
 
 
-def test_a_tag_made_from_a_name_belongs_to_the_first_ref_that_pushed_it(make_config, repo, registry, base_image, docker_client):
+def test_a_tag_made_from_a_name_belongs_to_the_first_ref_that_pushed_it(tagged, repo, registry, base_image, docker_client):
     """A git tag named like a branch (main) cannot move the branch's tag, and the log names the owner."""
-    services = Services(make_config(rules=[{"branch": "**"}, {"tag": "*"}]))
+    services = tagged(rules=[{"branch": "**"}, {"tag": "*"}])
     main = push(services, repo, repo.commit(image_files(base_image, "main")), "refs/heads/main")
     sha = repo.commit(image_files(base_image, "tagged main"), branch="other")
     repo.tag("main")
@@ -135,9 +120,9 @@ def test_a_tag_made_from_a_name_belongs_to_the_first_ref_that_pushed_it(make_con
 
 
 @pytest.fixture
-def web(make_config):
+def web(tagged):
     """The web app on the same state as an in-process worker."""
-    app = create_app(make_config())
+    app = create_app(tagged().config)
     return app, app.extensions["pushbuild"]
 
 
@@ -192,10 +177,10 @@ def test_an_old_release_delivered_late_keeps_its_own_tags_but_not_latest(web, re
     assert "not moving" in services.store.log(built["v1.9.0"].id)[0]
 
 
-def test_a_cache_named_after_the_ref_is_used_only_if_the_ref_wrote_it(make_config, repo, registry, base_image):
+def test_a_cache_named_after_the_ref_is_used_only_if_the_ref_wrote_it(tagged, repo, registry, base_image):
     """cache_from {ref}: branch x reuses its own image x; a git tag named x never takes branch x's layers."""
     image = f"{registry}/{repo.name}"
-    services = Services(make_config(rules=[{"branch": "**"}, {"tag": "*"}], cache_from=[f"{image}:{{ref}}"]))
+    services = tagged(rules=[{"branch": "**"}, {"tag": "*"}], cache_from=[f"{image}:{{ref}}"])
     push(services, repo, repo.commit(image_files(base_image, "x one"), branch="x"), "refs/heads/x")
     again = push(services, repo, repo.commit(image_files(base_image, "x two"), branch="x"), "refs/heads/x")
     assert f"pulling cache image {image}:x" in services.store.log(again.id)[0]
