@@ -6,6 +6,16 @@ Checks, on loopback only: no 5xx; every distinct delivery recorded exactly once 
 answered as duplicates); as many builds as distinct commits; p99 latency under 1 s (the
 forges give up after 10 s). Runs gunicorn on the embedded defaults (SQLite state and broker)
 with no worker, so only the receiving side is measured. Stops what it starts.
+
+    ./dev bench --stalled 1000 [--compare-gthread]
+
+The slow-client scenario instead: N connections that send half a request head or a head and
+half its body, then wait (each one the server closes is opened again, as an attacker would),
+held past any first-byte wait; then real signed deliveries, one after another, and their latency
+next to a baseline run without stalled clients, with the ratio. ``--compare-gthread`` runs the
+same against gunicorn's gthread worker (the setup before webhook.serving), side by side.
+Fails when a real delivery is not answered 202 within the forges' 10 s, or (unless
+``--report-latency-only``) its p99 is over 1 s.
 """
 
 from __future__ import annotations
@@ -14,6 +24,8 @@ import argparse
 import concurrent.futures
 import json
 import os
+import resource
+import selectors
 import signal
 import socket
 import sqlite3
@@ -43,7 +55,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_gunicorn(workdir: Path, port: int, workers: int) -> subprocess.Popen:
+def start_gunicorn(workdir: Path, port: int, workers: int, *, gunicorn_args: tuple[str, ...] = ()) -> subprocess.Popen:
     config = workdir / "pushbuild.toml"
     config.write_text(
         f'[server]\ndata_dir = "{workdir / "data"}"\nmirror_dir = "{workdir / "mirrors"}"\n'
@@ -54,14 +66,15 @@ def start_gunicorn(workdir: Path, port: int, workers: int) -> subprocess.Popen:
     env = {**os.environ, "PUSHBUILD_CONFIG": str(config), "LOAD_SECRET": SECRET, "WEB_CONCURRENCY": str(workers)}
     log = open(workdir / "gunicorn.log", "wb")
     process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "python:webhook.gunicorn_conf",
-                                "--bind", f"127.0.0.1:{port}", "--access-logfile", "/dev/null", "webhook:create_app()"],
+                                "--bind", f"127.0.0.1:{port}", "--access-logfile", "/dev/null", *gunicorn_args,
+                                "webhook:create_app()"],
                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
             return process
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
             time.sleep(0.1)
     raise SystemExit(f"gunicorn did not start:\n{(workdir / 'gunicorn.log').read_text()}")
 
@@ -83,6 +96,165 @@ def deliveries(count: int) -> list[tuple[bytes, dict[str, str]]]:
     return made
 
 
+#: The setup before webhook.serving, for --compare-gthread: gthread, 8 threads.
+GTHREAD_ARGS = ("--worker-class", "gthread", "--threads", "8")
+#: The forges give up on a delivery after this long (GitLab disables a hook after four in a row).
+FORGE_TIMEOUT_S = 10.0
+#: gunicorn's gthread worker waits this long for a connection's first byte; stalled clients are held past it.
+FIRST_BYTE_WAIT_S = 5.0
+
+
+def half_request(index: int) -> bytes:
+    """Half a request head (odd ``index``), or a whole head declaring 10,000 bytes and 100 of them (even)."""
+    if index % 2:
+        return b"POST /hooks/github HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-GitHub-Ev"
+    return (b"POST /hooks/github HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"X-GitHub-Event: push\r\nContent-Length: 10000\r\n\r\n" + b'{"ref": "' + b"x" * 91)
+
+
+class Stall:
+    """``count`` connections that each send half a request and wait; one the server closes is opened again."""
+
+    def __init__(self, port: int, count: int) -> None:
+        self.port = port
+        self.selector = selectors.DefaultSelector()
+        self.reopened = 0
+        self.answers: dict[str, int] = {}
+        self._stop = threading.Event()
+        for index in range(count):
+            self._open(index)
+        self._thread = threading.Thread(target=self._watch, name="stall", daemon=True)
+        self._thread.start()
+
+    def _open(self, index: int) -> None:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=FORGE_TIMEOUT_S)
+        sock.sendall(half_request(index))
+        sock.setblocking(False)
+        self.selector.register(sock, selectors.EVENT_READ, index)
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            for key, _ in self.selector.select(timeout=0.2):
+                sock, index = key.fileobj, key.data
+                try:
+                    data = sock.recv(4096)
+                except OSError:
+                    data = b""
+                if data:  # an answer (408); the server closes the connection after it
+                    status = data.split(b"\r\n", 1)[0][9:12].decode(errors="replace")
+                    self.answers[status] = self.answers.get(status, 0) + 1
+                    continue
+                self.selector.unregister(sock)
+                sock.close()
+                if not self._stop.is_set():
+                    self.reopened += 1
+                    try:
+                        self._open(index)
+                    except OSError:
+                        pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        for key in list(self.selector.get_map().values()):
+            key.fileobj.close()
+        self.selector.close()
+
+
+def probe(port: int, made: list[tuple[bytes, dict[str, str]]], budget_s: float) -> dict:
+    """Send real deliveries one after another (each its own connection, as forges do); report their latency.
+
+    Stops early after ``budget_s``: a server silenced by slow clients answers none within 10 s.
+    """
+    latencies, codes, timeouts = [], {}, 0
+    began = time.monotonic()
+    for body, headers in made:
+        if time.monotonic() - began > budget_s:
+            break
+        started = time.perf_counter()
+        try:
+            response = requests.post(f"http://127.0.0.1:{port}/hooks/github", data=body, headers=headers,
+                                     timeout=FORGE_TIMEOUT_S)
+        except requests.RequestException:
+            timeouts += 1
+            continue
+        latencies.append(time.perf_counter() - started)
+        codes[response.status_code] = codes.get(response.status_code, 0) + 1
+    latencies.sort()
+    def ms(q: float) -> float | None:
+        return round(latencies[min(len(latencies) - 1, int(len(latencies) * q))] * 1000, 1) if latencies else None
+    return {"sent": len(latencies) + timeouts, "answered_202": codes.get(202, 0), "timed_out_10s": timeouts,
+            "status_codes": codes, "p50_ms": ms(0.5), "p99_ms": ms(0.99), "max_ms": ms(1.0)}
+
+
+def slow_clients(workdir: Path, args: argparse.Namespace, flavour: str, gunicorn_args: tuple[str, ...]) -> dict:
+    """One server: a baseline of real deliveries, then the same under ``args.stalled`` stalled clients."""
+    port = free_port()
+    server = start_gunicorn(workdir, port, args.workers, gunicorn_args=gunicorn_args)
+    made = deliveries(2 * args.probes)
+    try:
+        baseline = probe(port, made[:args.probes], args.probe_budget_s)
+        began = time.monotonic()
+        stall = Stall(port, args.stalled)
+        opened_s = time.monotonic() - began
+        time.sleep(args.hold_s)
+        try:
+            stalled = probe(port, made[args.probes:], args.probe_budget_s)
+        finally:
+            stall.stop()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+    stalled.update(stalled_clients=args.stalled, opened_in_s=round(opened_s, 2), held_s_before_probing=args.hold_s,
+                   closed_by_server_and_reopened=stall.reopened, answers_to_stalled=stall.answers)
+    return {"worker": flavour, "baseline": baseline, "stalled": stalled}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a is not None and b else None
+
+
+def run_slow_clients(args: argparse.Namespace) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # this process holds every stalled client
+    flavours = [("gevent (webhook.serving.Worker)", ())]
+    if args.compare_gthread:
+        flavours.append(("gthread, 8 threads (before)", GTHREAD_ARGS))
+    runs = []
+    for flavour, gunicorn_args in flavours:
+        with tempfile.TemporaryDirectory(prefix="pushbuild-slow-") as tmp:
+            runs.append(slow_clients(Path(tmp), args, flavour, gunicorn_args))
+    for run in runs:
+        run["stalled_over_baseline"] = {q: _ratio(run["stalled"][q], run["baseline"][q]) for q in ("p50_ms", "p99_ms", "max_ms")}
+    if len(runs) == 2:
+        new, old = runs[0]["stalled"], runs[1]["stalled"]
+        runs.append({"gthread_over_gevent_under_stall": {
+            "p50_ms": _ratio(old["p50_ms"], new["p50_ms"]), "max_ms": _ratio(old["max_ms"], new["max_ms"]),
+            "answered_202": f"{old['answered_202']}/{old['sent']} vs {new['answered_202']}/{new['sent']}"}})
+    print(json.dumps(runs, indent=2))
+    print(f"\nreal deliveries during {args.stalled} stalled clients (held {args.hold_s:g} s first), latency in ms:")
+    print(f"{'worker':34} {'run':9} {'202/sent':>9} {'timeouts':>8} {'p50':>8} {'p99':>8} {'max':>8}")
+    for run in runs[:len(flavours)]:
+        for name in ("baseline", "stalled"):
+            r = run[name]
+            print(f"{run['worker']:34} {name:9} {str(r['answered_202']) + '/' + str(r['sent']):>9} {r['timed_out_10s']:>8} "
+                  f"{r['p50_ms'] or '-':>8} {r['p99_ms'] or '-':>8} {r['max_ms'] or '-':>8}")
+        ratios = run["stalled_over_baseline"]
+        print(f"{run['worker']:34} {'ratio':9} {'':>9} {'':>8} {ratios['p50_ms'] or '-':>8} {ratios['p99_ms'] or '-':>8} "
+              f"{ratios['max_ms'] or '-':>8}")
+    ours = runs[0]
+    failures = []
+    for name in ("baseline", "stalled"):
+        if ours[name]["answered_202"] != ours[name]["sent"] or ours[name]["sent"] != args.probes:
+            failures.append(f"{name}: not every real delivery was answered 202 within {FORGE_TIMEOUT_S:g} s")
+    p99 = ours["stalled"]["p99_ms"]
+    if p99 is not None and p99 > args.p99_limit_s * 1000 and not args.report_latency_only:
+        failures.append(f"p99 under stalled clients {p99} ms over {args.p99_limit_s} s")
+    for failure in failures:
+        print(f"FAIL: {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deliveries", type=int, default=2000, help="distinct deliveries (each a new commit)")
@@ -91,7 +263,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="gunicorn workers")
     parser.add_argument("--p99-limit-s", type=float, default=1.0)
     parser.add_argument("--report-latency-only", action="store_true", help="report p99 without failing on it (CI)")
+    parser.add_argument("--stalled", type=int, default=0,
+                        help="the slow-client scenario: this many clients sending half a request and waiting")
+    parser.add_argument("--probes", type=int, default=200, help="slow-client scenario: real deliveries per run")
+    parser.add_argument("--hold-s", type=float, default=FIRST_BYTE_WAIT_S + 1,
+                        help="slow-client scenario: how long the stalled clients wait before deliveries are sent")
+    parser.add_argument("--probe-budget-s", type=float, default=40.0,
+                        help="slow-client scenario: stop sending deliveries after this long (a silenced server)")
+    parser.add_argument("--compare-gthread", action="store_true",
+                        help="slow-client scenario: run it against gunicorn's gthread worker too, side by side")
     args = parser.parse_args(argv)
+    if args.stalled:
+        return run_slow_clients(args)
 
     with tempfile.TemporaryDirectory(prefix="pushbuild-load-") as tmp:
         workdir = Path(tmp)

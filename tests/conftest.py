@@ -18,13 +18,14 @@ from webhook.services import Services
 from .gitrepo import Repo
 from .gitserver import GitHttpServer
 from .receivers import Receiver
+from .support import AUTH_ENV, AUTH_TABLE, signed_in
 
 GITHUB_SECRET = "It's a Secret to Everybody"
 GITLAB_TOKEN = "gitlab-token-0123456789"
 GITEA_SECRET = "gitea-secret-abcdef"
 BITBUCKET_SECRET = "bitbucket-secret-123456"
 SECRETS_ENV = {"GITHUB_SECRET": GITHUB_SECRET, "GITLAB_TOKEN": GITLAB_TOKEN,
-               "GITEA_SECRET": GITEA_SECRET, "BITBUCKET_SECRET": BITBUCKET_SECRET}
+               "GITEA_SECRET": GITEA_SECRET, "BITBUCKET_SECRET": BITBUCKET_SECRET, **AUTH_ENV}
 SECRET_ENV_OF = {"github": "GITHUB_SECRET", "gitlab": "GITLAB_TOKEN", "gitea": "GITEA_SECRET", "bitbucket": "BITBUCKET_SECRET"}
 
 
@@ -153,6 +154,29 @@ def repo_table(name: str, *, forge: str = "github", clone_url: str = "https://gi
             "secret_env": SECRET_ENV_OF.get(forge, "GITHUB_SECRET"), **extra}
 
 
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.e2e)])
+def db_url(request, tmp_path) -> str:
+    """The same tests on SQLite (the default) and on PostgreSQL (when ./dev test runs one)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.sqlite'}"
+    return request.getfixturevalue("fresh_postgres_url")
+
+
 @pytest.fixture
 def make_config(tmp_path: Path):
     """Build a validated :class:`Config` with state under ``tmp_path``."""
@@ -160,6 +184,7 @@ def make_config(tmp_path: Path):
     def make(*repos: dict[str, Any], env: dict[str, str] | None = None, **sections: Any) -> Config:
         server = {"data_dir": str(tmp_path / "data"), "mirror_dir": str(tmp_path / "mirrors"),
                   **sections.pop("server", {})}
+        sections.setdefault("auth", AUTH_TABLE)
         return parse_config({"server": server, "repos": list(repos), **sections}, {**SECRETS_ENV, **(env or {})})
 
     return make
@@ -178,7 +203,8 @@ def app(config: Config):
 
 @pytest.fixture
 def client(app):
-    return app.test_client()
+    """A client signed in with the read token."""
+    return signed_in(app)
 
 
 @pytest.fixture

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import requests
 
-from .support import wait_for
+from .support import ADMIN_TOKEN, API_HEADERS, wait_for
 
 
 def free_port() -> int:
@@ -87,7 +89,7 @@ class Pushbuild:
         self.url = f"http://127.0.0.1:{self.port}"
         config.setdefault("server", {}).setdefault("public_url", self.url)
         self.config_path = write_toml(tmp_path / "pushbuild.toml", config)
-        self.env = {**os.environ, **env, "PUSHBUILD_CONFIG": str(self.config_path)}
+        self.env = {**os.environ, **env, "PUSHBUILD_CONFIG": str(self.config_path), "PUSHBUILD_ADMIN_TOKEN": ADMIN_TOKEN}
         self.web: Process | None = None
         self.workers: list[Process] = []
 
@@ -114,7 +116,7 @@ class Pushbuild:
         return requests.post(f"{self.url}{path}", data=body, headers=headers, timeout=10)
 
     def build(self, build_id: int) -> dict[str, Any]:
-        return requests.get(f"{self.url}/api/builds/{build_id}", timeout=10).json()
+        return requests.get(f"{self.url}/api/builds/{build_id}", headers=API_HEADERS, timeout=10).json()
 
     def wait_finished(self, build_id: int, timeout_s: float = 180) -> dict[str, Any]:
         return wait_for(lambda: (b := self.build(build_id))["state"] in ("succeeded", "failed") and b,
@@ -126,3 +128,16 @@ class Pushbuild:
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.tmp_path.glob("*.log")))
+
+
+@contextlib.contextmanager
+def serving(tmp_path: Path, config: dict[str, Any], env: dict[str, str]) -> Iterator[Pushbuild]:
+    """pushbuild's web process and one worker, running until the block ends; their logs are printed then."""
+    service = Pushbuild(tmp_path, config, env)
+    try:
+        service.start_web()
+        service.start_worker()
+        yield service
+    finally:
+        service.stop()
+        print(service.logs())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -14,6 +15,48 @@ from webhook.events import PushEvent
 from webhook.signatures import hmac_hex, sign_github, sign_standard_webhook
 
 FIXTURES = Path(__file__).parent / "fixtures"
+#: API tokens the tests configure: a reader, an operator, and the admin token from the environment.
+READ_TOKEN = "test-read-token-5d2f0c8e9a7b4c1d8e6f3a2b"
+OPERATE_TOKEN = "test-operate-token-8c1e4f7a2d9b6e3c0a5f"
+ADMIN_TOKEN = "test-admin-token-3b8e1d6c9f2a5e7d0c4b"
+AUTH_ENV = {"TEST_READ_TOKEN": READ_TOKEN, "TEST_OPERATE_TOKEN": OPERATE_TOKEN}
+AUTH_TABLE = {"tokens": [{"name": "reader", "token_env": "TEST_READ_TOKEN", "scope": "read"},
+                         {"name": "operator", "token_env": "TEST_OPERATE_TOKEN", "scope": "operate"}]}
+
+
+def bearer(token: str = READ_TOKEN) -> dict[str, str]:
+    """The header that signs a request in with ``token``."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+def all_at_once(action: Any, arguments: list[Any]) -> tuple[list[Any], list[Exception]]:
+    """Call ``action(argument)`` for each argument in threads released together; return the results and the exceptions."""
+    start, results, failures = threading.Barrier(len(arguments)), [], []
+
+    def run(argument: Any) -> None:
+        start.wait()
+        try:
+            results.append(action(argument))
+        except Exception as exc:  # the failure is what the calling test looks for
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(argument,)) for argument in arguments]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results, failures
+
+
+def signed_in(app: Any, token: str = READ_TOKEN) -> Any:
+    """A Flask test client whose every request carries ``token`` (the reader's by default)."""
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return client
+
+
+#: What a test sends to a real pushbuild's API (the admin token, which may do everything).
+API_HEADERS = bearer(ADMIN_TOKEN)
 MANIFEST_TYPES = ", ".join([
     "application/vnd.docker.distribution.manifest.v2+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",

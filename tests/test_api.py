@@ -13,6 +13,7 @@ from webhook.health import HealthChecks
 from webhook.store import BuildState, BuildStore, create_db_engine
 
 from .conftest import repo_table
+from .support import signed_in
 
 SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
 
@@ -139,7 +140,7 @@ def test_links_use_the_configured_public_url(make_config):
     """Behind a proxy, links are built from server.public_url."""
     app = create_app(make_config(server={"public_url": "https://pushbuild.example.com/"}))
     build = record(app)
-    body = app.test_client().get(f"/api/builds/{build.id}").json
+    body = signed_in(app).get(f"/api/builds/{build.id}").json
     assert body["url"] == f"https://pushbuild.example.com/api/builds/{build.id}"
 
 
@@ -163,7 +164,7 @@ BIG = 2**31  # one more than the largest id PostgreSQL's INTEGER holds (SQLite's
 def test_ids_no_database_holds_are_404(any_store_app, path):
     """A build or delivery id beyond the id columns (32 bits on PostgreSQL, 64 on SQLite; even 5,000 digits) is a JSON 404, not a 500."""
     record(any_store_app)
-    response = any_store_app.test_client().get(path)
+    response = signed_in(any_store_app).get(path)
     assert response.status_code == 404 and response.is_json, response.text
 
 
@@ -171,7 +172,7 @@ def test_ids_no_database_holds_are_404(any_store_app, path):
                                    "limit=²", f"before={10**30}"])
 def test_query_arguments_no_database_holds_are_400(any_store_app, query):
     """?before= and ?limit= beyond the id columns, or digits int() refuses, are a 400, not an overflow (500)."""
-    response = any_store_app.test_client().get(f"/api/builds?{query}")
+    response = signed_in(any_store_app).get(f"/api/builds?{query}")
     assert response.status_code == 400 and response.is_json, response.text
 
 
@@ -179,14 +180,14 @@ def test_query_arguments_no_database_holds_are_400(any_store_app, query):
 def test_a_log_cursor_no_database_holds_is_400(any_store_app, after):
     """?after= on a build's log beyond the id columns is a 400, not an overflow (500)."""
     build = record(any_store_app)
-    response = any_store_app.test_client().get(f"/api/builds/{build.id}/log?after={after}")
+    response = signed_in(any_store_app).get(f"/api/builds/{build.id}/log?after={after}")
     assert response.status_code == 400 and response.is_json, response.text
 
 
 def test_the_largest_ids_are_answered(any_store_app):
     """?before= and ?after= at 2**31 - 1 are valid: every build is older, no log line is newer."""
     build = record(any_store_app)
-    client = any_store_app.test_client()
+    client = signed_in(any_store_app)
     assert [b["id"] for b in client.get(f"/api/builds?before={BIG - 1}").json["builds"]] == [build.id]
     assert client.get(f"/api/builds/{build.id}/log?after={BIG - 1}").text == ""
 
@@ -204,7 +205,7 @@ def test_non_ascii_names_read_back_as_text_from_an_sql_ascii_database(sql_ascii_
     assert all(type(value) is str for value in (again.repo, again.ref, again.pusher))
     engine.dispose()
     app = create_app(make_config(repo_table("acme/café"), server={"database_url": sql_ascii_postgres_url}))
-    body = app.test_client().get(f"/api/builds/{build.id}").json
+    body = signed_in(app).get(f"/api/builds/{build.id}").json
     assert (body["ref"], body["pusher"]) == ("refs/heads/ü", "Jürgen 日本")
     app.extensions["pushbuild"].store.engine.dispose()
 
@@ -215,7 +216,7 @@ def test_a_followers_place_is_given_back_when_its_stream_is_closed(make_config):
     store = app.extensions["pushbuild"].store
     [build], _ = store.record([PushEvent(forge="github", repo="acme/app", ref="refs/heads/main", sha="a" * 40,
                                          before="0" * 40, pusher="p", delivery_id=None)])
-    client = app.test_client()
+    client = signed_in(app)
     url = f"/api/builds/{build.id}/log?follow=1"
     first, second = client.get(url, buffered=False), client.get(url, buffered=False)
     refused = client.get(url, buffered=False)

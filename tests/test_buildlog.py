@@ -10,7 +10,7 @@ from webhook.events import PushEvent
 from webhook.store import BuildState, BuildStore, build_logs, create_db_engine
 
 from .conftest import repo_table
-from .support import run_push, wait_for
+from .support import run_push, signed_in, wait_for
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ def test_the_log_api_pages_and_the_pages_make_the_whole_log(make_config):
     build_id = new_build(store)
     for i in range(50):
         store.append_log(build_id, f"chunk {i:02d} " + "x" * 90 + "\n")
-    client = app.test_client()
+    client = signed_in(app)
     pages, after = [], 0
     while True:
         reply = client.get(f"/api/builds/{build_id}/log?after={after}&limit=1000")

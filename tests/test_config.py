@@ -15,7 +15,8 @@ EXAMPLE_ENV = {"REGISTRY_USER": "bot", "REGISTRY_PASSWORD": "registry-pass-123",
                "ACME_API_SIGNING_TOKEN": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
                "ACME_WEB_WEBHOOK_SECRET": "s3cret-web", "ACME_NPM_TOKEN": "npm-tok", "ACME_WEB_RELEASE": "r1",
                "ACME_WEB_STATUS_TOKEN": "status-tok", "ACME_WEB_HOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-               "ACME_WEB_HOOK_KEY": "whsk_" + "A" * 43 + "="}
+               "ACME_WEB_HOOK_KEY": "whsk_" + "A" * 43 + "=",
+               "PUSHBUILD_DASHBOARD_TOKEN": "d" * 43, "PUSHBUILD_RELEASE_TOKEN": "r" * 43}
 REPO = {"name": "acme/app", "forge": "github", "secret_env": "S", "clone_url": "https://h/acme/app.git",
         "image": "registry.example.com/acme/app"}
 
@@ -24,6 +25,7 @@ def test_example_config_is_valid():
     """The shipped example parses with its variables set, and keeps secrets out of repr."""
     config = load_config(EXAMPLE, EXAMPLE_ENV)
     assert [r.name for r in config.repos] == ["acme/app", "acme/api", "acme/web"]
+    assert [(t.name, t.scope) for t in config.auth.tokens] == [("dashboard", "read"), ("release-bot", "operate")]
     web = config.repos[2]
     assert (web.forge, web.builder, len(web.rules), len(web.hooks), web.status.context) == ("gitea", "buildkit", 2, 3, "pushbuild")
     app = config.repos[0]

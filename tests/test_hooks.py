@@ -19,6 +19,7 @@ from .support import (
     github_push,
     gitlab_headers,
     gitlab_push,
+    signed_in,
 )
 
 SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
@@ -111,7 +112,7 @@ def test_another_repositorys_secret_does_not_sign_for_this_one(make_config, tmp_
     """A delivery signed with repo B's secret but naming repo A is refused."""
     config = make_config(repo_table(GH_REPO), repo_table("other/repo", secret_env="OTHER"), env={"OTHER": "other-secret"})
     app = create_app(config)
-    response = post_github(app.test_client(), github_push(repo=GH_REPO, sha=SHA), secret="other-secret")
+    response = post_github(signed_in(app), github_push(repo=GH_REPO, sha=SHA), secret="other-secret")
     assert response.status_code == 401
     assert_nothing_happened(app, config)
 
@@ -164,7 +165,7 @@ def test_branches_outside_the_filter_are_ignored(make_config):
     """A push to a branch the repository does not build is acknowledged and ignored."""
     config = make_config(repo_table(GH_REPO, branches=["main", "release/*"]))
     app = create_app(config)
-    client = app.test_client()
+    client = signed_in(app)
     ignored = post_github(client, github_push(repo=GH_REPO, sha=SHA, ref="refs/heads/feature/x"))
     built = post_github(client, github_push(repo=GH_REPO, sha=SHA, ref="refs/heads/release/2"))
     assert (ignored.status_code, ignored.json) == (200, {"ignored": "no build rule matches branch 'feature/x'"})
@@ -209,7 +210,7 @@ def test_bodies_over_the_limit_are_413(make_config):
     config = make_config(repo_table(GH_REPO), server={"max_body_bytes": 1024})
     app = create_app(config)
     body = json.dumps(github_push(repo=GH_REPO, sha=SHA) | {"padding": "x" * 2048}).encode()
-    response = app.test_client().post("/hooks/github", data=body, headers=github_headers(body, GITHUB_SECRET))
+    response = signed_in(app).post("/hooks/github", data=body, headers=github_headers(body, GITHUB_SECRET))
     assert response.status_code == 413
     assert response.json["error"]
     assert_nothing_happened(app, config)
@@ -236,7 +237,7 @@ def test_gitlab_signing_token_is_checked_when_configured(make_config):
     signing = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     config = make_config(repo_table(GL_REPO, forge="gitlab", signing_token_env="SIGNING"), env={"SIGNING": signing})
     app = create_app(config)
-    client = app.test_client()
+    client = signed_in(app)
     body = json.dumps(gitlab_push(repo=GL_REPO, sha=SHA)).encode()
     unsigned = client.post("/hooks/gitlab", data=body, headers=gitlab_headers(token=GITLAB_TOKEN))
     signed = client.post("/hooks/gitlab", data=body,
@@ -328,14 +329,14 @@ def test_skip_markers_can_be_turned_off(make_config):
     app = create_app(config)
     payload = github_push(repo=GH_REPO, sha=SHA)
     payload["head_commit"]["message"] = "release [skip ci]"
-    assert post_github(app.test_client(), payload).status_code == 202
+    assert post_github(signed_in(app), payload).status_code == 202
 
 
 def test_tag_pushes_follow_the_tag_rules(make_config):
     """A rules table builds only what it names: here semver tags, not branches."""
     config = make_config(repo_table(GH_REPO, rules=[{"tag_regex": r"^v\d+\.\d+\.\d+$", "semver": True}]))
     app = create_app(config)
-    client = app.test_client()
+    client = signed_in(app)
     tag = post_github(client, github_push(repo=GH_REPO, sha=SHA, ref="refs/tags/v1.2.3"))
     branch = post_github(client, github_push(repo=GH_REPO, sha=SHA, ref="refs/heads/main"))
     other = post_github(client, github_push(repo=GH_REPO, sha=SHA, ref="refs/tags/nightly"))
@@ -371,7 +372,7 @@ def test_tag_builds_and_opted_out_repositories_are_never_cancelled(make_config):
     """Tags are releases; cancel_superseded = false keeps every branch build."""
     config = make_config(repo_table(GH_REPO, cancel_superseded=False))
     app = create_app(config)
-    client = app.test_client()
+    client = signed_in(app)
     first = _push_to(client, OLD, "0" * 40).json["build"]
     _push_to(client, NEW, OLD)
     tag_one = _push_to(client, OLD, "0" * 40, ref="refs/tags/v1").json["build"]
@@ -384,7 +385,7 @@ def test_repositories_sharing_an_organisation_secret_each_accept_their_pushes(ma
     """One org-wide hook secret for two repositories: each repository's push is accepted as itself."""
     config = make_config(repo_table("org/one"), repo_table("org/two"))
     app = create_app(config)
-    client = app.test_client()
+    client = signed_in(app)
     one = post_github(client, github_push(repo="org/one", sha=SHA))
     two = post_github(client, github_push(repo="org/two", sha=SHA))
     assert (one.status_code, two.status_code) == (202, 202)

@@ -24,7 +24,7 @@ from webhook.store import builds as builds_table
 
 from .conftest import BITBUCKET_SECRET, GITEA_SECRET, GITHUB_SECRET, GITLAB_TOKEN, SECRETS_ENV, repo_table
 from .service import Pushbuild
-from .support import bitbucket_push, gitea_push, github_push, gitlab_push
+from .support import API_HEADERS, bitbucket_push, gitea_push, github_push, gitlab_push, signed_in
 from .test_hooks import queued
 
 SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
@@ -211,7 +211,7 @@ def test_hostile_delivery_is_refused_and_changes_nothing(app, caplog, name, make
     """The case gets its 4xx, nothing is recorded or queued, and no secret or expected MAC leaks."""
     delivery = make()
     caplog.set_level(logging.DEBUG)
-    response = app.test_client().post(f"/hooks/{delivery.forge}", data=delivery.body, headers=delivery.headers)
+    response = signed_in(app).post(f"/hooks/{delivery.forge}", data=delivery.body, headers=delivery.headers)
     assert response.status_code == status, response.text
     assert response.is_json and response.json["error"]
     config = app.extensions["pushbuild"].config
@@ -225,19 +225,19 @@ def test_hostile_delivery_is_refused_and_changes_nothing(app, caplog, name, make
 def test_a_body_over_the_limit_is_413_and_changes_nothing(app):
     """A declared body over max_body_bytes is refused before it is read."""
     big = github(github_push(repo="acme/gh", sha=SHA) | {"pad": "x" * 70_000})
-    response = app.test_client().post("/hooks/github", data=big.body, headers=big.headers)
+    response = signed_in(app).post("/hooks/github", data=big.body, headers=big.headers)
     assert response.status_code == 413 and app.extensions["pushbuild"].store.list() == []
 
 
 def test_replayed_delivery_ids_build_once_sequentially_and_concurrently(app):
     """The same delivery sent 5 times in a row and 20 times at once is one build."""
     delivery = github()
-    codes = [app.test_client().post("/hooks/github", data=delivery.body, headers=delivery.headers).status_code
+    codes = [signed_in(app).post("/hooks/github", data=delivery.body, headers=delivery.headers).status_code
              for _ in range(5)]
     results: list[int] = []
 
     def send():
-        results.append(app.test_client().post("/hooks/github", data=delivery.body, headers=delivery.headers).status_code)
+        results.append(signed_in(app).post("/hooks/github", data=delivery.body, headers=delivery.headers).status_code)
 
     threads = [threading.Thread(target=send) for _ in range(20)]
     for t in threads:
@@ -253,7 +253,7 @@ def test_a_replayed_gitlab_delivery_under_another_idempotency_key_builds_once(ap
     """A captured signed GitLab delivery resent with a new Idempotency-Key is the duplicate of the first: keyed on the signed webhook-id."""
     first = gitlab().set("Idempotency-Key", "key-1")
     replay = Delivery(first.forge, first.body, list(first.headers)).set("Idempotency-Key", "key-2")
-    client = app.test_client()
+    client = signed_in(app)
     accepted = client.post("/hooks/gitlab", data=first.body, headers=first.headers)
     again = client.post("/hooks/gitlab", data=replay.body, headers=replay.headers)
     assert accepted.status_code == 202, accepted.text
@@ -270,7 +270,7 @@ def test_a_replayed_gitlab_delivery_under_another_idempotency_key_builds_once(ap
 def test_names_as_long_as_the_store_holds_are_recorded(app, make, ref):
     """A 1,024-character ref and a 100-character delivery id are recorded whole (Bitbucket's key names the ref by hash)."""
     delivery = make(ref)
-    response = app.test_client().post(f"/hooks/{delivery.forge}", data=delivery.body, headers=delivery.headers)
+    response = signed_in(app).post(f"/hooks/{delivery.forge}", data=delivery.body, headers=delivery.headers)
     assert response.status_code == 202, response.text
     [build] = app.extensions["pushbuild"].store.list()
     assert build.ref == ref and all(len(key) <= 512 for key in delivery_keys(app))
@@ -280,7 +280,7 @@ def test_a_form_delivery_is_verified_before_its_form_is_read(app):
     """A form body with a wrong signature is refused as unsigned, not parsed."""
     body = ("payload=" + quote(json.dumps(github_push(repo="acme/gh", sha=SHA)))).encode()
     delivery = github(body=body, sign_body=b"something else").set("Content-Type", "application/x-www-form-urlencoded")
-    assert app.test_client().post("/hooks/github", data=delivery.body, headers=delivery.headers).status_code == 401
+    assert signed_in(app).post("/hooks/github", data=delivery.body, headers=delivery.headers).status_code == 401
 
 
 def test_empty_secret_stops_the_service_from_starting(make_config):
@@ -340,7 +340,7 @@ def chunked(body: bytes, size: int = 4096) -> bytes:
 
 
 def builds_of(service) -> list:
-    return requests.get(f"{service.url}/api/builds", timeout=5).json()["builds"]
+    return requests.get(f"{service.url}/api/builds", headers=API_HEADERS, timeout=5).json()["builds"]
 
 
 @pytest.mark.e2e

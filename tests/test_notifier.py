@@ -19,10 +19,9 @@ from webhook.notifier import Notifier
 from webhook.redact import Redactor
 from webhook.store import BuildState, BuildStore, create_db_engine
 
-from .conftest import repo_table
+from .conftest import Clock, repo_table
 from .receivers import Receiver
-from .support import wait_for
-from .test_store import Clock
+from .support import signed_in, wait_for
 
 SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
 HOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -249,7 +248,7 @@ def test_deliveries_and_attempts_are_visible_in_the_api(world, forge_api, hook_r
     build = finished_build(builds)
     finish(notifier, build)
     notifier.deliver_due()
-    body = create_app(config).test_client().get(f"/api/builds/{build.id}/deliveries")
+    body = signed_in(create_app(config)).get(f"/api/builds/{build.id}/deliveries")
     listed = body.json["deliveries"]
     assert [(d["kind"], d["target"], d["state"]) for d in listed] == [("status", "pushbuild", "pending"), ("hook", "prod", "delivered")]
     assert listed[0]["attempts"][0]["status_code"] == 500 and listed[0]["next_attempt_at"]

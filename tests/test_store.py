@@ -7,31 +7,15 @@ import pytest
 from webhook.events import PushEvent
 from webhook.store import BuildState, BuildStore, create_db_engine
 
+from .support import all_at_once
+
 SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
 
 
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.e2e)])
-def store(request, tmp_path, clock):
+def store(db_url, clock):
     """The same store tests on SQLite (the default) and on PostgreSQL (when ./dev test runs one)."""
-    if request.param == "sqlite":
-        engine = create_db_engine(f"sqlite:///{tmp_path / 'state.sqlite'}")
-    else:
-        engine = create_db_engine(request.getfixturevalue("fresh_postgres_url"))
+    engine = create_db_engine(db_url)
     store = BuildStore(engine, clock=clock)
     store.create_schema()
     yield store
@@ -221,20 +205,24 @@ def test_state_written_by_the_previous_version_gains_the_new_column_and_keeps_it
 def test_processes_starting_together_create_the_schema_once_on_postgresql(fresh_postgres_url):
     """Web and workers each create the schema as they start; at the same moment on PostgreSQL none of them fails."""
     engines = [create_db_engine(fresh_postgres_url) for _ in range(4)]
-    start, failures = threading.Barrier(len(engines)), []
-
-    def create(engine):
-        start.wait()
-        try:
-            BuildStore(engine).create_schema()
-        except Exception as exc:  # the failure is what this test looks for
-            failures.append(exc)
-
-    threads = [threading.Thread(target=create, args=(engine,)) for engine in engines]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _, failures = all_at_once(lambda engine: BuildStore(engine).create_schema(), engines)
     for engine in engines:
         engine.dispose()
     assert failures == []
+
+
+def test_housekeeping_reads_the_newest_build_of_each_ref_and_the_commits_still_building(store):
+    """newest_of_each_ref and unfinished_shas: what engine housekeeping protects."""
+    def on(ref, sha, delivery):
+        return [PushEvent(forge="github", repo="acme/app", ref=ref, sha=sha, before="0" * 40, pusher="p",
+                          delivery_id=delivery)]
+
+    [old], _ = store.record(on("refs/heads/main", "a" * 40, "1"))
+    [new], _ = store.record(on("refs/heads/main", "b" * 40, "2"))
+    [feature], _ = store.record(on("refs/heads/feature", "c" * 40, "3"))
+    for build in (old, feature):
+        store.claim(build.id, owner="w", lease_s=60)
+        store.finish(build.id, BuildState.SUCCEEDED, owner="w")
+    assert sorted(b.id for b in store.newest_of_each_ref()) == [new.id, feature.id]
+    assert sorted(b.id for b in store.newest_of_each_ref(state=BuildState.SUCCEEDED)) == [old.id, feature.id]
+    assert store.unfinished_shas() == {"b" * 40}

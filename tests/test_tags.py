@@ -16,7 +16,7 @@ from webhook.store import BuildState
 
 from .conftest import GITHUB_SECRET
 from .gitrepo import git
-from .support import fixture, github_headers, registry_digest, run_push, wait_for
+from .support import fixture, github_headers, registry_digest, run_push, signed_in, wait_for
 
 pytestmark = pytest.mark.e2e
 HOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -146,7 +146,7 @@ def run_queued(services, build_id):
 def test_a_replayed_release_under_a_new_delivery_id_does_not_roll_latest_back(web, repo, registry, base_image):
     """v1.0.0, v2.0.0, then v1.0.0's bytes and signature again under a new X-GitHub-Delivery: nothing is built, latest stays."""
     app, services = web
-    client = app.test_client()
+    client = signed_in(app)
     digests = {}
     bodies = {}
     for version in ("v1.0.0", "v2.0.0"):
@@ -165,7 +165,7 @@ def test_a_replayed_release_under_a_new_delivery_id_does_not_roll_latest_back(we
 def test_an_old_release_delivered_late_keeps_its_own_tags_but_not_latest(web, repo, registry, base_image):
     """v2.0.0 is built first; v1.9.0 arriving after it gets 1.9.0, 1.9 and 1 but leaves latest on 2.0.0."""
     app, services = web
-    client = app.test_client()
+    client = signed_in(app)
     built = {}
     for version in ("v2.0.0", "v1.9.0"):
         sha = repo.commit(image_files(base_image, version), branch="main")

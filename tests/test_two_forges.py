@@ -14,7 +14,7 @@ from webhook.store import BuildState, BuildStore, create_db_engine
 
 from .conftest import GITEA_SECRET, GITHUB_SECRET, repo_table
 from .receivers import Receiver
-from .support import gitea_headers, gitea_push, github_headers, github_push
+from .support import gitea_headers, gitea_push, github_headers, github_push, signed_in
 
 REPO = "acme/app"
 HOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -48,7 +48,7 @@ def test_a_push_on_one_forge_never_cancels_the_other_forges_queued_build(config)
     client = app.extensions["pushbuild"].store
     github_body = json.dumps(github_push(repo=REPO, sha=OLD)).encode()
     gitea_body = json.dumps(gitea_push(repo=REPO, sha=NEW) | {"before": OLD}).encode()
-    http = app.test_client()
+    http = signed_in(app)
     first = http.post("/hooks/github", data=github_body, headers=github_headers(github_body, GITHUB_SECRET))
     second = http.post("/hooks/gitea", data=gitea_body, headers=gitea_headers(gitea_body, GITEA_SECRET))
     assert (first.status_code, second.status_code) == (202, 202)

@@ -1,39 +1,25 @@
 """pushbuild: signed push webhooks in, images tagged with the commit SHA out.
 
 :func:`create_app` is the composition root of the web process; gunicorn runs
-``webhook:create_app()``.
+``webhook:create_app()``. Importing this package imports nothing else: gunicorn's master loads
+the worker class and settings from it before its gevent workers monkey-patch the standard
+library, and a module imported before that patch (GitPython's subprocess use, psycopg's waits)
+would keep the unpatched, blocking originals.
 """
 
 from __future__ import annotations
 
-import functools
-import threading
+from typing import TYPE_CHECKING
 
-from flask import Flask
+if TYPE_CHECKING:
+    from flask import Flask
 
-from . import api, defaults, hooks, http_errors
-from .config import Config, load_config
-from .health import HealthChecks, broker_ping
-from .logs import configure_logging
-from .services import Services
-from .worker import Dispatcher, make_celery
+    from .config import Config
+    from .worker import Dispatcher
 
 
 def create_app(test_config: Config | None = None, *, dispatcher: Dispatcher | None = None) -> Flask:
     """Create the web app from ``test_config``, or from ``$PUSHBUILD_CONFIG`` (defaults if unset)."""
-    configure_logging()
-    config = test_config if test_config is not None else load_config()
-    services = Services(config)
-    app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
-    app.extensions["pushbuild"] = services
-    app.extensions["pushbuild.dispatcher"] = dispatcher = dispatcher or Dispatcher(make_celery(config), services.store)
-    app.extensions["pushbuild.health"] = HealthChecks(
-        {"store": services.store.ping,
-         "broker": functools.partial(broker_ping, dispatcher.celery, timeout_s=defaults.HEALTH_TIMEOUT_S)},
-        timeout_s=defaults.HEALTH_TIMEOUT_S, cache_s=defaults.HEALTH_CACHE_S, redact=services.redact)
-    app.extensions["pushbuild.followers"] = threading.BoundedSemaphore(config.server.max_log_followers)
-    http_errors.register(app)
-    app.register_blueprint(hooks.bp)
-    app.register_blueprint(api.bp)
-    return app
+    from .app import create_app as create
+
+    return create(test_config, dispatcher=dispatcher)

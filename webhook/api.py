@@ -9,11 +9,14 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from . import defaults
+from . import defaults, operations
+from .access import principal, require
+from .auth import OPERATE
 from .errors import BadRequest, NotFound, TooManyRequests
 from .health import OK
 from .services import Services
 from .store import FINISHED, Build
+from .worker import Dispatcher
 
 bp = Blueprint("api", __name__)
 #: How often a followed log polls for new lines.
@@ -134,6 +137,64 @@ class _Holding:
                 release()
 
 
+def _dispatcher() -> Dispatcher:
+    return current_app.extensions["pushbuild.dispatcher"]
+
+
+def _json_object(allowed: tuple[str, ...]) -> dict[str, str]:
+    """Return the request's JSON object of string fields, refusing other shapes and unknown keys."""
+    try:
+        body = request.get_json(silent=True) if request.content_length else {}
+    except RecursionError:
+        body = None  # nested past Python's limit
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise BadRequest(f"unknown field {unknown[0]!r}; the fields are {', '.join(allowed)}")
+    for key, value in body.items():
+        if not isinstance(value, str) or not value or len(value) > defaults.MAX_REF_CHARS:
+            raise BadRequest(f"{key} must be a non-empty string of at most {defaults.MAX_REF_CHARS} characters")
+    return body
+
+
+@bp.post("/api/builds")
+def start_build() -> Any:
+    """Build ``{"repo": …}`` at ``"ref"`` (a branch's head), ``"tag"`` or ``"sha"``, as a push would (operate).
+
+    202 with the new build; 200 with the build already queued or running for that ref and commit.
+    """
+    who = require(OPERATE)
+    body = _json_object(("repo", "ref", "sha", "tag"))
+    if "repo" not in body:
+        raise BadRequest('"repo" is required, such as {"repo": "acme/app", "ref": "main"}')
+    taken = operations.start_build(_services(), _dispatcher(), body["repo"], ref=body.get("ref"), sha=body.get("sha"),
+                                   tag=body.get("tag"), by=who.name)
+    return jsonify(_with_links(taken.builds[0])), 202 if taken.created else 200
+
+
+@bp.post(f"/api/builds/<int(max={MAX_ID}):build_id>/retry")
+def retry_build(build_id: int) -> Any:
+    """Queue a finished build to run again (operate); 202 with the build, 409 if it has not finished."""
+    who = require(OPERATE)
+    return jsonify(_with_links(operations.retry(_services(), _dispatcher(), build_id, by=who.name))), 202
+
+
+@bp.post(f"/api/builds/<int(max={MAX_ID}):build_id>/cancel")
+def cancel_build(build_id: int) -> Any:
+    """Cancel a queued or running build (operate); 409 if it has already ended."""
+    who = require(OPERATE)
+    return jsonify(_with_links(operations.cancel(_services(), build_id, by=who.name)))
+
+
+@bp.post(f"/api/deliveries/<int(max={MAX_ID}):delivery_id>/redeliver")
+def redeliver(delivery_id: int) -> Any:
+    """Make a status or hook due again now (operate); a worker sends it. 202 with the delivery."""
+    who = require(OPERATE)
+    delivery = operations.redeliver(_services(), delivery_id, by=who.name)
+    return jsonify(delivery.to_json(_services().deliveries.attempts(delivery_id))), 202
+
+
 @bp.get(f"/api/builds/<int(max={MAX_ID}):build_id>/deliveries")
 def build_deliveries(build_id: int) -> Any:
     """List the statuses and redeploy hooks a build owes, with every attempt."""
@@ -157,8 +218,10 @@ def healthz() -> Any:
     """Say whether this web process can take deliveries: its state store and broker answer (200) or not (503).
 
     The Docker engine is the worker's business (``pushbuild health --worker``); the answer says
-    only ok or unhealthy per check, within the checks' time budget, never why.
+    only ok or unhealthy per check, within the checks' time budget; why, only to a signed-in caller.
     """
-    checks = current_app.extensions["pushbuild.health"].run()
+    health = current_app.extensions["pushbuild.health"]
+    checks = health.run()
     healthy = all(v == OK for v in checks.values())
-    return jsonify(ok=healthy, **checks), 200 if healthy else 503
+    detail = {"reasons": health.reasons(checks)} if principal() is not None and not healthy else {}
+    return jsonify(ok=healthy, **checks, **detail), 200 if healthy else 503

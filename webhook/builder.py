@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import posixpath
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from .buildlog import BuildLog
 from .config import Config, RepoConfig
 from .context import DOCKERIGNORE, IgnoreRules, dockerignore_patterns, filtered_tar
 from .engine import BuildLimits, Engine
-from .errors import BuildError, ContextError, EngineError, RegistryError
+from .errors import BuildError, Cancelled, ContextError, EngineError, RegistryError
 from .mirror import Mirrors
 from .notifier import Notifier
 from .ordering import higher_release, is_newer
@@ -59,25 +60,35 @@ class Builder:
         self.redact = redact
         self.clock = clock
 
-    def run(self, build: Build, *, owner: str | None = None, echo: Log | None = None) -> Outcome:
+    def run(self, build: Build, *, owner: str | None = None, echo: Log | None = None,
+            stop: threading.Event | None = None) -> Outcome:
         """Run a claimed build, write its log as it goes, and record how it ended.
 
         The log is complete in the store before the build is recorded as finished, so whoever
-        sees it finished reads all of it.
+        sees it finished reads all of it. Once ``stop`` is set (the build was cancelled), the
+        next line of output ends the build, and nothing is tagged or pushed after it.
         """
         stored = BuildLog(self.store, build.id, max_bytes=self.config.server.max_log_bytes)
+        stopping = threading.Event()
 
         def log(text: str) -> None:
             text = self.redact(text)
             stored.write(text)
             if echo is not None:
                 echo(text)
+            if stop is not None and stop.is_set() and not stopping.is_set():
+                stopping.set()  # raised once: the lines that report it must not raise again
+                raise Cancelled("the build was cancelled")
 
         if self.notifier is not None:
             self.notifier.build_started(build)
             self.notifier.deliver_soon(build.id)
         try:
             outcome = self._run(build, log)
+        except Cancelled as exc:
+            outcome = Outcome(BuildState.CANCELLED, error=exc.message)
+            stopping.set()
+            log("cancelled: stopped before pushing anything more\n")
         except BuildError as exc:
             outcome = Outcome(BuildState.FAILED, error=self.redact(exc.message))
             log(f"error: {outcome.error}\n")
@@ -130,6 +141,9 @@ class Builder:
             log(f"{plan.tags[0]} was built before from this commit with these settings ({image_id}); adding tags only\n")
         else:
             image_id = self._build(engine, repo, sha, self._own_cache_only(build, plan, log), log=log)
+        current = self.store.get(build.id)
+        if current is None or current.state is not BuildState.RUNNING:
+            raise Cancelled("the build was cancelled")
         tags = self._tags_to_move(build, plan, log)
         for tag in tags[1:]:
             engine.tag(image_id, tag)

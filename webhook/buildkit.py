@@ -132,11 +132,17 @@ def _run(args: list[str], *, env: Mapping[str, str], context: Iterable[bytes], l
     watchdog.daemon = True
     watchdog.start()
     tail: list[str] = []
-    for raw in process.stdout:
-        line = raw.decode("utf-8", "replace")
-        log(line)
-        if line.strip():
-            tail = (tail + [line.strip()])[-_TAIL_LINES:]
+    try:
+        for raw in process.stdout:
+            line = raw.decode("utf-8", "replace")
+            log(line)
+            if line.strip():
+                tail = (tail + [line.strip()])[-_TAIL_LINES:]
+    except BaseException:  # the log refused a line (the build was cancelled): the CLI goes too
+        watchdog.cancel()
+        kill()
+        process.wait()
+        raise
     status = process.wait()
     watchdog.cancel()
     feeder.join(timeout=_FEEDER_GRACE_S)

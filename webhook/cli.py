@@ -13,14 +13,23 @@ from pathlib import Path
 import click
 
 from . import defaults
-from .config import CONFIG_ENV, Config, load_config
+from .client import TOKEN_ENV, URL_ENV, Client
+from .config import ADMIN_TOKEN_ENV, CONFIG_ENV, Config, load_config
 from .errors import ConfigError, PushbuildError, SignatureError
 from .events import PushEvent
+from .redact import printable
 from .refs import ZERO_SHA
 from .services import Services
 from .signatures import ed25519_public_key, new_ed25519_secret_key, verify_ed25519, verify_standard_webhook
 
+#: What a build's log may send to a terminal: line breaks and tabs; never an escape sequence a pusher wrote.
+TERMINAL_KEEPS = "\n\t"
 _FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+url_option = click.option(
+    "--url", envvar=URL_ENV, metavar="URL",
+    help=f"Act through a running service's API (default: ${URL_ENV}), signed in with ${TOKEN_ENV}; "
+         "without it, act on the state store directly.",
+)
 config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False), envvar=CONFIG_ENV,
     help=f"TOML configuration file (default: ${CONFIG_ENV}; none means built-in defaults).",
@@ -96,6 +105,11 @@ def serve(config_path: str | None, bind: str | None, workers: int) -> None:
     config = _load(config_path)
     if bind is None:
         bind = f"0.0.0.0:{os.environ['PORT']}" if os.environ.get("PORT") else defaults.BIND
+    if not config.auth.authenticator().configured:
+        click.echo("pushbuild: no API tokens are configured: /api answers 401, only /hooks/* and /healthz are open. "
+                   "Add one:\n  [[auth.tokens]]\n  name = \"admin\"\n  token_env = \"PUSHBUILD_API_TOKEN\"\n"
+                   "  scope = \"operate\"\nwith a value from python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+                   f" (or set ${ADMIN_TOKEN_ENV} alone)", err=True)
     Services(config)  # create the data directory and schema once, before two processes race to
     env = dict(os.environ)
     if config_path:
@@ -124,10 +138,18 @@ def serve(config_path: str | None, bind: str | None, workers: int) -> None:
 
 @main.command()
 @config_option
+@url_option
 @click.argument("repo_name", metavar="[FORGE:]REPO")
 @click.argument("revision", metavar="REF-OR-SHA")
-def build(config_path: str | None, repo_name: str, revision: str) -> None:
-    """Build REPO at a branch, tag or full commit id, streaming the log; print the digest."""
+def build(config_path: str | None, url: str | None, repo_name: str, revision: str) -> None:
+    """Build REPO at a branch, tag or full commit id, streaming the log; print the digest.
+
+    With --url, the running service builds it (POST /api/builds: its rules, statuses and hooks
+    apply, and a worker runs it) and the log streams from there.
+    """
+    if url:
+        _build_through(_client(url), repo_name, revision)
+        return
     services = Services(_load(config_path))
     found = services.config.repos_named(repo_name)
     if not found:
@@ -136,7 +158,7 @@ def build(config_path: str | None, repo_name: str, revision: str) -> None:
         raise click.ClickException(f"{repo_name!r} is configured on {' and '.join(r.forge for r in found)}: "
                                    f"name one, as {found[0].forge}:{found[0].name}")
     [repo] = found
-    echo = lambda text: click.echo(text, nl=False)  # noqa: E731
+    echo = lambda text: click.echo(printable(text, keep=TERMINAL_KEEPS), nl=False)  # noqa: E731
     try:
         if _FULL_SHA.fullmatch(revision):
             sha, ref = revision, ""
@@ -158,6 +180,40 @@ def build(config_path: str | None, repo_name: str, revision: str) -> None:
     if outcome.digest:
         click.echo(outcome.digest)
     sys.exit(0 if outcome.digest else 1)
+
+
+def _client(url: str) -> Client:
+    try:
+        return Client(url, os.environ.get(TOKEN_ENV))
+    except PushbuildError as exc:
+        raise click.ClickException(exc.message) from exc
+
+
+def _build_through(client: Client, repo_name: str, revision: str) -> None:
+    """Start a build with the service's API, stream its log until it ends, and exit as it ended."""
+    if _FULL_SHA.fullmatch(revision):
+        what = {"sha": revision}
+    elif revision.startswith("refs/tags/"):
+        what = {"tag": revision.removeprefix("refs/tags/")}
+    else:
+        what = {"ref": revision}
+    started = _operate(lambda: client.call("POST", "/api/builds", json={"repo": repo_name, **what}))
+    build_id, cursor = started["id"], 0
+    click.echo(f"build {build_id}: {started['url']}", err=True)
+    while True:
+        current = _operate(lambda: client.call("GET", f"/api/builds/{build_id}"))
+        more = True
+        while more:  # the log is complete before the build is recorded finished: read it all, then stop
+            text, cursor, more = _operate(lambda after=cursor: client.log_page(build_id, after))
+            click.echo(printable(text, keep=TERMINAL_KEEPS), nl=False)
+        if current["state"] not in ("queued", "running"):
+            break
+        time.sleep(1)
+    error = printable(current["error"]) if current.get("error") else None
+    click.echo(f"build {build_id}: {current['state']}" + (f" ({error})" if error else ""))
+    if current.get("digest"):
+        click.echo(current["digest"])
+    sys.exit(0 if current.get("digest") else 1)
 
 
 @main.command()
@@ -196,26 +252,66 @@ def reconcile(config_path: str | None, repo_names: tuple[str, ...], dry_run: boo
 
 @main.command()
 @config_option
+@url_option
 @click.argument("build_id", metavar="BUILD", type=int)
-def retry(config_path: str | None, build_id: int) -> None:
-    """Queue a finished build (failed, succeeded or skipped) to run again; a worker picks it up."""
+def retry(config_path: str | None, url: str | None, build_id: int) -> None:
+    """Queue a finished build (failed, succeeded, skipped or cancelled) to run again; a worker picks it up."""
+    if url:
+        _post(url, f"/api/builds/{build_id}/retry")
+        click.echo(f"build {build_id} queued again")
+        return
+    from .operations import retry as requeue
     from .worker import Dispatcher, make_celery
 
     services = Services(_load(config_path))
-    if services.store.get(build_id) is None:
-        raise click.ClickException(f"no build {build_id}")
-    if not services.store.requeue(build_id):
-        raise click.ClickException(f"build {build_id} has not finished yet")
-    services.store.append_log(build_id, "--- queued again by pushbuild retry ---\n")
-    Dispatcher(make_celery(services.config), services.store).dispatch(build_id)
+    _operate(lambda: requeue(services, Dispatcher(make_celery(services.config), services.store), build_id,
+                             by="pushbuild retry"))
     click.echo(f"build {build_id} queued again")
 
 
 @main.command()
 @config_option
+@url_option
+@click.argument("build_id", metavar="BUILD", type=int)
+def cancel(config_path: str | None, url: str | None, build_id: int) -> None:
+    """Cancel a queued or running build; a running one stops before it pushes anything more."""
+    if url:
+        click.echo(f"build {build_id}: {_post(url, f'/api/builds/{build_id}/cancel')['state']}")
+        return
+    from .operations import cancel as stop
+
+    services = Services(_load(config_path))
+    build = _operate(lambda: stop(services, build_id, by="pushbuild cancel"))
+    click.echo(f"build {build_id}: {build.state.value}")
+
+
+def _post(url: str, path: str) -> dict:
+    """POST to the service at ``url``; return its answer, or exit with what it refused."""
+    client = _client(url)
+    return _operate(lambda: client.call("POST", path))
+
+
+def _operate(action):
+    """Run an operation; turn its refusal (no such build, not finished) into a CLI error."""
+    try:
+        return action()
+    except PushbuildError as exc:
+        raise click.ClickException(exc.message) from exc
+
+
+@main.command()
+@config_option
+@url_option
 @click.argument("delivery_id", metavar="DELIVERY", type=int)
-def redeliver(config_path: str | None, delivery_id: int) -> None:
-    """Send a commit status or redeploy hook again now (its id is in /api/builds/<id>/deliveries)."""
+def redeliver(config_path: str | None, url: str | None, delivery_id: int) -> None:
+    """Send a commit status or redeploy hook again now (its id is in /api/builds/<id>/deliveries).
+
+    With --url, the service's worker sends it (an older push's hook is refused: 409).
+    """
+    if url:
+        delivery = _post(url, f"/api/deliveries/{delivery_id}/redeliver")
+        click.echo(f"delivery {delivery_id} ({delivery['kind']} {delivery['target']}): due again; a worker sends it")
+        return
     services = Services(_load(config_path))
     delivery = services.notifier.redeliver(delivery_id)
     if delivery is None:
@@ -261,3 +357,23 @@ def hook_keys() -> None:
     secret = new_ed25519_secret_key()
     click.echo(f"secret key (set it in the variable signing_key_env names): {secret}")
     click.echo(f"public key (give it to receivers): {ed25519_public_key(secret)}")
+
+
+@main.command()
+@config_option
+@click.option("--dry-run", is_flag=True, help="Only count what would be removed.")
+@click.option("--engine", "with_engine", is_flag=True, help="Also clean the Docker engine (images, build cache).")
+def prune(config_path: str | None, dry_run: bool, with_engine: bool) -> None:
+    """Prune old build records now, as workers do every housekeeping_every_s (README: Retention and disk)."""
+    from .housekeeping import Housekeeper
+    from .retention import Retention, RetentionPolicy
+
+    services = Services(_load(config_path))
+    retention = Retention(services.store.engine, RetentionPolicy.of(services.config.server))
+    click.echo(f"{'would prune' if dry_run else 'pruned'} {retention.dry_run() if dry_run else retention.prune()}")
+    if with_engine:
+        try:
+            report = Housekeeper(services.config, services.store, services.engine).run(dry_run=dry_run)
+        except PushbuildError as exc:
+            raise click.ClickException(exc.message) from exc
+        click.echo(f"{'would remove' if dry_run else 'removed'} {report}")

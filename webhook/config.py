@@ -7,6 +7,7 @@ Every problem is reported with the key it concerns, all at once.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import posixpath
 import re
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import defaults
+from .auth import MIN_TOKEN_CHARS, OPERATE, READ, SCOPES, Authenticator, Network
 from .errors import ConfigError
 from .forges import ALIASES, FORGES, Secrets
 from .redeploy import HOOK_KINDS
@@ -28,6 +30,8 @@ from .urls import clone_url_problem
 CONFIG_ENV = "PUSHBUILD_CONFIG"
 BUILDERS = ("classic", "buildkit")
 DATABASE_URL_ENV = "PUSHBUILD_DATABASE_URL"
+#: An operate token from the environment alone, named ``admin`` (``./dev serve`` makes one).
+ADMIN_TOKEN_ENV = "PUSHBUILD_ADMIN_TOKEN"
 BROKER_URL_ENV = "PUSHBUILD_BROKER_URL"
 
 _IMAGE = re.compile(
@@ -75,6 +79,8 @@ class ServerConfig:
     max_context_file_bytes: int = defaults.MAX_CONTEXT_FILE_BYTES
     max_log_bytes: int = defaults.MAX_LOG_BYTES
     max_log_followers: int = defaults.MAX_LOG_FOLLOWERS
+    #: A request's head must arrive within this long of its connection, its body within this long of its head (else 408).
+    request_timeout_s: float = defaults.REQUEST_TIMEOUT_S
     max_context_bytes: int = defaults.MAX_CONTEXT_BYTES
     max_context_entries: int = defaults.MAX_CONTEXT_ENTRIES
     mirror_budget_bytes: int = defaults.MIRROR_BUDGET_BYTES
@@ -96,6 +102,11 @@ class ServerConfig:
     delivery_attempts: int = defaults.DELIVERY_ATTEMPTS
     delivery_retry_s: float = defaults.DELIVERY_RETRY_S
     delivery_retry_max_s: float = defaults.DELIVERY_RETRY_MAX_S
+    #: Retention (README: Retention and disk); ``None`` (configured as 0 or "off") means no limit.
+    retention_days: float | None = defaults.RETENTION_DAYS
+    keep_builds: int | None = defaults.KEEP_BUILDS
+    replay_memory_days: float | None = defaults.REPLAY_MEMORY_DAYS
+    housekeeping_every_s: float | None = defaults.HOUSEKEEPING_EVERY_S
 
     @property
     def state_url(self) -> str:
@@ -118,6 +129,9 @@ class EngineConfig:
     build_network: str | None = None
     #: The docker CLI the BuildKit builder drives (docker-py cannot drive BuildKit).
     docker_cli: str = defaults.DOCKER_CLI
+    #: Housekeeping (README: Retention and disk); ``None`` (configured as 0 or "off") means no limit.
+    max_build_cache_bytes: int | None = defaults.MAX_BUILD_CACHE_BYTES
+    keep_images: int | None = defaults.KEEP_IMAGES
 
 
 @dataclass(frozen=True)
@@ -213,6 +227,34 @@ class RepoConfig:
 
 
 @dataclass(frozen=True)
+class TokenConfig:
+    """One API token: its name (shown in logs and the API), its value, and what it may do."""
+
+    name: str
+    token: Secret
+    scope: str
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Who may use the API: tokens, and optionally the users an SSO proxy names."""
+
+    tokens: tuple[TokenConfig, ...] = ()
+    #: A header carrying a user name, believed only from ``trusted_proxies``.
+    trusted_header: str | None = None
+    trusted_proxies: tuple[Network, ...] = ()
+    #: The scope of every user the proxy names; ``operators`` get ``operate``.
+    trusted_scope: str = READ
+    operators: tuple[str, ...] = ()
+
+    def authenticator(self) -> Authenticator:
+        """Return the request authenticator for these settings."""
+        return Authenticator(((t.name, t.token.reveal(), t.scope) for t in self.tokens),
+                             trusted_header=self.trusted_header, trusted_proxies=self.trusted_proxies,
+                             trusted_scope=self.trusted_scope, operators=self.operators)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole validated configuration."""
 
@@ -220,6 +262,7 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     repos: tuple[RepoConfig, ...] = ()
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
     def repo(self, forge: str, name: str) -> RepoConfig | None:
         """Return the repository ``name`` configured for ``forge``, if any."""
@@ -247,7 +290,7 @@ class Config:
 
     def secrets(self) -> list[Secret]:
         """Return every secret in the configuration, for redacting text."""
-        found = [self.registry.username, self.registry.password]
+        found = [self.registry.username, self.registry.password, *(t.token for t in self.auth.tokens)]
         for repo in self.repos:
             found += [repo.secret, repo.signing_token]
             found += [secret for _, secret in (*repo.build_args_env, *repo.build_secrets)]
@@ -367,6 +410,15 @@ def _positive(reader: _Reader, name: str, default: float, kind: type | tuple[typ
     return value
 
 
+def _limit(reader: _Reader, name: str, default: float | None, kind: type | tuple[type, ...] = (int, float)) -> Any:
+    """Read a limit: a number of at least 0, or "off"; 0 and "off" both mean no limit (``None``)."""
+    value = reader.get(name, (kind if isinstance(kind, tuple) else (kind,)) + (str,), default)
+    if isinstance(value, bool) or isinstance(value, str) and value != "off" or isinstance(value, (int, float)) and value < 0:
+        reader.problems.append(f'{reader.key(name)}: must be a number of at least 0, or "off" (0 and "off" mean no limit)')
+        return default
+    return None if value in ("off", 0) else value
+
+
 def _server(table: object, problems: list[str], env: Mapping[str, str]) -> ServerConfig:
     """Read ``[server]``."""
     r = _Reader(table, "server", problems, env)
@@ -381,6 +433,7 @@ def _server(table: object, problems: list[str], env: Mapping[str, str]) -> Serve
         max_context_file_bytes=_positive(r, "max_context_file_bytes", d.max_context_file_bytes, int),
         max_log_bytes=_positive(r, "max_log_bytes", d.max_log_bytes, int),
         max_log_followers=_positive(r, "max_log_followers", d.max_log_followers, int),
+        request_timeout_s=_positive(r, "request_timeout_s", d.request_timeout_s),
         max_context_bytes=_positive(r, "max_context_bytes", d.max_context_bytes, int),
         max_context_entries=_positive(r, "max_context_entries", d.max_context_entries, int),
         mirror_budget_bytes=_positive(r, "mirror_budget_bytes", d.mirror_budget_bytes, int),
@@ -402,6 +455,10 @@ def _server(table: object, problems: list[str], env: Mapping[str, str]) -> Serve
         delivery_attempts=_positive(r, "delivery_attempts", d.delivery_attempts, int),
         delivery_retry_s=_positive(r, "delivery_retry_s", d.delivery_retry_s),
         delivery_retry_max_s=_positive(r, "delivery_retry_max_s", d.delivery_retry_max_s),
+        retention_days=_limit(r, "retention_days", d.retention_days),
+        keep_builds=_limit(r, "keep_builds", d.keep_builds, int),
+        replay_memory_days=_limit(r, "replay_memory_days", d.replay_memory_days),
+        housekeeping_every_s=_limit(r, "housekeeping_every_s", d.housekeeping_every_s),
     )
     if server.heartbeat_s >= server.lease_s:
         problems.append("server.heartbeat_s: must be shorter than server.lease_s")
@@ -417,6 +474,8 @@ def _engine(table: object, problems: list[str], env: Mapping[str, str]) -> Engin
         timeout_s=_positive(r, "timeout_s", defaults.ENGINE_TIMEOUT_S),
         build_network=r.get("build_network", str),
         docker_cli=r.get("docker_cli", str, defaults.DOCKER_CLI),
+        max_build_cache_bytes=_limit(r, "max_build_cache_bytes", defaults.MAX_BUILD_CACHE_BYTES, int),
+        keep_images=_limit(r, "keep_images", defaults.KEEP_IMAGES, int),
     )
     r.finish()
     return engine
@@ -642,6 +701,68 @@ def _repo(table: object, where: str, problems: list[str], env: Mapping[str, str]
     return repo if len(problems) == before else None
 
 
+_TOKEN_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
+_HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}")
+
+
+def _token(table: object, where: str, problems: list[str], env: Mapping[str, str]) -> TokenConfig | None:
+    """Read one ``[[auth.tokens]]`` entry."""
+    r = _Reader(table, where, problems, env)
+    before = len(problems)
+    name = r.get("name", str)
+    if name is None or not _TOKEN_NAME.fullmatch(name):
+        problems.append(f"{r.key('name')}: is required: letters, digits, _ . @ -, at most 64 characters")
+    token = r.secret("token", required=True)
+    if token is not None and (len(token.reveal()) < MIN_TOKEN_CHARS or not token.reveal().isascii()
+                              or any(c.isspace() or not c.isprintable() for c in token.reveal())):
+        problems.append(f"{r.key('token_env')}: the token in {token.env} must be at least {MIN_TOKEN_CHARS} printable "
+                        "ASCII characters without spaces (python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    scope = r.choice("scope", SCOPES, READ)
+    if "scope" not in r.table:
+        problems.append(f"{r.key('scope')}: is required: one of {', '.join(SCOPES)}")
+    r.finish()
+    return TokenConfig(name or "", token, scope) if len(problems) == before and token is not None else None
+
+
+def _auth(table: object, problems: list[str], env: Mapping[str, str]) -> AuthConfig:
+    """Read ``[auth]``, plus the admin token ``$PUSHBUILD_ADMIN_TOKEN`` may give."""
+    r = _Reader(table, "auth", problems, env)
+    tokens = [t for i, entry in enumerate(r.get("tokens", list, []))
+              if (t := _token(entry, f"auth.tokens[{i}]", problems, env)) is not None]
+    if env.get(ADMIN_TOKEN_ENV):
+        admin = _token({"name": "admin", "token_env": ADMIN_TOKEN_ENV, "scope": OPERATE}, ADMIN_TOKEN_ENV,
+                       problems, env)
+        tokens += [admin] if admin else []
+    names = [t.name for t in tokens]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"auth.tokens: the name {name!r} is given to more than one token")
+    values = [t.token.reveal() for t in tokens]
+    if len(set(values)) != len(values):
+        problems.append("auth.tokens: two tokens have the same value; give each its own")
+    header = r.get("trusted_header", str)
+    if header is not None and not _HEADER_NAME.fullmatch(header):
+        problems.append(f"{r.key('trusted_header')}: must be a header name, such as X-Forwarded-User")
+    proxies: list[Network] = []
+    for value in r.strings("trusted_proxies"):
+        try:
+            network = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            problems.append(f"{r.key('trusted_proxies')}: {value!r} is not an address or network")
+            continue
+        if network.prefixlen == 0:
+            problems.append(f"{r.key('trusted_proxies')}: {value!r} would trust every address; name the proxy's")
+        proxies.append(network)
+    if header is not None and not proxies:
+        problems.append(f"{r.key('trusted_proxies')}: trusted_header needs the proxies' addresses: "
+                        "anyone else could send the header too")
+    if proxies and header is None:
+        problems.append(f"{r.key('trusted_header')}: trusted_proxies needs the header they set")
+    auth = AuthConfig(tokens=tuple(tokens), trusted_header=header, trusted_proxies=tuple(proxies),
+                      trusted_scope=r.choice("trusted_scope", SCOPES, READ), operators=r.strings("operators"))
+    r.finish()
+    return auth
+
+
 def parse_config(data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
     """Validate a parsed TOML document against ``env``; raise :class:`ConfigError` listing every problem."""
     problems: list[str] = []
@@ -649,6 +770,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
     server = _server(top.get("server", dict, {}), problems, env)
     engine = _engine(top.get("engine", dict, {}), problems, env)
     registry = _registry(top.get("registry", dict, {}), problems, env)
+    auth = _auth(top.get("auth", dict, {}), problems, env)
     repos = []
     for i, table in enumerate(top.get("repos", list, [])):
         repo = _repo(table, f"repos[{i}]", problems, env, server.allow_file_urls)
@@ -659,7 +781,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
     top.finish()
     if problems:
         raise ConfigError(problems)
-    return Config(server=server, engine=engine, registry=registry, repos=tuple(repos))
+    return Config(server=server, engine=engine, registry=registry, repos=tuple(repos), auth=auth)
 
 
 def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:

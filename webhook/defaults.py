@@ -35,6 +35,31 @@ SQLITE_BUSY_TIMEOUT_MS = 15_000
 #: Telling the newer of two pushes to a branch looks at this many of its latest builds.
 ORDERING_WINDOW = 200
 
+# --- retention and disk (README: Retention and disk) -----------------------
+#: A finished build (record, log, deliveries and their attempts) is pruned once it is older than
+#: this, or beyond the newest KEEP_BUILDS of its repository; never the newest build of a ref.
+RETENTION_DAYS = 90
+KEEP_BUILDS = 100
+#: A pruned build's delivery and push keys are remembered this long after the push was accepted,
+#: so a replayed old delivery is still answered "duplicate" (a year: four times the retention).
+REPLAY_MEMORY_DAYS = 365
+#: How often each worker prunes records and cleans its engine (and first, this long after it starts).
+HOUSEKEEPING_EVERY_S = 3600.0
+HOUSEKEEPING_FIRST_S = 60.0
+#: Builds deleted per transaction, and log chunks deleted per transaction before that.
+PRUNE_BATCH_BUILDS = 200
+PRUNE_LOG_ROWS = 2000
+#: A build finished less recently than this is never pruned: its statuses and hooks are still
+#: being recorded, and a cancelled one's worker may still be stopping.
+PRUNE_MIN_AGE_S = 3600.0
+#: A build chosen for pruning by a worker that died before deleting it is finished by another after this.
+PRUNE_STALE_CLAIM_S = 3600.0
+#: BuildKit's build cache not used by any image is cut to this size, least recently used first.
+MAX_BUILD_CACHE_BYTES = 10 * 1024 * 1024 * 1024
+#: pushbuild's own images on the engine kept per repository besides the protected ones (the newest
+#: image of each branch, images a cache_from names, images of builds not finished).
+KEEP_IMAGES = 10
+
 # --- serving ---------------------------------------------------------------
 BIND = "127.0.0.1:8080"
 #: gunicorn processes. One by default: on SQLite, processes only contend for the write lock
@@ -46,11 +71,18 @@ HEALTH_TIMEOUT_S = 1.5
 #: /healthz answers a result this recent again instead of checking anew.
 HEALTH_CACHE_S = 2.0
 
-#: Threads per web worker; each open log follower holds one.
-WEB_THREADS = 8
-#: Log followers one web process serves at once; more are answered 429, so followers can never
-#: take the threads deliveries need (forges give up after 10 s).
-MAX_LOG_FOLLOWERS = WEB_THREADS // 2
+#: Connections one web process holds at once (webhook.serving.Worker: a greenlet each, not a
+#: thread): 1,000 clients sending slowly, or idle, plus real traffic fit. Beyond it, connections
+#: wait in the listen queue. The process's open-files limit is raised to fit (up to its hard limit).
+WEB_WORKER_CONNECTIONS = 4096
+#: A request's head must arrive within this long of its connection being accepted, and its body
+#: within this long of its head; otherwise it is answered 408 and the connection is closed. The
+#: forges give up on us after 10 s; we give a client no longer to send.
+REQUEST_TIMEOUT_S = 10.0
+#: Log followers one web process serves at once; more are answered 429. A follower costs a
+#: greenlet and a socket, not a thread, so it never takes what deliveries need; what is left to
+#: bound is the store: each polls it twice every half second.
+MAX_LOG_FOLLOWERS = 32
 
 # --- building --------------------------------------------------------------
 #: Build threads per worker process.

@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .store import iso_time, metadata
+from .store import builds, iso_time, metadata
 
 deliveries = sa.Table(
     "deliveries", metadata,
@@ -186,8 +186,9 @@ class DeliveryStore:
                 state=DeliveryState.SUPERSEDED.value, finished_at=self.clock()))
 
     def reopen(self, delivery_id: int) -> Delivery | None:
-        """Make a delivery due again now, whatever its state (``pushbuild redeliver``)."""
+        """Make a delivery due again now, whatever its state (``pushbuild redeliver``), unless its build is being pruned."""
+        pruning = sa.exists().where(builds.c.id == deliveries.c.build_id, builds.c.pruning_at.is_not(None))
         with self.engine.begin() as conn:
-            conn.execute(deliveries.update().where(deliveries.c.id == delivery_id).values(
+            conn.execute(deliveries.update().where(deliveries.c.id == delivery_id, ~pruning).values(
                 state=DeliveryState.PENDING.value, next_attempt_at=self.clock(), finished_at=None))
         return self.get(delivery_id)

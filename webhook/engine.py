@@ -36,6 +36,23 @@ class BuildLimits:
     cpu_shares: int | None = None
 
 
+@dataclass(frozen=True)
+class LocalImage:
+    """An image on the engine, as housekeeping sees it: its id, names, creation time and labels."""
+
+    id: str
+    tags: tuple[str, ...]
+    created: float
+    labels: Mapping[str, str]
+
+    @classmethod
+    def from_listing(cls, entry: Mapping[str, Any]) -> LocalImage:
+        """Build the value from one entry of the engine's image list (older engines name untagged images ``<none>``)."""
+        tags = tuple(t for t in entry.get("RepoTags") or () if t != "<none>:<none>")
+        return cls(id=entry["Id"], tags=tags, created=float(entry.get("Created") or 0),
+                   labels=dict(entry.get("Labels") or {}))
+
+
 def _split_image(reference: str) -> tuple[str, str]:
     """Split ``repo:tag`` into its repository and tag (a registry port is not a tag)."""
     repository, _, tag = reference.rpartition(":")
@@ -252,6 +269,55 @@ class Engine:
             self.client.tag(image_id, repository, tag, force=True)
         except (DockerException, requests.RequestException) as exc:
             raise _engine_error(f"cannot tag {reference}", exc) from exc
+
+    def images(self, *, label: str | None = None, dangling: bool = False) -> list[LocalImage]:
+        """List the engine's top-level images carrying ``label``, or the dangling ones (no name at all)."""
+        filters: dict[str, Any] = {"dangling": True} if dangling else {}
+        if label is not None:
+            filters["label"] = label
+        try:
+            return [LocalImage.from_listing(entry) for entry in self.client.images(filters=filters)]
+        except (DockerException, requests.RequestException) as exc:
+            raise _engine_error("cannot list images", exc) from exc
+
+    def remove_image(self, reference: str) -> bool:
+        """Remove a name (``repo:tag``; the image goes with its last name) or an unnamed image by id.
+
+        Say whether it was removed: an image already gone (another worker removed it), in use by
+        a container or the parent of another image is left alone.
+        """
+        try:
+            self.client.remove_image(reference)
+        except docker.errors.ImageNotFound:
+            return False
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:
+                return False
+            raise _engine_error(f"cannot remove {reference}", exc) from exc
+        except (DockerException, requests.RequestException) as exc:
+            raise _engine_error(f"cannot remove {reference}", exc) from exc
+        return True
+
+    def prune_build_cache(self, max_bytes: int) -> int:
+        """Cut the build cache no image uses to ``max_bytes``, least recently used first; return the bytes freed.
+
+        Engine API 1.48 renamed ``keep-storage`` and added ``max-used-space``, the limit meant
+        here; older engines (Debian's docker.io 20.10 speaks 1.41) take ``keep-storage``, which
+        BuildKit applies the same way. Engines before 1.39 cannot limit it: nothing is pruned.
+        """
+        version = self.client.api_version
+        try:
+            if docker.utils.version_lt(version, "1.39"):
+                return 0
+            if docker.utils.version_lt(version, "1.48"):
+                result = self.client.prune_builds(keep_storage=max_bytes, all=True)
+            else:  # docker-py 7 knows only keep-storage, which these engines no longer read
+                response = self.client._post(self.client._url("/build/prune"),
+                                             params={"all": True, "max-used-space": max_bytes})
+                result = self.client._result(response, True)
+        except (DockerException, requests.RequestException) as exc:
+            raise _engine_error("cannot prune the build cache", exc) from exc
+        return int((result or {}).get("SpaceReclaimed") or 0)
 
     def push(self, reference: str, *, auth: Mapping[str, str] | None, log: Log) -> str:
         """Push ``reference`` to its registry and return the manifest digest the registry reported."""

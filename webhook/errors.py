@@ -7,15 +7,21 @@
     ├── RequestError             a request is refused; carries its HTTP status
     │   ├── BadRequest              400 malformed body, invalid ref or SHA
     │   ├── SignatureError          401 missing or wrong signature
+    │   ├── Unauthorized            401 no API credential, or a wrong one
+    │   ├── Forbidden               403 a credential whose scope is too small
     │   ├── NotFound                404 unknown repository or build
+    │   ├── Conflict                409 the build or delivery is not in a state for that
     │   ├── PayloadTooLarge         413 body over the limit
     │   ├── UnsupportedMediaType    415 neither JSON nor form-encoded
-    │   └── TooManyRequests         429 a per-process cap (log followers) is reached
+    │   ├── Unprocessable           422 well-formed, but no rule builds it
+    │   ├── TooManyRequests         429 a per-process cap (log followers) is reached
+    │   └── Unreachable             502 the forge did not answer a question asked for the request
     └── BuildError               a build failed; the message is shown to users
         ├── GitError                fetching or reading the commit failed
         ├── ContextError            the commit cannot be a build context
         ├── EngineError             the Docker engine failed or refused the build
-        └── RegistryError           pushing to the registry failed
+        ├── RegistryError           pushing to the registry failed
+        └── Cancelled               someone cancelled the build while it ran
 
 Adapters translate library exceptions into these (``raise GitError(...) from exc``),
 so callers never catch a third-party type. Messages never contain secrets.
@@ -58,6 +64,30 @@ class SignatureError(RequestError):
     status = 401
 
 
+class Unauthorized(RequestError):
+    """The API needs a credential this request does not carry (or carries wrong)."""
+
+    status = 401
+
+
+class Forbidden(RequestError):
+    """The credential is valid, but its scope does not allow this."""
+
+    status = 403
+
+
+class Conflict(RequestError):
+    """The build or delivery is not in a state that allows this (retrying a running build)."""
+
+    status = 409
+
+
+class Unprocessable(RequestError):
+    """The request is well-formed but names something pushbuild will not do (no rule builds the ref)."""
+
+    status = 422
+
+
 class NotFound(RequestError):
     """The repository or build does not exist here."""
 
@@ -80,6 +110,12 @@ class TooManyRequests(RequestError):
     """A capacity this process keeps for others is taken (log followers)."""
 
     status = 429
+
+
+class Unreachable(RequestError):
+    """A peer the request needed (the forge's git server) failed; the message says which, without secrets."""
+
+    status = 502
 
 
 class BuildError(PushbuildError):
@@ -108,3 +144,7 @@ class RegistryError(BuildError):
     def __init__(self, message: str, *, temporary: bool = False) -> None:
         super().__init__(message)
         self.temporary = temporary
+
+
+class Cancelled(BuildError):
+    """The build was cancelled while it ran (``POST /api/builds/<id>/cancel``); nothing more is pushed."""

@@ -3,7 +3,7 @@
 Each check runs in a thread of its own and is given ``timeout_s``; a check still running after
 that counts as unhealthy, and no second copy of it is started until the first returns, so a
 hung database or broker cannot pile up threads. Results say only ``ok`` or ``unhealthy``: the
-reasons go to the log, never to whoever asked (``/healthz`` is public).
+reasons go to the log, and (redacted) to :meth:`HealthChecks.reasons` for whoever is signed in.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class HealthChecks:
         self.clock = clock
         self._last: tuple[float, dict[str, str]] | None = None
         self._running: dict[str, threading.Thread] = {}
+        self._reasons: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def run(self) -> dict[str, str]:
@@ -51,6 +52,11 @@ class HealthChecks:
         self._last = (self.clock(), answer)
         return dict(answer)
 
+    def reasons(self, results: Mapping[str, str]) -> dict[str, str]:
+        """Say why each unhealthy check in ``results`` failed (redacted), or that it did not answer in time."""
+        return {name: self._reasons.get(name, f"no answer within {self.timeout_s:g}s")
+                for name, result in results.items() if result != OK}
+
     def _start(self, name: str, check: Callable[[], None], results: dict[str, str]) -> threading.Thread:
         """Start ``check``, or hand back the copy of it still running from an earlier call."""
         running = self._running.get(name)
@@ -62,8 +68,10 @@ class HealthChecks:
             try:
                 check()
                 results[name] = OK
-            except Exception as exc:  # any failure is "unhealthy"; the reason stays in the log
-                log.warning("health check %s failed: %s", name, self.redact(f"{type(exc).__name__}: {exc}"))
+                self._reasons.pop(name, None)
+            except Exception as exc:  # any failure is "unhealthy"; the reason is for the log and signed-in users
+                self._reasons[name] = self.redact(f"{type(exc).__name__}: {exc}")[:500]
+                log.warning("health check %s failed: %s", name, self._reasons[name])
                 results[name] = UNHEALTHY
 
         thread = threading.Thread(target=attempt, name=f"health-{name}", daemon=True)

@@ -10,14 +10,11 @@ from flask import Blueprint, Request, current_app, jsonify, request
 
 from . import defaults
 from .api import public_base
-from .config import RepoConfig
 from .errors import BadRequest, NotFound, PayloadTooLarge, SignatureError, UnsupportedMediaType
-from .events import FORM_TYPE, JSON_TYPE, PARSERS, Ignored, PushEvent, decode_body, media_type
+from .events import FORM_TYPE, JSON_TYPE, PARSERS, Ignored, decode_body, media_type
 from .forges import ALIASES, FORGES, SIGNATURE_HEADERS, Clock, signed_for
-from .ordering import is_newer
-from .rules import skip_marker
+from .intake import take
 from .services import Services
-from .store import Build, BuildState, BuildStore
 
 bp = Blueprint("hooks", __name__, url_prefix="/hooks")
 log = logging.getLogger(__name__)
@@ -51,28 +48,6 @@ def _body(max_bytes: int) -> bytes:
     return data
 
 
-def _cancel_superseded(store: BuildStore, newest: Build) -> None:
-    """Cancel queued builds of the same branch that ``newest`` replaces (tag builds are never cancelled)."""
-    waiting = [b for b in store.of_ref(newest.forge, newest.repo, newest.ref, state=BuildState.QUEUED) if b.id != newest.id]
-    if not waiting:
-        return  # the common case: one query, nothing to compare
-    pushes = store.of_ref(newest.forge, newest.repo, newest.ref)
-    for build in waiting:
-        if is_newer(newest, build, pushes):
-            if store.cancel(build.id, f"superseded by build {newest.id} ({newest.sha[:12]}) of {newest.ref}"):
-                log.info("cancelled build=%s: superseded by build=%s", build.id, newest.id)
-
-
-def _unwanted(event: PushEvent, repo: RepoConfig) -> str | None:
-    """Return why a push builds nothing under the repository's rules, or ``None`` if it builds."""
-    if repo.skip_markers and (marker := skip_marker(event.message)):
-        return f"{marker} in the head commit message"
-    if repo.plan(event.ref, event.sha, default_branch=event.default_branch) is None:
-        kind = "branch" if event.branch is not None else "tag"
-        return f"no build rule matches {kind} {event.ref_name!r}"
-    return None
-
-
 @bp.post("/<forge>")
 def receive(forge: str) -> Any:
     """Answer a delivery: 202 with the build, 200 for ignored or duplicate ones, 4xx when refused."""
@@ -97,18 +72,10 @@ def receive(forge: str) -> Any:
         raise NotFound(f"repository {result[0].repo!r} is not configured for {forge}")
     if repo.name not in signed:
         raise SignatureError(f"the signature is not valid for repository {repo.name!r}")
-    reasons = [_unwanted(event, repo) for event in result]
-    wanted = [event for event, reason in zip(result, reasons, strict=True) if reason is None]
-    if not wanted:
-        return jsonify(ignored="; ".join(r for r in reasons if r)), 200
-    builds, created = services.store.record(wanted, dispatching=True, from_forge=True)
-    if not created:
-        return jsonify(duplicate=builds[0].id), 200
-    for build, event in zip(builds, wanted, strict=True):
-        if repo.cancel_superseded and event.branch is not None:
-            _cancel_superseded(services.store, build)
-        current_app.extensions["pushbuild.dispatcher"].dispatch(build.id, marked=True)
-        log.info("accepted forge=%s repo=%s ref=%s sha=%s build=%s delivery=%s",
-                 forge, repo.name, event.ref, event.sha, build.id, event.delivery_id)
-    return jsonify(build=builds[0].id, builds=[b.id for b in builds],
-                   status_url=f"{public_base()}/api/builds/{builds[0].id}"), 202
+    taken = take(services.store, current_app.extensions["pushbuild.dispatcher"], repo, result, from_forge=True)
+    if taken.ignored is not None:
+        return jsonify(ignored=taken.ignored), 200
+    if not taken.created:
+        return jsonify(duplicate=taken.builds[0].id), 200
+    return jsonify(build=taken.builds[0].id, builds=[b.id for b in taken.builds],
+                   status_url=f"{public_base()}/api/builds/{taken.builds[0].id}"), 202

@@ -87,6 +87,8 @@ class Notifier:
         repo = self.config.repo(build.forge, build.repo)
         if state is not BuildState.SUCCEEDED or repo is None or digest is None:
             return
+        if not build.ref:  # a build of a commit alone (pushbuild build REPO SHA) deploys nothing: it may be an old one
+            return
         event = ImagePushed(repo=build.repo, forge=build.forge, ref=build.ref, sha=build.sha, image=repo.image,
                             tags=tags, digest=f"{repo.image}@{digest}", build_id=build.id,
                             build_url=build_url(self.config, build.id))
@@ -148,7 +150,7 @@ class Notifier:
         """Make one attempt at ``delivery`` and record it; never raises for the peer's failures."""
         build = self.builds.get(delivery.build_id)
         repo = self.config.repo(build.forge, build.repo) if build is not None else None
-        if delivery.kind == "hook" and ordered and build is not None and self._newer_success(delivery, build):
+        if delivery.kind == "hook" and ordered and build is not None and self.newer_success(delivery, build):
             log.info("delivery=%s superseded: a newer push of %s %s was built", delivery.id, delivery.repo, delivery.ref)
             self.deliveries.supersede(delivery)
             return
@@ -174,7 +176,7 @@ class Notifier:
             self._record(delivery, DeliveryState.PENDING, started, status_code, error,
                          retry_at=self.clock() + self._backoff(attempts))
 
-    def _newer_success(self, delivery: Delivery, build: Build) -> bool:
+    def newer_success(self, delivery: Delivery, build: Build) -> bool:
         """Say whether a newer push of the delivery's branch was built: its hooks replace this one's."""
         if not is_branch(build.ref):
             return False

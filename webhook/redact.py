@@ -1,10 +1,21 @@
-"""Removing secret values from text before it is logged, stored or shown. Performs no I/O."""
+"""Making text safe to log, store or show: secret values removed, control characters escaped. Performs no I/O."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 MASK = "***"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str, *, keep: str = "") -> str:
+    """Return ``text`` with control characters (but those in ``keep``) written as ``\\xNN``.
+
+    For a log file, whose lines a ``\n`` could forge, or a terminal, which an escape sequence
+    in a pusher's build output could drive.
+    """
+    return _CONTROL.sub(lambda m: m.group() if m.group() in keep else f"\\x{ord(m.group()):02x}", text)
 
 
 class Redactor:

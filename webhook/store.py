@@ -52,6 +52,9 @@ builds = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
+    #: Set when a pruner has chosen the build for deletion (see retention.py): its log is being
+    #: deleted, and it can no longer be queued again.
+    sa.Column("pruning_at", sa.Float),
 )
 
 sa.Index("ix_builds_push_key", builds.c.push_key, unique=True)
@@ -75,6 +78,21 @@ build_logs = sa.Table(
 )
 
 
+#: What pruning remembers of each build it deletes, so a replayed delivery is still answered
+#: "duplicate": the build's delivery and push keys (see :meth:`BuildStore.record`), its id and
+#: state, and when it was accepted. Rows expire ``replay_memory_days`` after acceptance.
+seen_pushes = sa.Table(
+    "seen_pushes", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("delivery_key", sa.String(512), unique=True),
+    sa.Column("push_key", sa.String(64), unique=True),
+    sa.Column("build_id", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False, index=True),
+    sa.Column("pruned_at", sa.Float, nullable=False),
+)
+
+
 class BuildState(str, enum.Enum):
     """Where a build is in its life."""
 
@@ -89,6 +107,10 @@ class BuildState(str, enum.Enum):
 
 
 FINISHED = (BuildState.SUCCEEDED, BuildState.FAILED, BuildState.SKIPPED, BuildState.CANCELLED)
+#: What may be queued again: builds that moved no tag and fired no hook. A succeeded build stays
+#: succeeded for ever: the guards that keep branch tags and hooks from going back to an older push
+#: count on it (rebuild what a ref holds with a new build instead).
+RETRYABLE = (BuildState.FAILED, BuildState.SKIPPED, BuildState.CANCELLED)
 
 
 def iso_time(ts: float | None) -> str | None:
@@ -217,6 +239,12 @@ class BuildStore:
         existing builds with ``False``: forges resend deliveries, and each builds once. With
         ``from_forge``, so does a push already recorded (same forge, repository, ref, before and
         after), whatever its delivery id: a captured delivery replayed under a new id.
+
+        A build pruned since is still remembered (``seen_pushes``): its delivery is a duplicate
+        too, answered with the build as remembered (id, state, acceptance time, and the push).
+        The memory is looked up after the insert, in its transaction: on PostgreSQL a pruner
+        deleting the original row makes the insert wait for its commit, which also commits the
+        memory this lookup then sees.
         """
         if from_forge:  # one delivery naming the same change twice records it once
             unique: dict[str, PushEvent] = {}
@@ -231,16 +259,35 @@ class BuildStore:
             changed_paths=None if e.changed_paths is None else json.dumps(list(e.changed_paths)),
             tags="[]", attempts=0, created_at=self.clock(), dispatched_at=self.clock() if dispatching else None,
         ) for e, key, content in zip(events, keys, push_keys, strict=True)]
+        delivery_keys, content_keys = [k for k in keys if k], [k for k in push_keys if k]
         try:
             with self.engine.begin() as conn:
                 ids = [conn.execute(builds.insert().values(**row)).inserted_primary_key[0] for row in rows]
-        except IntegrityError:
-            known = sa.or_(builds.c.delivery_key.in_([k for k in keys if k]),
-                           builds.c.push_key.in_([k for k in push_keys if k]))
-            with self.engine.begin() as conn:
-                found = conn.execute(builds.select().where(known).order_by(builds.c.id))
-                return [Build.from_row(row) for row in found], False
+                if (delivery_keys or content_keys) and conn.execute(
+                        sa.select(seen_pushes.c.id).where(_seen(delivery_keys, content_keys)).limit(1)).first():
+                    raise _Seen()
+        except (IntegrityError, _Seen):
+            return self._recorded(events, keys, push_keys), False
         return [self.get(build_id) for build_id in ids], True
+
+    def _recorded(self, events: Sequence[PushEvent], keys: Sequence[str | None],
+                  push_keys: Sequence[str | None]) -> list[Build]:
+        """Return the builds, kept or pruned, that earlier deliveries of these events recorded, oldest first."""
+        delivery_keys, content_keys = [k for k in keys if k], [k for k in push_keys if k]
+        known = sa.or_(builds.c.delivery_key.in_(delivery_keys), builds.c.push_key.in_(content_keys))
+        with self.engine.begin() as conn:
+            found = {row.id: Build.from_row(row) for row in conn.execute(builds.select().where(known))}
+            pruned = conn.execute(sa.select(seen_pushes).where(_seen(delivery_keys, content_keys))).all()
+        for row in pruned:
+            event = next((e for e, key, content in zip(events, keys, push_keys, strict=True)
+                          if (key and key == row.delivery_key) or (content and content == row.push_key)), None)
+            if event is not None and row.build_id not in found:
+                found[row.build_id] = Build(
+                    id=row.build_id, repo=event.repo, forge=event.forge, ref=event.ref, sha=event.sha,
+                    before=event.before, pusher=event.pusher, default_branch=event.default_branch,
+                    state=BuildState(row.state), tags=(), digest=None, error=None, attempts=0,
+                    created_at=row.created_at, started_at=None, finished_at=None)
+        return [found[build_id] for build_id in sorted(found)]
 
     def get(self, build_id: int) -> Build | None:
         """Return one build, or ``None``."""
@@ -295,18 +342,15 @@ class BuildStore:
         )
         return self.get(build_id) if taken else None
 
-    def renew(self, build_ids: Iterable[int], *, owner: str, lease_s: float) -> None:
-        """Extend the leases ``owner`` holds on running builds."""
+    def renew(self, build_ids: Iterable[int], *, owner: str, lease_s: float) -> set[int]:
+        """Extend the leases ``owner`` holds on running builds; return the ids it still holds (not cancelled)."""
         ids = list(build_ids)
         if not ids:
-            return
+            return set()
+        held = sa.and_(builds.c.id.in_(ids), builds.c.lease_owner == owner, builds.c.state == BuildState.RUNNING.value)
         with self.engine.begin() as conn:
-            conn.execute(
-                builds.update()
-                .where(builds.c.id.in_(ids), builds.c.lease_owner == owner,
-                       builds.c.state == BuildState.RUNNING.value)
-                .values(lease_expires_at=self.clock() + lease_s)
-            )
+            conn.execute(builds.update().where(held).values(lease_expires_at=self.clock() + lease_s))
+            return {row.id for row in conn.execute(sa.select(builds.c.id).where(held))}
 
     def finish(self, build_id: int, state: BuildState, *, owner: str | None = None,
                tags: Iterable[str] = (), digest: str | None = None, error: str | None = None) -> bool:
@@ -347,6 +391,20 @@ class BuildStore:
         with self.engine.begin() as conn:
             return [Build.from_row(row) for row in conn.execute(query)]
 
+    def newest_of_each_ref(self, *, state: BuildState | None = None) -> list[Build]:
+        """Return the newest build (optionally in one state) of every ref of every repository."""
+        newest = sa.select(sa.func.max(builds.c.id)).group_by(builds.c.forge, builds.c.repo, builds.c.ref)
+        if state is not None:
+            newest = newest.where(builds.c.state == state.value)
+        with self.engine.begin() as conn:
+            return [Build.from_row(row) for row in conn.execute(builds.select().where(builds.c.id.in_(newest)))]
+
+    def unfinished_shas(self) -> set[str]:
+        """Return the commits of builds queued or running now."""
+        query = sa.select(builds.c.sha).where(builds.c.state.in_([BuildState.QUEUED.value, BuildState.RUNNING.value]))
+        with self.engine.begin() as conn:
+            return set(conn.execute(query.distinct()).scalars())
+
     def tag_owner(self, tag: str) -> tuple[str, str, str] | None:
         """Return who owns ``tag`` (forge, repository, ref or commit id), if anyone does."""
         with self.engine.begin() as conn:
@@ -370,10 +428,22 @@ class BuildStore:
             return f"{short_name(found[2])} ({found[0]}:{found[1]})"
         raise AssertionError("unreachable: the tag was claimed, so it has an owner")
 
-    def cancel(self, build_id: int, reason: str) -> bool:
-        """End a build that has not started as cancelled; say whether it was still queued."""
-        return self._update(build_id, builds.c.state == BuildState.QUEUED.value, state=BuildState.CANCELLED.value,
-                            error=reason, finished_at=self.clock())
+    def cancel(self, build_id: int, reason: str, *, running: bool = False) -> bool:
+        """End a build that has not started (or, with ``running``, has not finished) as cancelled; say whether it did.
+
+        A running build's worker notices at its next lease renewal or before it pushes, and stops.
+        """
+        states = [BuildState.QUEUED.value] + ([BuildState.RUNNING.value] if running else [])
+        return self._update(build_id, builds.c.state.in_(states), state=BuildState.CANCELLED.value,
+                            error=reason, finished_at=self.clock(), lease_owner=None, lease_expires_at=None)
+
+    def refs_of_commit(self, forge: str, repo: str, sha: str) -> list[str]:
+        """Return the branches and tags pushes of commit ``sha`` were recorded for."""
+        query = (sa.select(builds.c.ref).distinct()
+                 .where(builds.c.forge == forge, builds.c.repo == repo, builds.c.sha == sha, builds.c.ref != "")
+                 .limit(100))
+        with self.engine.begin() as conn:
+            return [row.ref for row in conn.execute(query)]
 
     def has_build(self, forge: str, repo: str, ref: str, sha: str) -> bool:
         """Say whether a push of ``sha`` to ``ref`` was ever recorded."""
@@ -384,9 +454,9 @@ class BuildStore:
             return conn.execute(query).first() is not None
 
     def requeue(self, build_id: int) -> bool:
-        """Queue a finished build to run again from the start; say whether it was finished."""
+        """Queue a failed, skipped or cancelled build to run again from the start; say whether it was one (and not being pruned)."""
         return self._update(
-            build_id, builds.c.state.in_([s.value for s in FINISHED]),
+            build_id, sa.and_(builds.c.state.in_([s.value for s in RETRYABLE]), builds.c.pruning_at.is_(None)),
             state=BuildState.QUEUED.value, tags="[]", digest=None, error=None, attempts=0, started_at=None,
             finished_at=None, dispatched_at=None, lease_owner=None, lease_expires_at=None,
         )
@@ -448,6 +518,15 @@ class BuildStore:
                 size += len(text)
                 cursor = chunk_id
         return "".join(parts), cursor
+
+
+class _Seen(Exception):
+    """Raised inside :meth:`BuildStore.record`'s transaction to undo it: a pruned build remembers the delivery."""
+
+
+def _seen(delivery_keys: Sequence[str], content_keys: Sequence[str]) -> Any:
+    """The condition selecting remembered pushes with any of these keys."""
+    return sa.or_(seen_pushes.c.delivery_key.in_(delivery_keys), seen_pushes.c.push_key.in_(content_keys))
 
 
 def push_key(event: PushEvent) -> str:

@@ -19,7 +19,10 @@ from celery import Celery
 
 from . import defaults
 from .config import Config
+from .errors import EngineError
+from .housekeeping import Housekeeper
 from .logs import configure_logging
+from .retention import Retention, RetentionPolicy
 from .services import Services
 from .store import BuildState, BuildStore
 
@@ -77,24 +80,27 @@ class Leases:
         self.store = store
         self.owner = owner
         self.lease_s = lease_s
-        self._held: set[int] = set()
+        self._held: dict[int, threading.Event] = {}
         self._lock = threading.Lock()
 
-    def hold(self, build_id: int) -> None:
-        """Start renewing ``build_id``'s lease."""
+    def hold(self, build_id: int) -> threading.Event:
+        """Start renewing ``build_id``'s lease; the event is set once the build is no longer ours (cancelled)."""
         with self._lock:
-            self._held.add(build_id)
+            return self._held.setdefault(build_id, threading.Event())
 
     def release(self, build_id: int) -> None:
         """Stop renewing ``build_id``'s lease."""
         with self._lock:
-            self._held.discard(build_id)
+            self._held.pop(build_id, None)
 
     def renew(self) -> None:
-        """Extend every held lease once."""
+        """Extend every held lease once; tell the builds whose lease was taken from them (cancelled) to stop."""
         with self._lock:
-            held = list(self._held)
-        self.store.renew(held, owner=self.owner, lease_s=self.lease_s)
+            held = dict(self._held)
+        still = self.store.renew(held, owner=self.owner, lease_s=self.lease_s)
+        for build_id, lost in held.items():
+            if build_id not in still:
+                lost.set()
 
 
 def _gave_up(interruptions: int) -> str:
@@ -102,11 +108,17 @@ def _gave_up(interruptions: int) -> str:
     return f"the build was interrupted {interruptions} times (worker lost); giving up"
 
 
-def every(interval_s: float, action: Callable[[], None], stop: threading.Event, name: str) -> threading.Thread:
-    """Run ``action`` every ``interval_s`` in a daemon thread until ``stop`` is set; errors are logged."""
+def every(interval_s: float, action: Callable[[], None], stop: threading.Event, name: str, *,
+          first_s: float | None = None) -> threading.Thread:
+    """Run ``action`` every ``interval_s`` (first after ``first_s``, if given) in a daemon thread until ``stop`` is set.
+
+    Errors are logged, and the action runs again at its next turn.
+    """
 
     def loop() -> None:
-        while not stop.wait(interval_s):
+        wait_s = interval_s if first_s is None else first_s
+        while not stop.wait(wait_s):
+            wait_s = interval_s
             try:
                 action()
             except Exception:
@@ -144,9 +156,9 @@ class BuildWorker:
         if build.attempts > server.max_attempts:
             store.fail(build_id, _gave_up(build.attempts - 1))
             return
-        self.leases.hold(build_id)
+        lost = self.leases.hold(build_id)
         try:
-            outcome = self.services.builder().run(build, owner=self.owner)
+            outcome = self.services.builder().run(build, owner=self.owner, stop=lost)
         finally:
             self.leases.release(build_id)
         log.info("build=%s repo=%s sha=%s state=%s digest=%s", build.id, build.repo, build.sha,
@@ -169,6 +181,18 @@ class BuildWorker:
         every(server.heartbeat_s, self.leases.renew, stop, "lease-heartbeat")
         every(server.reconcile_every_s, self.reconcile, stop, "reconciler")
         every(defaults.DELIVERY_POLL_S, self.services.notifier.deliver_due, stop, "deliveries")
+        if server.housekeeping_every_s is not None:
+            every(server.housekeeping_every_s, lambda: self.housekeep(stop=stop), stop, "housekeeping",
+                  first_s=min(defaults.HOUSEKEEPING_FIRST_S, server.housekeeping_every_s))
+
+    def housekeep(self, *, stop: threading.Event | None = None) -> None:
+        """Prune old build records, then clean the engine; an engine that does not answer is left for next time."""
+        services = self.services
+        Retention(services.store.engine, RetentionPolicy.of(services.config.server)).prune(stop=stop)
+        try:
+            Housekeeper(services.config, services.store, services.engine).run()
+        except EngineError as exc:
+            log.warning("engine housekeeping skipped: %s", exc.message)
 
 
 def run_worker(config: Config, *, concurrency: int | None = None, loglevel: str = "INFO") -> None:

@@ -1,0 +1,458 @@
+"""Retention and disk: old records are pruned without reopening replays, and the engine's disk stays bounded."""
+
+import dataclasses
+import io
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+from webhook.builder import PLAN_LABEL, REVISION_LABEL
+from webhook.config import parse_config
+from webhook.deliveries import DeliveryState, DeliveryStore
+from webhook.engine import LocalImage
+from webhook.errors import ConfigError
+from webhook.events import PushEvent
+from webhook.housekeeping import SOURCE_LABEL, Housekeeper, ImagePolicy, dangling_to_remove, images_to_remove
+from webhook.retention import DAY_S, Retention, RetentionPolicy
+from webhook.store import BuildState, BuildStore, create_db_engine, seen_pushes
+
+from .conftest import SECRETS_ENV
+from .service import write_toml
+from .support import all_at_once, run_push
+
+ZERO = "0" * 40
+HOUR_S = 3600.0
+
+
+@pytest.fixture
+def db(db_url):
+    engine = create_db_engine(db_url)
+    BuildStore(engine).create_schema()
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def store(db, clock):
+    return BuildStore(db, clock=clock)
+
+
+@pytest.fixture
+def deliveries(db, clock):
+    return DeliveryStore(db, clock=clock)
+
+
+def pruner(db, clock, **policy):
+    settings = {"retention_s": 90 * DAY_S, "keep_builds": None, "replay_memory_s": 365 * DAY_S, **policy}
+    return Retention(db, RetentionPolicy(**settings), clock=clock)
+
+
+def event(*, ref="refs/heads/main", repo="acme/app", sha=None, before=ZERO, delivery=None):
+    return PushEvent(forge="github", repo=repo, ref=ref, sha=sha or uuid.uuid4().hex + "0" * 8, before=before,
+                     pusher="p", delivery_id=delivery or str(uuid.uuid4()), default_branch="main")
+
+
+def finished(store, clock, *, state=BuildState.SUCCEEDED, tags=(), log=(), **push):
+    """Record a push from the forge, run it to ``state`` now, then let an hour pass."""
+    [build], created = store.record([event(**push)], from_forge=True)
+    assert created
+    store.claim(build.id, owner="w", lease_s=60)
+    for text in log:
+        store.append_log(build.id, text)
+    store.finish(build.id, state, owner="w", tags=tags)
+    clock.now += HOUR_S
+    return build
+
+
+def ids(store):
+    return sorted(b.id for b in store.list(limit=10_000))
+
+
+# --- replay protection --------------------------------------------------------------------------
+
+def test_a_replayed_old_delivery_is_still_a_duplicate_after_its_build_was_pruned(store, db, clock):
+    """A captured delivery sent again, under its own id or another, builds nothing though its record is gone."""
+    old = event(delivery="gh-delivery-1", sha="a" * 40)
+    [original], _ = store.record([old], from_forge=True)
+    store.claim(original.id, owner="w", lease_s=60)
+    store.finish(original.id, BuildState.SUCCEEDED, owner="w")
+    newer = finished(store, clock, before="a" * 40, sha="b" * 40)
+    clock.now += 91 * DAY_S
+    assert pruner(db, clock).prune().builds == 1
+    assert ids(store) == [newer.id]
+
+    [again], created = store.record([old], from_forge=True)
+    assert (created, again.id, again.sha, again.state) == (False, original.id, "a" * 40, BuildState.SUCCEEDED)
+    [renamed], created = store.record([event(delivery="another-id", sha="a" * 40)], from_forge=True)
+    assert (created, renamed.id) == (False, original.id)
+    assert ids(store) == [newer.id], "the replay recorded no build"
+
+
+def test_replays_are_remembered_for_replay_memory_days_after_the_push(store, db, clock):
+    """The memory of a pruned push is bounded: it goes replay_memory_days after the push was accepted."""
+    old = event(sha="a" * 40)
+    finished(store, clock, **{"sha": old.sha, "delivery": old.delivery_id})
+    finished(store, clock)
+    clock.now += 91 * DAY_S
+    retention = pruner(db, clock)
+    assert retention.prune().builds == 1
+    clock.now += 273 * DAY_S  # 364 days after the push
+    assert retention.prune().memories_expired == 0
+    assert store.record([old], from_forge=True)[1] is False
+    clock.now += 2 * DAY_S
+    assert retention.prune().memories_expired == 1
+    with db.begin() as conn:
+        assert conn.execute(seen_pushes.select()).first() is None
+
+
+def test_a_replay_racing_the_pruner_is_still_a_duplicate(store, db, clock):
+    """Whether the replay comes before, during or after its build is pruned, it is one build."""
+    old = event()
+    finished(store, clock, sha=old.sha, delivery=old.delivery_id)
+    finished(store, clock)
+    clock.now += 91 * DAY_S
+    answers, done = [], threading.Event()
+
+    def replay():
+        while not done.is_set():
+            answers.append(store.record([old], from_forge=True)[1])
+        answers.append(store.record([old], from_forge=True)[1])  # and once after the prune
+
+    replays = [threading.Thread(target=replay) for _ in range(4)]
+    for thread in replays:
+        thread.start()
+    pruned = pruner(db, clock).prune().builds
+    done.set()
+    for thread in replays:
+        thread.join()
+    assert pruned == 1 and set(answers) == {False} and len(answers) >= 4
+    assert len(ids(store)) == 1
+
+
+# --- what is kept ------------------------------------------------------------------------------
+
+def test_the_newest_build_of_each_ref_survives_any_retention(store, db, clock):
+    """However old, the newest build of every branch and tag stays, with its log; older ones go."""
+    main = [finished(store, clock, log=["main\n"]) for _ in range(3)]
+    feature = finished(store, clock, ref="refs/heads/feature", log=["feature\n"])
+    tag = finished(store, clock, ref="refs/tags/v1.0.0")
+    other = finished(store, clock, repo="acme/other")
+    failed = finished(store, clock, ref="refs/heads/broken", state=BuildState.FAILED)
+    clock.now += 1000 * DAY_S
+    report = pruner(db, clock, keep_builds=1).prune()
+    assert report.builds == 2
+    assert ids(store) == sorted([main[-1].id, feature.id, tag.id, other.id, failed.id])
+    assert store.log(main[-1].id)[0] == "main\n" and store.log(feature.id)[0] == "feature\n"
+    assert pruner(db, clock, keep_builds=1).prune().builds == 0
+
+
+def test_unfinished_builds_their_refs_and_pending_deliveries_are_kept(store, deliveries, db, clock):
+    """Queued and running builds stay, so do the builds of their refs, and builds the notifier still owes."""
+    queued_ref = [finished(store, clock, ref="refs/heads/busy") for _ in range(2)]
+    [queued], _ = store.record([event(ref="refs/heads/busy")], from_forge=True)
+    owed = finished(store, clock)
+    delivery = deliveries.add(build_id=owed.id, repo="acme/app", ref="refs/heads/main", kind="status",
+                              target="github", payload={})
+    finished(store, clock)
+    clock.now += 100 * DAY_S
+    retention = pruner(db, clock)
+    assert retention.prune().builds == 0
+    assert set(ids(store)) >= {queued.id, owed.id, *(b.id for b in queued_ref)}
+
+    store.cancel(queued.id, "test")
+    deliveries.record_attempt(delivery, state=DeliveryState.DELIVERED, at=clock.now, duration_s=0.1,
+                              status_code=201, error=None)
+    clock.now += 2 * HOUR_S
+    report = retention.prune()
+    assert (report.builds, report.deliveries, report.attempts) == (3, 1, 1)
+    assert deliveries.get(delivery.id) is None
+
+
+def test_a_build_is_kept_for_an_hour_after_it_finishes(store, db, clock):
+    """Statuses and hooks are recorded just after a build finishes: a build that just ended is never pruned."""
+    [late], _ = store.record([event()], from_forge=True)
+    finished(store, clock)
+    clock.now += 100 * DAY_S
+    store.claim(late.id, owner="w", lease_s=60)
+    store.finish(late.id, BuildState.SUCCEEDED, owner="w")
+    assert pruner(db, clock).prune().builds == 0
+    clock.now += HOUR_S + 1
+    assert pruner(db, clock).prune().builds == 1
+
+
+def test_the_release_builds_of_the_ordering_window_are_kept(store, db, clock):
+    """Succeeded git-tag builds that may hold release tags (store.releases) stay, whatever their age."""
+    first = finished(store, clock, ref="refs/tags/v1.0.0", tags=["r/app:latest"])
+    again = finished(store, clock, ref="refs/tags/v1.0.0", tags=["r/app:latest"])
+    failed = finished(store, clock, ref="refs/tags/v2.0.0", state=BuildState.FAILED)
+    finished(store, clock, ref="refs/tags/v2.0.0", state=BuildState.FAILED)
+    releases = [b.id for b in store.releases("github", "acme/app")]
+    clock.now += 1000 * DAY_S
+    assert pruner(db, clock, keep_builds=1).prune().builds == 1
+    assert failed.id not in ids(store) and {first.id, again.id} <= set(ids(store))
+    assert [b.id for b in store.releases("github", "acme/app")] == releases
+
+
+def test_keep_builds_counts_each_repository_on_its_own(store, db, clock):
+    """Beyond the newest keep_builds of a repository, finished builds go even when young."""
+    apps = [finished(store, clock) for _ in range(5)]
+    others = [finished(store, clock, repo="acme/other") for _ in range(3)]
+    report = pruner(db, clock, retention_s=None, keep_builds=3).prune()
+    assert report.builds == 2
+    assert ids(store) == sorted([b.id for b in apps[2:]] + [b.id for b in others])
+
+
+def test_off_keeps_every_record(store, db, clock):
+    """With retention_days and keep_builds off, nothing is pruned however old."""
+    for _ in range(4):
+        finished(store, clock)
+    clock.now += 10_000 * DAY_S
+    assert pruner(db, clock, retention_s=None, keep_builds=None).prune().builds == 0
+    assert len(ids(store)) == 4
+
+
+# --- batches, concurrency, claims ----------------------------------------------------------------
+
+def test_builds_logs_and_attempts_go_in_small_batches(store, deliveries, db, clock):
+    """Each transaction deletes at most a batch of builds and of log chunks, and the counts add up."""
+    builds = [finished(store, clock, log=[f"{i}.{n}\n" for n in range(5)]) for i in range(7)]
+    for build in builds:
+        owed = deliveries.add(build_id=build.id, repo="acme/app", ref="refs/heads/main", kind="hook",
+                              target="prod", payload={})
+        deliveries.record_attempt(owed, state=DeliveryState.FAILED, at=clock.now, duration_s=0.1,
+                                  status_code=500, error="x")
+    clock.now += 100 * DAY_S
+    statements = []
+    retention = pruner(db, clock, batch=2, log_rows=3)
+    original = retention._delete
+    retention._delete = lambda chosen, report: (statements.append(len(chosen)), original(chosen, report))
+    report = retention.prune()
+    assert statements == [2, 2, 2]
+    assert (report.builds, report.log_chunks, report.deliveries, report.attempts) == (6, 30, 6, 6)
+    assert ids(store) == [builds[-1].id] and store.log(builds[-1].id)[0] == "".join(f"6.{n}\n" for n in range(5))
+
+
+def test_two_workers_pruning_at_once_delete_each_build_once(db_url, store, db, clock):
+    """Concurrent pruners (each with its own connections) neither fail nor count a build twice."""
+    for _ in range(40):
+        finished(store, clock, log=["x\n", "y\n"])
+    clock.now += 100 * DAY_S
+    engines = [create_db_engine(db_url) for _ in range(3)]
+    reports, failures = all_at_once(lambda engine: pruner(engine, clock, batch=5, log_rows=3).prune(), engines)
+    for engine in engines:
+        engine.dispose()
+    assert failures == []
+    assert sum(r.builds for r in reports) == 39 and sum(r.log_chunks for r in reports) == 78
+    assert len(ids(store)) == 1
+    with db.begin() as conn:
+        assert len(conn.execute(seen_pushes.select()).all()) == 39
+
+
+def test_a_build_being_pruned_cannot_be_retried_and_a_dead_pruners_claim_is_finished(store, deliveries, db, clock):
+    """A claimed build stays claimed (no retry, no redelivery); another worker deletes it once the claim is stale."""
+    old = finished(store, clock, log=["old\n"])
+    owed = deliveries.add(build_id=old.id, repo="acme/app", ref="refs/heads/main", kind="hook", target="prod",
+                          payload={})
+    deliveries.supersede(owed)
+    finished(store, clock)
+    clock.now += 100 * DAY_S
+    dying = pruner(db, clock)
+    assert dying._claim("github", "acme/app") == [old.id]  # then the worker dies
+    assert not store.requeue(old.id)
+    assert deliveries.reopen(owed.id).state is DeliveryState.SUPERSEDED
+    assert pruner(db, clock).prune().builds == 0, "a fresh claim is left to its pruner"
+    clock.now += 2 * HOUR_S
+    assert pruner(db, clock).prune().builds == 1
+    assert store.get(old.id) is None
+
+
+def test_a_dry_run_counts_what_a_prune_deletes(store, deliveries, db, clock):
+    """--dry-run reports the same numbers the prune then deletes, and deletes nothing."""
+    for _ in range(3):
+        build = finished(store, clock, log=["a\n", "b\n"])
+        deliveries.add(build_id=build.id, repo="acme/app", ref="refs/heads/main", kind="status", target="github",
+                       payload={})
+        deliveries.supersede(deliveries.of_build(build.id)[0])
+    clock.now += 100 * DAY_S
+    retention = pruner(db, clock)
+    dry = retention.dry_run()
+    assert len(ids(store)) == 3
+    assert str(dry) == str(retention.prune()) == "2 builds (4 log chunks, 2 deliveries, 0 delivery attempts), 0 expired replay memories"
+
+
+def test_a_database_from_before_retention_gains_its_column_and_table(tmp_path, clock):
+    """A state database the previous version made (no pruning_at, no seen_pushes) is extended in place and pruned."""
+    import sqlite3
+
+    path = tmp_path / "state.sqlite"
+    engine = create_db_engine(f"sqlite:///{path}")
+    store = BuildStore(engine, clock=clock)
+    store.create_schema()
+    old, kept = finished(store, clock), finished(store, clock)
+    engine.dispose()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE seen_pushes")
+        conn.execute("ALTER TABLE builds DROP COLUMN pruning_at")
+    engine = create_db_engine(f"sqlite:///{path}")
+    store = BuildStore(engine, clock=clock)
+    store.create_schema()
+    clock.now += 100 * DAY_S
+    assert pruner(engine, clock).prune().builds == 1
+    assert ids(store) == [kept.id] and old.id not in ids(store)
+    engine.dispose()
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+def test_retention_defaults_and_off():
+    """Defaults are 90 days, 100 builds, a year of replay memory, hourly, 10 GiB, 10 images; 0 and "off" mean no limit."""
+    config = parse_config({}, {})
+    assert (config.server.retention_days, config.server.keep_builds, config.server.replay_memory_days,
+            config.server.housekeeping_every_s) == (90, 100, 365, 3600.0)
+    assert (config.engine.max_build_cache_bytes, config.engine.keep_images) == (10 * 1024**3, 10)
+    off = parse_config({"server": {"retention_days": "off", "keep_builds": 0, "housekeeping_every_s": "off"},
+                        "engine": {"max_build_cache_bytes": "off", "keep_images": 0}}, {})
+    assert (off.server.retention_days, off.server.keep_builds, off.server.housekeeping_every_s) == (None, None, None)
+    assert RetentionPolicy.of(off.server).prunes is False
+    with pytest.raises(ConfigError) as problems:
+        parse_config({"server": {"retention_days": -1, "keep_builds": "never"}, "engine": {"keep_images": True}}, {})
+    assert problems.value.problems == [
+        'server.retention_days: must be a number of at least 0, or "off" (0 and "off" mean no limit)',
+        'server.keep_builds: must be a number of at least 0, or "off" (0 and "off" mean no limit)',
+        'engine.keep_images: must be a number of at least 0, or "off" (0 and "off" mean no limit)',
+    ]
+
+
+def test_pushbuild_prune_dry_run_counts_and_prune_deletes(tmp_path, clock):
+    """`pushbuild prune --dry-run` deletes nothing; `pushbuild prune` deletes what it counted."""
+    data = tmp_path / "data"
+    data.mkdir()
+    engine = create_db_engine(f"sqlite:///{data / 'state.sqlite'}")
+    store = BuildStore(engine, clock=clock)
+    store.create_schema()
+    clock.now = time.time() - 200 * DAY_S
+    for _ in range(3):
+        finished(store, clock)
+    config = write_toml(tmp_path / "pushbuild.toml", {"server": {"data_dir": str(data), "mirror_dir": str(tmp_path / "m"),
+                                                                 "keep_builds": "off"}})
+
+    def pushbuild(*args):
+        return subprocess.run([sys.executable, "-m", "webhook", "prune", "--config", str(config), *args],
+                              capture_output=True, text=True, env=SECRETS_ENV | {"PATH": "/usr/bin:/bin"}, timeout=120)
+
+    dry = pushbuild("--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.startswith("would prune 2 builds") and len(ids(store)) == 3
+    done = pushbuild()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("pruned 2 builds") and len(ids(store)) == 1
+    engine.dispose()
+
+
+def test_a_workers_housekeeping_prunes_records_even_when_its_engine_is_away(make_config, clock, caplog):
+    """The worker's housekeeping loop prunes records, and an engine that does not answer only skips the engine part."""
+    from webhook.services import Services
+    from webhook.worker import BuildWorker
+
+    services = Services(make_config(engine={"base_url": "unix:///nonexistent/docker.sock"}))
+    store = BuildStore(services.store.engine, clock=clock)
+    clock.now = time.time() - 200 * DAY_S
+    builds = [finished(store, clock) for _ in range(3)]
+    BuildWorker(services, dispatcher=None).housekeep()
+    assert ids(store) == [builds[-1].id]
+    assert "engine housekeeping skipped" in caplog.text
+
+
+# --- engine housekeeping: the selection ----------------------------------------------------------
+
+NOW = 1_700_000_000.0
+POLICY = ImagePolicy(keep_images=1, retention_s=90 * DAY_S, grace_s=HOUR_S)
+
+
+def image(name, *, age_days, tags=None, source="https://git/acme/app.git", revision=None):
+    return LocalImage(id=f"sha256:{name}", tags=tuple(tags if tags is not None else [f"r/app:{name}"]),
+                      created=NOW - age_days * DAY_S,
+                      labels={PLAN_LABEL: "p", SOURCE_LABEL: source, REVISION_LABEL: revision or name})
+
+
+def chosen(images, **protected):
+    found = images_to_remove(images, keep_references=protected.get("references", set()),
+                             keep_revisions=protected.get("revisions", set()),
+                             policy=protected.get("policy", POLICY), now=NOW)
+    return [i.id.removeprefix("sha256:") for i in found]
+
+
+def test_old_images_beyond_the_count_go_and_protected_ones_never():
+    """Each repository keeps its newest keep_images unprotected images; names, revisions and youth protect."""
+    images = [image("a1", age_days=9), image("a2", age_days=8), image("a3", age_days=7),
+              image("branch-head", age_days=500), image("cache", age_days=400, tags=["r/app:cache", "r/app:old"]),
+              image("building", age_days=30), image("fresh", age_days=0.01),
+              image("b1", age_days=5, source="https://git/acme/b.git")]
+    assert chosen(images) == ["branch-head", "cache", "building", "a1", "a2"]
+    assert chosen(images, references={"r/app:branch-head", "r/app:cache"}, revisions={"building"}) == ["a1", "a2"]
+    assert chosen(images, references={"r/app:a3"}) == ["branch-head", "cache", "building", "a1"]
+
+
+def test_images_older_than_retention_go_even_within_the_count():
+    """An image past retention_days goes; with both limits off, pushbuild's images stay."""
+    images = [image("ancient", age_days=100), image("newer", age_days=1)]
+    assert chosen(images, policy=ImagePolicy(keep_images=5, retention_s=90 * DAY_S, grace_s=HOUR_S)) == ["ancient"]
+    assert chosen(images, policy=ImagePolicy(keep_images=None, retention_s=None, grace_s=HOUR_S)) == []
+
+
+def test_dangling_images_go_once_past_the_grace_period():
+    """A dangling image a running build may still be using (younger than a build may take) stays."""
+    old, young = image("old", age_days=1, tags=[]), image("young", age_days=0.01, tags=[])
+    assert dangling_to_remove([old, young], grace_s=HOUR_S, now=NOW) == [old]
+
+
+# --- engine housekeeping: a real engine --------------------------------------------------------------
+
+@pytest.mark.e2e
+def test_housekeeping_on_a_real_engine_keeps_what_is_needed_and_bounds_the_rest(
+        pipeline, repo, registry, base_image, docker_client):
+    """Three months on, dangling and old pushbuild images are gone; each branch's newest image, the cache_from
+    image and the base image stay; the build cache no image uses is cut to max_build_cache_bytes."""
+    name = f"{registry}/{repo.name}"
+    limit = 6 * 1024 * 1024
+    services = pipeline(cache_from=[f"{name}:cache"])
+    config = dataclasses.replace(services.config, engine=dataclasses.replace(
+        services.config.engine, max_build_cache_bytes=limit, keep_images=1))
+
+    def commit(label, branch="main", megabytes=0):
+        return repo.commit({"Dockerfile": f"FROM {base_image}\nRUN dd if=/dev/zero of=/blob bs=1M count={megabytes}\n"
+                                          f"RUN echo {label} > /who\n"}, branch=branch)
+
+    built = {}
+    for label in ("cached", "old-1", "old-2", "old-3", "main"):
+        build = run_push(services, repo, commit(label))
+        assert build.state is BuildState.SUCCEEDED, build.error
+        built[label] = build.tags[0]
+    docker_client.images.get(built["cached"]).tag(name, "cache")  # the image cache_from names
+    feature = run_push(services, repo, commit("feature", branch="feature"), ref="refs/heads/feature")
+    assert feature.state is BuildState.SUCCEEDED, feature.error
+    dangling = docker_client.images.build(fileobj=io.BytesIO(f"FROM {base_image}\nRUN echo dangling > /d\n".encode()),
+                                          rm=True, network_mode="none")[0].id
+    buildkit = pipeline(builder="buildkit")
+    for megabytes in (4, 5, 3):  # build cache that no image uses once these images are gone
+        build = run_push(buildkit, repo, commit(f"buildkit-{megabytes}", branch="bk", megabytes=megabytes),
+                         ref="refs/heads/bk")
+        assert build.state is BuildState.SUCCEEDED, build.error
+        docker_client.images.remove(build.tags[0], force=True)
+
+    report = Housekeeper(config, services.store, services.engine, clock=lambda: time.time() + 91 * DAY_S).run()
+
+    present = {tag for image in docker_client.images.list() for tag in image.tags}
+    kept = {built["main"], f"{name}:main", feature.tags[0], f"{name}:cache", built["cached"], base_image}
+    assert kept <= present, kept - present
+    old = {built["old-1"], built["old-2"], built["old-3"]}
+    assert not old & present
+    assert {n for n in report.images if n.startswith(f"{name}:")} == old
+    assert dangling not in {image.id for image in docker_client.images.list(all=True)}
+    assert dangling in report.dangling
+    unused = [r for r in docker_client.api.df()["BuildCache"] or [] if not r["Shared"] and not r["InUse"]]
+    assert 0 < sum(r["Size"] for r in unused) <= limit, unused

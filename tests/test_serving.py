@@ -1,0 +1,80 @@
+"""webhook.serving without a server: bodies are read whole and handed on unchanged; the settings reach it.
+
+The deadlines themselves need real sockets and gunicorn: tests/test_slow_clients.py.
+"""
+
+import io
+import resource
+import subprocess
+import sys
+
+import pytest
+
+from webhook import create_app, defaults
+from webhook.errors import ConfigError
+from webhook.serving import BufferedBodies, raise_open_files_limit, read_body, request_timeout_of
+
+from .conftest import repo_table
+
+
+class Trickle(io.RawIOBase):
+    """A stream that hands out at most a few bytes per read, as a socket does."""
+
+    def __init__(self, data: bytes, step: int = 3) -> None:
+        self.data, self.step = data, step
+
+    def read(self, size: int = -1) -> bytes:
+        size = self.step if size < 0 else min(size, self.step)
+        chunk, self.data = self.data[:size], self.data[size:]
+        return chunk
+
+
+@pytest.mark.parametrize("size, limit, expected", [(0, 10, 0), (10, 10, 10), (11, 10, 11), (100_000, 10, 11),
+                                                   (200_000, 1_000_000, 200_000)])
+def test_a_body_is_read_to_its_end_or_one_byte_past_the_limit(size, limit, expected):
+    """One byte past the limit is enough for the app to tell a body that is too large (413)."""
+    data = bytes(range(256)) * (size // 256 + 1)
+    assert read_body(Trickle(data[:size]), max_bytes=limit) == data[:expected]
+
+
+def test_the_app_gets_the_whole_body_and_answers_as_before(make_config):
+    """Behind the middleware a delivery is verified over the same bytes; an oversized one is still 413."""
+    app = create_app(make_config(repo_table("acme/app"), server={"max_body_bytes": 1000}))
+    assert isinstance(app.wsgi_app, BufferedBodies)
+    client = app.test_client()
+    assert client.post("/hooks/github", data=b"{}", headers={"Content-Type": "application/json",
+                                                             "X-GitHub-Event": "push"}).status_code == 401
+    too_large = client.post("/hooks/github", data=b"x" * 1001, headers={"Content-Type": "application/json"})
+    assert too_large.status_code == 413 and "error" in too_large.get_json()
+
+
+def test_request_timeout_s_is_a_server_setting_that_reaches_the_worker(make_config):
+    """``[server] request_timeout_s``: 10 s by default, positive, and what the gunicorn worker reads off the app."""
+    assert make_config().server.request_timeout_s == defaults.REQUEST_TIMEOUT_S == 10
+    app = create_app(make_config(server={"request_timeout_s": 2.5}))
+    assert request_timeout_of(app) == 2.5
+    assert request_timeout_of(object()) == defaults.REQUEST_TIMEOUT_S
+    with pytest.raises(ConfigError, match="server.request_timeout_s"):
+        make_config(server={"request_timeout_s": 0})
+
+
+def test_the_open_files_limit_is_raised_toward_the_hard_limit_never_past_it():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 512), hard))
+        wanted = 4096 if hard == resource.RLIM_INFINITY else hard + 1
+        assert raise_open_files_limit(wanted) == (wanted if hard == resource.RLIM_INFINITY else hard)
+        assert raise_open_files_limit(10) == resource.getrlimit(resource.RLIMIT_NOFILE)[0]  # never lowered
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_gunicorns_master_imports_nothing_its_gevent_workers_must_patch_first():
+    """The master loads the settings and the worker class only: git, the database drivers, Celery and
+    the app are imported by each worker after gevent's patch, so their sockets, sleeps and
+    subprocesses cooperate (GitPython imported before it kept a subprocess module that fails)."""
+    code = ("import sys, webhook.gunicorn_conf, webhook.serving, webhook.access_log; "
+            "print(sorted(m for m in ('git', 'flask', 'psycopg', 'sqlalchemy', 'celery', 'kombu', 'requests', "
+            "'webhook.app', 'webhook.services') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -1,0 +1,38 @@
+"""The composition root of the web process: the Flask app, its extensions and blueprints."""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+from flask import Flask
+
+from . import access, api, defaults, hooks, http_errors
+from .config import Config, load_config
+from .health import HealthChecks, broker_ping
+from .logs import configure_logging
+from .services import Services
+from .serving import BufferedBodies
+from .worker import Dispatcher, make_celery
+
+
+def create_app(test_config: Config | None = None, *, dispatcher: Dispatcher | None = None) -> Flask:
+    """Create the web app from ``test_config``, or from ``$PUSHBUILD_CONFIG`` (defaults if unset)."""
+    configure_logging()
+    config = test_config if test_config is not None else load_config()
+    services = Services(config)
+    app = Flask("webhook")
+    app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
+    app.extensions["pushbuild"] = services
+    app.extensions["pushbuild.dispatcher"] = dispatcher = dispatcher or Dispatcher(make_celery(config), services.store)
+    app.extensions["pushbuild.health"] = HealthChecks(
+        {"store": services.store.ping,
+         "broker": functools.partial(broker_ping, dispatcher.celery, timeout_s=defaults.HEALTH_TIMEOUT_S)},
+        timeout_s=defaults.HEALTH_TIMEOUT_S, cache_s=defaults.HEALTH_CACHE_S, redact=services.redact)
+    app.extensions["pushbuild.followers"] = threading.BoundedSemaphore(config.server.max_log_followers)
+    access.install(app, config.auth.authenticator())
+    http_errors.register(app)
+    app.register_blueprint(hooks.bp)
+    app.register_blueprint(api.bp)
+    app.wsgi_app = BufferedBodies(app.wsgi_app, timeout_s=config.server.request_timeout_s, max_bytes=config.server.max_body_bytes)
+    return app

@@ -1,0 +1,220 @@
+"""Serving the internet: gunicorn's gevent worker with deadlines, so slow clients cannot silence deliveries.
+
+pushbuild's port faces the internet (forges must reach ``/hooks/<forge>``), so clients that send
+half a request and wait are to be expected, by accident or on purpose. Under gunicorn's gthread
+worker each of them held one of eight threads, with no limit once its first byte had arrived:
+200 such connections kept a real delivery waiting past the forges' 10 seconds. Here:
+
+- every connection is a greenlet (a few KiB), not a thread: a waiting client takes nothing a
+  delivery needs, and ``worker_connections`` bounds how many are held at once;
+- a connection's first request head must arrive within ``request_timeout_s`` of its accept, or it
+  is answered 408 and closed (:class:`Worker`); a keep-alive connection waits ``keepalive`` seconds
+  for its next request, then is closed without a word, as gunicorn does;
+- a request's body must arrive whole within ``request_timeout_s`` of its head, or it is answered
+  408 and the connection is closed; the app only ever sees complete bodies (:class:`BufferedBodies`).
+
+Everything the web process does cooperates with gevent once gunicorn's worker has monkey-patched
+it (before the app is loaded): Redis and PostgreSQL sockets (psycopg picks a cooperative wait when
+``select`` is patched, which is why the web process must not import psycopg before the patch),
+locks, threads and ``time.sleep``. SQLite calls run to completion without yielding; they are short.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import resource
+import socket
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from typing import Any
+
+import gevent
+from gevent import monkey
+from gevent.local import local
+from gunicorn.workers.ggevent import GeventWorker
+
+from . import defaults
+
+#: The connection the current greenlet serves: its socket, whether its first head was awaited yet,
+#: and the request being answered (so the app can ask for the connection to be closed).
+_connection = local()
+#: File descriptors a web process needs beside its connections: the listener, databases, broker, logs.
+SPARE_FILES = 256
+#: Bytes read from the socket at a time while buffering a body.
+READ_CHUNK_BYTES = 64 * 1024
+
+Application = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class _Expired(Exception):
+    """A request did not arrive within its deadline (raised into the greenlet reading it)."""
+
+
+def raise_open_files_limit(wanted: int) -> int:
+    """Raise this process's soft limit of open files to ``wanted`` (never above the hard limit); return the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):  # above the kernel's nr_open: keep what we have
+            pass
+    return soft
+
+
+def timeout_reply(seconds: float, what: str) -> bytes:
+    """The JSON body of a 408 answer."""
+    return json.dumps({"error": f"the request {what} did not arrive within {seconds:g} s"}).encode()
+
+
+def _cooperative() -> bool:
+    """Say whether sockets yield to other greenlets here (true in the gevent worker, after its patch)."""
+    return monkey.is_module_patched("socket")
+
+
+def close_after_response(environ: dict[str, Any]) -> None:
+    """Have the server close this request's connection once its answer is sent.
+
+    In :class:`Worker`, the request is marked to close (gunicorn then says ``Connection: close``);
+    under another gunicorn worker, the socket's reading side is shut, so the connection ends
+    instead of waiting for a next request on it.
+    """
+    request = getattr(_connection, "request", None)
+    if request is not None:
+        request.must_close = True
+        return
+    sock = environ.get("gunicorn.socket")
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
+
+
+def _has_body(environ: dict[str, Any]) -> bool:
+    return _declared_length(environ) > 0 or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+
+
+def _declared_length(environ: dict[str, Any]) -> int:
+    raw = environ.get("CONTENT_LENGTH") or "0"
+    return int(raw) if raw.isascii() and raw.isdigit() else 0  # gunicorn refuses any other value itself
+
+
+def read_body(stream: Any, *, max_bytes: int) -> bytes:
+    """Read ``stream`` to its end, or to one byte past ``max_bytes`` (enough to tell a body that is too large)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= max_bytes:
+        chunk = stream.read(min(READ_CHUNK_BYTES, max_bytes + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+class BufferedBodies:
+    """WSGI middleware: the app sees a request only once its whole body has arrived, within ``timeout_s``.
+
+    The deadline counts from the moment the request's head was parsed (when the server calls the
+    app) and covers the whole body, however it trickles in. A body not complete by then is
+    answered ``408 {"error": …}`` with ``Connection: close``, and the connection is closed. Bodies
+    are read to ``max_bytes`` and one byte more, so the app still refuses larger ones (413);
+    a body declared larger than that is not read at all. The deadline needs cooperative sockets
+    (:class:`Worker`); under other servers this only buffers.
+    """
+
+    def __init__(self, app: Application, *, timeout_s: float, max_bytes: int) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+        self.max_bytes = max_bytes
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if not _has_body(environ) or _declared_length(environ) > self.max_bytes:
+            return self.app(environ, start_response)
+        deadline = gevent.Timeout(self.timeout_s, _Expired) if _cooperative() else nullcontext()
+        try:
+            with deadline:
+                body = read_body(environ["wsgi.input"], max_bytes=self.max_bytes)
+        except _Expired:
+            close_after_response(environ)
+            reply = timeout_reply(self.timeout_s, "body")
+            start_response("408 Request Timeout", [("Content-Type", "application/json"),
+                                                   ("Content-Length", str(len(reply))), ("Connection", "close")])
+            return [reply]
+        environ["wsgi.input"] = io.BytesIO(body)
+        return self.app(environ, start_response)
+
+
+def request_timeout_of(app: Any) -> float:
+    """The deadline the app was made with (``server.request_timeout_s``), or the default."""
+    wrapped = getattr(app, "wsgi_app", app)
+    return wrapped.timeout_s if isinstance(wrapped, BufferedBodies) else defaults.REQUEST_TIMEOUT_S
+
+
+class _FirstHead:
+    """The wait for a connection's first request head: at most ``seconds``, then 408 and the connection closes."""
+
+    def __init__(self, seconds: float, client: socket.socket) -> None:
+        self.client = client
+        self.seconds = seconds
+        self.timeout = gevent.Timeout(seconds)
+
+    def __enter__(self) -> _FirstHead:
+        self.timeout.start()
+        return self
+
+    def __exit__(self, kind: object, exc: BaseException | None, _tb: object) -> bool:
+        self.timeout.close()
+        if exc is not self.timeout:
+            return False
+        reply = timeout_reply(self.seconds, "head")
+        try:
+            self.client.settimeout(1.0)  # a client that reads nothing cannot hold the answer up either
+            self.client.sendall(b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+                                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(reply), reply))
+        except OSError:
+            pass
+        return True  # no request: gunicorn closes the connection
+
+
+class Worker(GeventWorker):
+    """gunicorn's gevent worker, with a deadline for each connection's first request head.
+
+    ``gunicorn --worker-class webhook.serving.Worker``. gunicorn bounds every wait for a request
+    head with ``keepalive`` seconds, silently; the first one is given ``request_timeout_s`` instead
+    (a client gets that long to send its request, as the forges give us) and answered 408.
+    """
+
+    head_timeout_s: float = defaults.REQUEST_TIMEOUT_S
+
+    def init_process(self) -> None:
+        limit = raise_open_files_limit(self.cfg.worker_connections + SPARE_FILES)
+        if limit < self.cfg.worker_connections + SPARE_FILES:
+            self.log.warning("open files are limited to %s: fewer than worker_connections (%s) can be held",
+                             limit, self.cfg.worker_connections)
+        super().init_process()
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        self.head_timeout_s = request_timeout_of(self.wsgi)
+
+    def handle(self, listener: Any, client: socket.socket, addr: Any) -> None:
+        _connection.client = client
+        _connection.awaited = False
+        super().handle(listener, client, addr)
+
+    def timeout_ctx(self) -> Any:
+        if _connection.awaited:
+            return gevent.Timeout(self.cfg.keepalive, False)
+        _connection.awaited = True
+        return _FirstHead(self.head_timeout_s, _connection.client)
+
+    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
+        _connection.request = req
+        try:
+            return super().handle_request(listener_name, req, sock, addr)
+        finally:
+            _connection.request = None
