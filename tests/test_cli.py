@@ -3,8 +3,10 @@
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import requests
@@ -12,6 +14,8 @@ import requests
 from .conftest import GITHUB_SECRET, SECRETS_ENV
 from .service import free_port, write_toml
 from .support import API_HEADERS, github_headers, github_push, registry_digest, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def pushbuild(*args, env=None, timeout=300):
@@ -128,3 +132,23 @@ def test_reconcile_builds_heads_no_delivery_announced(tmp_path, repo, git_server
     assert len(queued(load_config(config_file, {**SECRETS_ENV}))) == 2
     again = pushbuild("reconcile", "--config", str(config_file), timeout=60)
     assert "0 missing" in again.stdout
+
+
+def _sign_in_link(state: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ./dev's sign_in_link (what ./dev serve does before serving) with its state in ``state``."""
+    script = 'source ./dev && STATE="$1" && shift && sign_in_link "$@" && echo "token=$PUSHBUILD_ADMIN_TOKEN"'
+    return subprocess.run(["bash", "-c", script, "sign_in_link", str(state), *args], cwd=ROOT, capture_output=True,
+                          text=True, check=True, env={"PATH": os.environ["PATH"], **(env or {})})
+
+
+def test_dev_serve_makes_a_private_token_once_and_prints_a_sign_in_link(tmp_path):
+    """./dev serve: an operate token in .pushbuild/admin-token (0600), the same one on the next start, and its link."""
+    first = _sign_in_link(tmp_path / "state")
+    token_file = tmp_path / "state" / "admin-token"
+    token = token_file.read_text().strip()
+    assert len(token) >= 32 and stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert f"sign in at http://127.0.0.1:8080/?token={token}" in first.stderr and f"token={token}" in first.stdout
+    again = _sign_in_link(tmp_path / "state", "--bind", "0.0.0.0:9000")
+    assert f"http://127.0.0.1:9000/?token={token}" in again.stderr
+    own = _sign_in_link(tmp_path / "other", env={"PUSHBUILD_ADMIN_TOKEN": "mine-" + "x" * 40})
+    assert "token=mine-" in own.stdout and not (tmp_path / "other" / "admin-token").exists()
