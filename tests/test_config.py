@@ -140,6 +140,36 @@ def test_gitlab_repo_may_verify_with_a_signing_token_only():
     assert config.repos[0].secret is None and config.repos[0].signing_token is not None
 
 
+@pytest.mark.parametrize("forge", [None, "sourceforge"])
+def test_a_status_table_of_a_repo_without_a_known_forge_is_not_checked_as_githubs(forge):
+    """No forge, or an unknown one, is the one problem at repos[0].forge: the status table is not read as GitHub's."""
+    table = {k: v for k, v in {**REPO, "forge": forge, "status": {"token_env": "S", "api": "bitbucket-datacenter"}}.items()
+             if v is not None}
+    with pytest.raises(ConfigError) as raised:
+        parse_config({"repos": [table]}, {"S": "x"})
+    assert [p for p in raised.value.problems if p.startswith("repos[0].status")] == []
+    assert [p for p in raised.value.problems if p.startswith("repos[0].forge")] == [
+        "repos[0].forge: is required" if forge is None else
+        "repos[0].forge: must be one of github, gitlab, gitea, bitbucket, forgejo, gogs"]
+
+
+@pytest.mark.parametrize("alias", ["forgejo", "gogs"])
+def test_forge_aliases_are_configured_as_the_forge_they_name(alias):
+    """A Forgejo or Gogs repository is a Gitea one, found under either name."""
+    config = parse_config({"repos": [{**REPO, "forge": alias}]}, {"S": "x"})
+    assert config.repos[0].forge == "gitea"
+    assert config.repos_named(f"{alias}:acme/app") == config.repos_named("gitea:acme/app") == list(config.repos)
+
+
+def test_signing_tokens_are_gitlabs_alone():
+    """signing_token_env is a GitLab key; other forges call it unknown. GitLab without one is warned of."""
+    with pytest.raises(ConfigError, match=r"repos\[0\].signing_token_env: unknown key"):
+        parse_config({"repos": [{**REPO, "signing_token_env": "T"}]}, {"S": "x", "T": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})
+    config = parse_config({"repos": [{**REPO, "forge": "gitlab"}, {**REPO, "name": "acme/other"}]}, {"S": "x"})
+    assert [w.split(" is ")[0] for w in config.warnings()] == ["repos: gitlab:acme/app"]
+    assert "secret token alone" in config.warnings()[0]
+
+
 def test_rules_and_build_settings_are_read():
     """A rules table, build arguments from the environment and BuildKit secrets load as given."""
     table = {**REPO, "builder": "buildkit", "target": "prod", "platform": "linux/amd64",

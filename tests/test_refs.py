@@ -5,7 +5,7 @@ import hashlib
 import pytest
 
 from webhook.errors import BadRequest
-from webhook.refs import matches_any, name_tag, validate_ref, validate_sha
+from webhook.refs import is_full_sha, matches_any, name_tag, registry_host, split_image, validate_ref, validate_sha
 
 GOOD_SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
 
@@ -43,6 +43,7 @@ def test_invalid_refs_are_refused(ref):
 ])
 def test_sha_must_be_full_lowercase_hex(sha, ok):
     """Only a full lowercase commit id passes."""
+    assert sha is None or is_full_sha(sha) is ok
     if ok:
         assert validate_sha(sha) == sha
     else:
@@ -89,3 +90,28 @@ def test_sanitised_names_differ_from_each_other_and_from_valid_names():
     tags = [name_tag(n) for n in names]
     assert len(set(tags)) == len(names)
     assert tags.count("main") == 1
+
+
+@pytest.mark.parametrize("reference, parts", [
+    ("app:v1", ("app", "v1")),
+    ("registry.example.com/team/app:sha-0a1b2c3", ("registry.example.com/team/app", "sha-0a1b2c3")),
+    ("localhost:5000/app:latest", ("localhost:5000/app", "latest")),
+    ("localhost:5000/app", ("localhost:5000/app", None)),
+    ("team/app", ("team/app", None)),
+    ("app:{branch}", ("app", "{branch}")),
+])
+def test_an_image_reference_splits_into_repository_and_tag(reference, parts):
+    """The tag follows the last colon, unless a slash follows it: then that colon was a registry's port."""
+    assert split_image(reference) == parts
+
+
+@pytest.mark.parametrize("image, host", [
+    ("registry.example.com/team/app:1", "registry.example.com"),
+    ("localhost:5000/app:1", "localhost:5000"),
+    ("localhost/app", "localhost"),
+    ("team/app:1", "docker.io"),
+    ("app:1", "docker.io"),
+])
+def test_an_image_names_its_registry_or_docker_hub(image, host):
+    """A first component with a dot, a port or ``localhost`` is a registry; anything else is Docker Hub."""
+    assert registry_host(image) == host

@@ -10,13 +10,14 @@ import uuid
 
 import pytest
 
-from webhook.builder import PLAN_LABEL, REVISION_LABEL
+from webhook.builder import PLAN_LABEL, REVISION_LABEL, SOURCE_LABEL
 from webhook.config import parse_config
 from webhook.deliveries import DeliveryState, DeliveryStore
 from webhook.engine import LocalImage
 from webhook.errors import ConfigError
 from webhook.events import PushEvent
-from webhook.housekeeping import SOURCE_LABEL, Housekeeper, ImagePolicy, dangling_to_remove, images_to_remove
+from webhook.housekeeping import Housekeeper, ImagePolicy, dangling_to_remove, images_to_remove
+from webhook.ordering import is_newer
 from webhook.retention import DAY_S, Retention, RetentionPolicy
 from webhook.store import BuildState, BuildStore, create_db_engine, seen_pushes
 
@@ -92,15 +93,19 @@ def test_a_replayed_old_delivery_is_still_a_duplicate_after_its_build_was_pruned
     assert ids(store) == [newer.id], "the replay recorded no build"
 
 
-def test_replays_are_remembered_for_replay_memory_days_after_the_push(store, db, clock):
-    """The memory of a pruned push is bounded: it goes replay_memory_days after the push was accepted."""
+def test_a_pruned_push_is_remembered_for_replay_memory_days_after_its_pruning(store, db, clock):
+    """The memory of a pruned push is bounded: it goes replay_memory_days after the push was pruned.
+
+    Counted from the pruning, not the push: a replay memory shorter than the retention would
+    otherwise be forgotten in the very run that wrote it.
+    """
     old = event(sha="a" * 40)
     finished(store, clock, **{"sha": old.sha, "delivery": old.delivery_id})
     finished(store, clock)
     clock.now += 91 * DAY_S
     retention = pruner(db, clock)
     assert retention.prune().builds == 1
-    clock.now += 273 * DAY_S  # 364 days after the push
+    clock.now += 364 * DAY_S
     assert retention.prune().memories_expired == 0
     assert store.record([old], from_forge=True)[1] is False
     clock.now += 2 * DAY_S
@@ -373,14 +378,15 @@ NOW = 1_700_000_000.0
 POLICY = ImagePolicy(keep_images=1, retention_s=90 * DAY_S, grace_s=HOUR_S)
 
 
-def image(name, *, age_days, tags=None, source="https://git/acme/app.git", revision=None):
-    return LocalImage(id=f"sha256:{name}", tags=tuple(tags if tags is not None else [f"r/app:{name}"]),
+def image(name, *, age_days, tags=None, repository="r/app", source="https://git/acme/app.git", revision=None):
+    return LocalImage(id=f"sha256:{name}", tags=tuple(tags if tags is not None else [f"{repository}:{name}"]),
                       created=NOW - age_days * DAY_S,
                       labels={PLAN_LABEL: "p", SOURCE_LABEL: source, REVISION_LABEL: revision or name})
 
 
 def chosen(images, **protected):
-    found = images_to_remove(images, keep_references=protected.get("references", set()),
+    found = images_to_remove(images, own={"r/app", "r/b", "127.0.0.1:5000/r/c"},
+                             keep_references=protected.get("references", set()),
                              keep_revisions=protected.get("revisions", set()),
                              policy=protected.get("policy", POLICY), now=NOW)
     return [i.id.removeprefix("sha256:") for i in found]
@@ -391,10 +397,21 @@ def test_old_images_beyond_the_count_go_and_protected_ones_never():
     images = [image("a1", age_days=9), image("a2", age_days=8), image("a3", age_days=7),
               image("branch-head", age_days=500), image("cache", age_days=400, tags=["r/app:cache", "r/app:old"]),
               image("building", age_days=30), image("fresh", age_days=0.01),
-              image("b1", age_days=5, source="https://git/acme/b.git")]
+              image("b1", age_days=5, repository="r/b", source="https://git/acme/b.git")]
     assert chosen(images) == ["branch-head", "cache", "building", "a1", "a2"]
     assert chosen(images, references={"r/app:branch-head", "r/app:cache"}, revisions={"building"}) == ["a1", "a2"]
     assert chosen(images, references={"r/app:a3"}) == ["branch-head", "cache", "building", "a1"]
+
+
+def test_only_names_under_a_configured_image_make_an_image_pushbuilds():
+    """Labels are inherited through FROM and a Dockerfile may set any: an image named outside the configured
+    repositories is never removed, whatever labels it carries, nor one with any such name among its others."""
+    images = [image("tool", age_days=500, tags=["myteam/tool:prod"]),
+              image("base", age_days=500, tags=["registry.example.com/acme/base:1.0"]),
+              image("shared", age_days=500, tags=["r/app:old", "myteam/tool:latest"]),
+              image("ported", age_days=500, tags=["127.0.0.1:5000/r/c:main"]),
+              image("mine", age_days=500)]
+    assert chosen(images) == ["mine", "ported"]
 
 
 def test_images_older_than_retention_go_even_within_the_count():
@@ -456,3 +473,32 @@ def test_housekeeping_on_a_real_engine_keeps_what_is_needed_and_bounds_the_rest(
     assert dangling in report.dangling
     unused = [r for r in docker_client.api.df()["BuildCache"] or [] if not r["Shared"] and not r["InUse"]]
     assert 0 < sum(r["Size"] for r in unused) <= limit, unused
+
+
+def _successes_newer_than(store, push):
+    pushes = store.of_ref(push.forge, push.repo, push.ref)
+    return [p.id for p in pushes if p.state is BuildState.SUCCEEDED and is_newer(p, push, pushes)]
+
+
+def test_a_pruned_push_still_links_a_late_older_push_to_the_newer_ones(store, db, clock):
+    """The review's case: B→C pruned, C→D kept; A→B delivered late is still older than C→D (it links through B→C)."""
+    a, b, c, d = ("a" * 40, "b" * 40, "c" * 40, "d" * 40)
+    middle = finished(store, clock, sha=c, before=b)
+    newest = finished(store, clock, sha=d, before=c)
+    clock.now += 91 * DAY_S
+    assert pruner(db, clock).prune().builds == 1
+    [late], _ = store.record([event(sha=b, before=a)], from_forge=True)
+    pushes = store.of_ref("github", "acme/app", "refs/heads/main")
+    assert is_newer(newest, late, pushes) and not is_newer(late, newest, pushes)
+    assert _successes_newer_than(store, late) == [middle.id, newest.id]  # so it moves no branch tag, fires no hook
+
+
+def test_a_pruned_success_still_outranks_a_late_older_push_when_newer_builds_failed(store, db, clock):
+    """A→B succeeded (pruned), B→C failed (kept, newest): E→A delivered late finds that a newer push succeeded."""
+    a, b, c, e = ("a" * 40, "b" * 40, "c" * 40, "e" * 40)
+    success = finished(store, clock, sha=b, before=a)
+    finished(store, clock, sha=c, before=b, state=BuildState.FAILED)
+    clock.now += 91 * DAY_S
+    assert pruner(db, clock).prune().builds == 1
+    [late], _ = store.record([event(sha=a, before=e)], from_forge=True)
+    assert _successes_newer_than(store, late) == [success.id]

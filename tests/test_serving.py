@@ -78,3 +78,15 @@ def test_gunicorns_master_imports_nothing_its_gevent_workers_must_patch_first():
             "'webhook.app', 'webhook.services') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_only_deliveries_may_send_large_bodies(make_config, chunked):
+    """Anything but /hooks/ takes at most 64 KiB: a stranger's megabytes are refused (413), not buffered for a 401."""
+    app = create_app(make_config(repo_table("acme/app")))
+    big = b"x" * (defaults.MAX_API_BODY_BYTES + 1)
+    sent = ({"input_stream": io.BytesIO(big), "headers": {"Transfer-Encoding": "chunked"}} if chunked
+            else {"data": big})
+    response = app.test_client().post("/api/builds", content_type="application/json", **sent)
+    assert response.status_code == 413 and response.headers["Connection"] == "close"
+    assert app.test_client().post("/hooks/github", data=big, content_type="application/json").status_code == 401

@@ -222,3 +222,25 @@ def test_followers_past_the_cap_get_429_and_followers_never_keep_a_delivery_wait
         for follower in followers:
             follower.close()
         service.stop()
+
+
+def test_a_client_that_sends_requests_but_never_reads_the_answers_is_dropped(strict):
+    """Pipelined requests whose answers fill the client's window: after request_timeout_s without progress, closed."""
+    readers = []
+    for _ in range(4):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", strict.port))
+        sock.setblocking(False)
+        sent, request = 0, b"GET /nothing-here HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 500
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:  # send until the server stops reading: its answers back up
+            try:
+                sent += sock.send(request)
+            except BlockingIOError:
+                time.sleep(0.05)
+        assert sent > 100_000
+        readers.append(sock)
+    time.sleep(2)  # past the one-second deadline for a write to make progress
+    assert [answer_and_close(sock)[1] for sock in readers] == [True] * 4
+    assert deliver(strict).status_code == 202

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from webhook.errors import UnknownForge
 from webhook.statuses import FAILURE, PENDING, SUCCESS, status_request
 
 SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
@@ -50,3 +51,10 @@ def test_states_map_to_each_forges_vocabulary(forge, states):
                                       description="", context="c", token="t").body)["state"]
             for s in (PENDING, SUCCESS, FAILURE)]
     assert sent == states
+
+
+def test_a_status_api_no_forge_defines_is_a_clear_error():
+    """An unknown API name is refused with the names there are, not a KeyError."""
+    with pytest.raises(UnknownForge, match="no such status API: 'gogs'"):
+        status_request("gogs", api_url="https://x", repo="a/b", sha=SHA, state=SUCCESS, target_url=LINK,
+                       description="", context="c", token="t")

@@ -7,32 +7,34 @@ from __future__ import annotations
 
 import dataclasses
 import posixpath
-import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
-from .buildkit import build_with_buildkit
+from .backends import BuildLimits, open_backend
 from .buildlog import BuildLog
 from .config import Config, RepoConfig
 from .context import DOCKERIGNORE, IgnoreRules, dockerignore_patterns, filtered_tar
-from .engine import BuildLimits, Engine
+from .engine import Engine
 from .errors import BuildError, Cancelled, ContextError, EngineError, RegistryError
+from .logs import Log
 from .mirror import Mirrors
 from .notifier import Notifier
 from .ordering import higher_release, is_newer
 from .redact import Redactor
 from .refs import ZERO_SHA, is_branch, matches_any, short_name
+from .retrying import backoff_s, retry
 from .rules import BuildPlan
 from .store import Build, BuildState, BuildStore
+from .timestamps import rfc3339
 from .urls import redacted_url
 
-Log = Callable[[str], None]
 #: Label recording the build settings, so a commit built with other settings is rebuilt, not reused.
 PLAN_LABEL = "dev.pushbuild.plan"
 REVISION_LABEL = "org.opencontainers.image.revision"
+#: The repository an image was built from (its clone URL, without credentials); housekeeping groups images by it.
+SOURCE_LABEL = "org.opencontainers.image.source"
 
 
 @dataclass(frozen=True)
@@ -120,17 +122,16 @@ class Builder:
         plan = repo.plan(build.ref, sha, default_branch=build.default_branch)
         if plan is None:
             raise BuildError(f"no build rule of {build.repo} matches {build.ref} any more")
-        engine = self.engine()
-        for attempt in range(1, self.config.server.engine_attempts + 1):
-            try:
-                return self._build_and_push(build, repo, sha, plan, engine, log)
-            except EngineError as exc:
-                if not exc.unreachable or attempt == self.config.server.engine_attempts:
-                    raise
-                log(f"{exc.message}\nwaiting for the engine to come back, then building again "
-                    f"(attempt {attempt + 1} of {self.config.server.engine_attempts})\n")
-                engine.wait_until_up(timeout_s=self.config.server.engine_wait_s, sleep=self.sleep)
-        raise AssertionError("unreachable")
+        engine, server = self.engine(), self.config.server
+
+        def wait_for_engine(exc: EngineError, attempt: int) -> None:
+            log(f"{exc.message}\nwaiting for the engine to come back, then building again "
+                f"(attempt {attempt + 1} of {server.engine_attempts})\n")
+            engine.wait_until_up(timeout_s=server.engine_wait_s, sleep=self.sleep)
+
+        return retry(lambda _: self._build_and_push(build, repo, sha, plan, engine, log),
+                     attempts=server.engine_attempts, retry_on=EngineError, retryable=lambda exc: exc.unreachable,
+                     before_retry=wait_for_engine)
 
     def _build_and_push(self, build: Build, repo: RepoConfig, sha: str, plan: BuildPlan, engine: Engine,
                         log: Log) -> Outcome:
@@ -197,18 +198,22 @@ class Builder:
     def _push(self, engine: Engine, tag: str, log: Log) -> str:
         """Push one tag; retry temporary registry failures with exponential backoff and jitter."""
         server = self.config.server
-        for attempt in range(1, server.push_attempts + 1):
+
+        def push(attempt: int) -> str:
             log(f"pushing {tag}" + (f" (attempt {attempt} of {server.push_attempts})" if attempt > 1 else "") + "\n")
-            try:
-                return engine.push(tag, auth=self.config.registry.auth(), log=log)
-            except RegistryError as exc:
-                if not exc.temporary or attempt == server.push_attempts:
-                    suffix = f" (after {attempt} attempts)" if attempt > 1 else ""
-                    raise RegistryError(exc.message + suffix, temporary=exc.temporary) from exc
-                delay = min(server.push_retry_max_s, server.push_retry_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-                log(f"{exc.message}; retrying in {delay:.1f}s\n")
-                self.sleep(delay)
-        raise AssertionError("unreachable")
+            return engine.push(tag, auth=self.config.registry.auth(), log=log)
+
+        def wait(exc: RegistryError, attempt: int) -> None:
+            delay = backoff_s(attempt, base_s=server.push_retry_s, max_s=server.push_retry_max_s)
+            log(f"{exc.message}; retrying in {delay:.1f}s\n")
+            self.sleep(delay)
+
+        def give_up(exc: RegistryError, attempt: int) -> RegistryError:
+            suffix = f" (after {attempt} attempts)" if attempt > 1 else ""
+            return RegistryError(exc.message + suffix, temporary=exc.temporary)
+
+        return retry(push, attempts=server.push_attempts, retry_on=RegistryError, retryable=lambda exc: exc.temporary,
+                     before_retry=wait, give_up=give_up)
 
     def _labels(self, repo: RepoConfig, sha: str, plan: BuildPlan, *, stable: bool = False) -> dict[str, str]:
         """The labels an image built from ``sha`` under ``plan`` carries; ``stable``: only those a rebuild repeats.
@@ -218,12 +223,11 @@ class Builder:
         """
         labels = {
             REVISION_LABEL: sha,
-            "org.opencontainers.image.source": redacted_url(repo.clone_url),
+            SOURCE_LABEL: redacted_url(repo.clone_url),
             PLAN_LABEL: plan.fingerprint(),
         }
         if not stable:
-            labels["org.opencontainers.image.created"] = datetime.fromtimestamp(
-                self.clock(), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            labels["org.opencontainers.image.created"] = rfc3339(self.clock(), whole_seconds=True)
         return labels
 
     def _nothing_changed_under_paths(self, repo: RepoConfig, build: Build, sha: str, log: Log) -> str | None:
@@ -244,7 +248,7 @@ class Builder:
         return reason
 
     def _build(self, engine: Engine, repo: RepoConfig, sha: str, plan: BuildPlan, *, log: Log) -> str:
-        """Stream the commit's context to the engine and return the new image's id."""
+        """Stream the commit's context to the repository's build backend (``builder``) and return the new image's id."""
         if not self.mirrors.has_tree(repo, sha, plan.context):
             raise ContextError(f"context directory {plan.context!r} does not exist at {sha}")
         if self.mirrors.read_file(repo, sha, _within(plan.context, plan.dockerfile)) is None:
@@ -253,21 +257,14 @@ class Builder:
         rules = IgnoreRules(dockerignore_patterns(ignore.decode("utf-8", "replace")), dockerfile=plan.dockerfile)
         labels = self._labels(repo, sha, plan)
         server = self.config.server
+        limits = BuildLimits(timeout_s=server.build_timeout_s, memory_bytes=server.build_memory_bytes,
+                             cpu_shares=server.build_cpu_shares)
         with self.mirrors.archive(repo, sha, plan.context) as tar:
             context = filtered_tar(tar, rules, max_file_bytes=server.max_context_file_bytes,
                                    max_bytes=server.max_context_bytes, max_entries=server.max_context_entries)
-            if repo.builder == "buildkit":
-                return build_with_buildkit(
-                    engine, context, tag=plan.tags[0], plan=plan, labels=labels, log=log,
-                    secrets={secret_id: secret.reveal() for secret_id, secret in repo.build_secrets},
-                    auth=self.config.registry.auth(), timeout_s=server.build_timeout_s,
-                )
-            for image in plan.cache_from:  # the classic builder only uses cache images it has locally
-                log(f"pulling cache image {image}\n")
-                engine.pull(image, auth=self.config.registry.auth(), log=log)
-            limits = BuildLimits(timeout_s=server.build_timeout_s, memory_bytes=server.build_memory_bytes,
-                                 cpu_shares=server.build_cpu_shares)
-            return engine.build(context, tag=plan.tags[0], plan=plan, labels=labels, log=log, limits=limits)
+            backend = open_backend(repo.builder, engine, auth=self.config.registry.auth(),
+                                   secrets={secret_id: secret.reveal() for secret_id, secret in repo.build_secrets})
+            return backend.build(context, plan=plan, labels=labels, limits=limits, log=log)
 
 
 def _within(context: str, path: str) -> str:

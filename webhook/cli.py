@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -18,13 +17,12 @@ from .config import ADMIN_TOKEN_ENV, CONFIG_ENV, Config, load_config
 from .errors import ConfigError, PushbuildError, SignatureError
 from .events import PushEvent
 from .redact import printable
-from .refs import ZERO_SHA
+from .refs import ZERO_SHA, is_full_sha
 from .services import Services
 from .signatures import ed25519_public_key, new_ed25519_secret_key, verify_ed25519, verify_standard_webhook
 
 #: What a build's log may send to a terminal: line breaks and tabs; never an escape sequence a pusher wrote.
 TERMINAL_KEEPS = "\n\t"
-_FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 url_option = click.option(
     "--url", envvar=URL_ENV, metavar="URL",
     help=f"Act through a running service's API (default: ${URL_ENV}), signed in with ${TOKEN_ENV}; "
@@ -160,7 +158,7 @@ def build(config_path: str | None, url: str | None, repo_name: str, revision: st
     [repo] = found
     echo = lambda text: click.echo(printable(text, keep=TERMINAL_KEEPS), nl=False)  # noqa: E731
     try:
-        if _FULL_SHA.fullmatch(revision):
+        if is_full_sha(revision):
             sha, ref = revision, ""
         else:
             ref = revision if revision.startswith("refs/") else f"refs/heads/{revision}"
@@ -191,7 +189,7 @@ def _client(url: str) -> Client:
 
 def _build_through(client: Client, repo_name: str, revision: str) -> None:
     """Start a build with the service's API, stream its log until it ends, and exit as it ended."""
-    if _FULL_SHA.fullmatch(revision):
+    if is_full_sha(revision):
         what = {"sha": revision}
     elif revision.startswith("refs/tags/"):
         what = {"tag": revision.removeprefix("refs/tags/")}

@@ -17,18 +17,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import defaults
+from . import defaults, forges
 from .auth import MIN_TOKEN_CHARS, OPERATE, READ, SCOPES, Authenticator, Network
-from .errors import ConfigError
-from .forges import ALIASES, FORGES, Secrets
+from .backends import BACKENDS
+from .errors import ConfigError, UnknownForge
+from .forges import Forge, Secrets
 from .redeploy import HOOK_KINDS
 from .refs import is_docker_tag
 from .rules import BuildPlan, Rule, TemplateError, cache_image, default_rules, plan, render, template_values
-from .statuses import DEFAULT_API_URLS, STATUS_APIS
 from .urls import clone_url_problem
 
 CONFIG_ENV = "PUSHBUILD_CONFIG"
-BUILDERS = ("classic", "buildkit")
+#: The ``builder`` values a repository may name: the build backends' registry.
+BUILDERS = tuple(BACKENDS)
 DATABASE_URL_ENV = "PUSHBUILD_DATABASE_URL"
 #: An operate token from the environment alone, named ``admin`` (``./dev serve`` makes one).
 ADMIN_TOKEN_ENV = "PUSHBUILD_ADMIN_TOKEN"
@@ -271,17 +272,14 @@ class Config:
     def repos_named(self, spec: str) -> list[RepoConfig]:
         """Return the repositories ``spec`` names: ``NAME`` on any forge, or ``FORGE:NAME`` on one."""
         forge, colon, name = spec.partition(":")
-        forge = ALIASES.get(forge, forge)
-        if colon and forge in FORGES:
-            return [r for r in self.repos if (r.forge, r.name) == (forge, name)]
+        if colon and forge in forges.NAMES:
+            return [r for r in self.repos if (r.forge, r.name) == (forges.forge(forge).name, name)]
         return [r for r in self.repos if r.name == spec]
 
     def warnings(self) -> list[str]:
         """Return what is allowed but unsafe in this configuration, to say at start-up."""
-        found = [f"repos: gitlab:{repo.name} is verified by its secret token alone, a header anyone who sees one "
-                 "delivery can reuse to sign pushes of their own (choosing the commit, the ref and `before`); "
-                 "give it a signing token too (signing_token_env)"
-                 for repo in self.repos if repo.forge == "gitlab" and repo.signing_token is None]
+        found = [f"repos: {repo.forge}:{repo.name} {warning}" for repo in self.repos
+                 if repo.signing_token is None and (warning := forges.forge(repo.forge).unsigned_warning)]
         if self.engine.build_network == "host":
             found.append('engine.build_network = "host": RUN steps of every pushed branch reach every service on the '
                          "build host's loopback and network (pushbuild's API, the registry, databases, cloud metadata); "
@@ -557,13 +555,18 @@ def _rule(table: object, where: str, problems: list[str], env: Mapping[str, str]
 _HTTP_URL = re.compile(r"https?://[^\s/]+(/\S*)?")
 
 
-def _status(table: object, where: str, forge: str | None, problems: list[str], env: Mapping[str, str]) -> StatusConfig | None:
-    """Read ``[repos.status]``."""
+def _status(table: object, where: str, forge: Forge | None, problems: list[str], env: Mapping[str, str]) -> StatusConfig | None:
+    """Read ``[repos.status]``; with no known ``forge`` (a problem reported at its own key) it is read but not checked."""
     r = _Reader(table, where, problems, env)
     token = r.secret("token", required=True)
-    apis = STATUS_APIS.get(forge or "", ("github",))
+    if forge is None:
+        for key in ("api", "api_url", "context"):
+            r.get(key, str)
+        r.finish()
+        return None
+    apis = forge.status_api_names
     api = r.choice("api", apis, apis[0])
-    api_url = r.get("api_url", str, DEFAULT_API_URLS.get(api))
+    api_url = r.get("api_url", str, forges.status_api(api).default_url)
     if api_url is None:
         problems.append(f"{r.key('api_url')}: is required for {api} (such as https://gitea.example.com/api/v1)")
     elif not _HTTP_URL.fullmatch(api_url):
@@ -615,27 +618,38 @@ def _cache_from(r: _Reader) -> tuple[str, ...]:
     return entries
 
 
+def _forge(r: _Reader, name: str | None) -> Forge | None:
+    """Return the forge a repository names (its own name or an alias); an unknown one is a problem at its key."""
+    if name is None:
+        return None  # reported as required
+    try:
+        return forges.forge(name)
+    except UnknownForge:
+        r.problems.append(f"{r.key('forge')}: must be one of {', '.join(forges.NAMES)}")
+        return None
+
+
 def _repo(table: object, where: str, problems: list[str], env: Mapping[str, str], allow_file: bool) -> RepoConfig | None:
     """Read one ``[[repos]]`` entry."""
     r = _Reader(table, where, problems, env)
     before = len(problems)
     name = r.get("name", str)
     forge = r.get("forge", str)
-    forge = ALIASES.get(forge, forge)
     clone_url = r.get("clone_url", str)
     image = r.get("image", str)
     for key in ("name", "forge", "clone_url", "image"):
         if key not in r.table:
             problems.append(f"{r.key(key)}: is required")
-    if forge is not None and forge not in FORGES:
-        problems.append(f"{r.key('forge')}: must be one of {', '.join(FORGES + tuple(ALIASES))}")
+    spec = _forge(r, forge)
+    forge = spec.name if spec else forge
     if clone_url is not None and (why := clone_url_problem(clone_url, allow_file=allow_file)):
         problems.append(f"{r.key('clone_url')}: {why}")
     if image is not None and (not _IMAGE.fullmatch(image) or len(image) > 255):
         problems.append(f"{r.key('image')}: must be an image name without tag or digest, such as registry.example.com/acme/app")
-    # GitLab may verify with a secret token, a signing token, or both; other forges need their secret.
-    secret = r.secret("secret", required=forge != "gitlab" or "signing_token_env" not in r.table)
-    signing_token = r.secret("signing_token") if forge == "gitlab" else None
+    # A forge with signing tokens (GitLab) verifies with a secret token, a signing token, or both; others need their secret.
+    signs = spec is not None and spec.signing_token
+    secret = r.secret("secret", required=not signs or "signing_token_env" not in r.table)
+    signing_token = r.secret("signing_token") if signs else None
     if "rules" in r.table:
         for key in ("branches", "tags", "latest"):
             if key in r.table:
@@ -651,8 +665,9 @@ def _repo(table: object, where: str, problems: list[str], env: Mapping[str, str]
         problems.append(f"{r.key('platform')}: must look like linux/amd64 or linux/arm64/v8")
     builder = r.choice("builder", BUILDERS, "classic")
     build_secrets = r.secret_table("secrets_env", _SECRET_ID)
-    if build_secrets and builder != "buildkit":
-        problems.append(f"{r.key('secrets_env')}: build secrets need builder = \"buildkit\"")
+    if build_secrets and not BACKENDS[builder].takes_secrets:
+        takers = " or ".join(f'"{name}"' for name, backend in BACKENDS.items() if backend.takes_secrets)
+        problems.append(f"{r.key('secrets_env')}: build secrets need builder = {takers}")
     git_token = r.secret("git_token")
     ssh_key_file = r.get("ssh_key_file", str)
     known_hosts = r.strings("known_hosts")
@@ -686,7 +701,7 @@ def _repo(table: object, where: str, problems: list[str], env: Mapping[str, str]
         builder=builder,
         build_secrets=build_secrets,
         skip_markers=r.get("skip_markers", bool, True),
-        status=_status(r.get("status", dict), r.key("status"), forge, problems, env) if "status" in r.table else None,
+        status=_status(r.get("status", dict), r.key("status"), spec, problems, env) if "status" in r.table else None,
         hooks=tuple(h for i, t in enumerate(r.get("hooks", list, [])) if (h := _hook(t, f"{r.key('hooks')}[{i}]", problems, env))),
         git_token=git_token,
         git_username=r.get("git_username", str),

@@ -3,6 +3,8 @@
 # --- receiving -------------------------------------------------------------
 #: GitHub and GitLab send payloads up to 25 MB (see shared FORGES.md).
 MAX_BODY_BYTES = 25 * 1024 * 1024
+#: Bodies of everything but the forges' deliveries (the API's JSON): anything larger is 413.
+MAX_API_BODY_BYTES = 64 * 1024
 #: Standard Webhooks: reject signatures whose timestamp is further off than this.
 SIGNATURE_TOLERANCE_S = 5 * 60
 #: A webhook-timestamp with more digits than this is no Unix time of this era (and int() refuses
@@ -48,7 +50,7 @@ HOUSEKEEPING_EVERY_S = 3600.0
 HOUSEKEEPING_FIRST_S = 60.0
 #: Builds deleted per transaction, and log chunks deleted per transaction before that.
 PRUNE_BATCH_BUILDS = 200
-PRUNE_LOG_ROWS = 2000
+PRUNE_LOG_ROWS = 200
 #: A build finished less recently than this is never pruned: its statuses and hooks are still
 #: being recorded, and a cancelled one's worker may still be stopping.
 PRUNE_MIN_AGE_S = 3600.0

@@ -1,8 +1,9 @@
-"""The Docker engine: building a streamed context, tagging, pushing. Adapter over docker-py.
+"""The Docker engine and its images: ping, inspect, pull, tag, push, list, remove, prune. Adapter over docker-py.
 
-docker-py reports build and push failures *inside* the JSON stream without raising; they
-are detected here and raised as :class:`EngineError` / :class:`RegistryError`, and every
-docker-py or transport exception is translated the same way.
+Building is a backend's (:mod:`webhook.backends`); they build on this connection. docker-py
+reports pull and push failures *inside* the JSON stream without raising; they are detected
+here (:func:`stream_error`) and raised as :class:`RegistryError`, and every docker-py or
+transport exception is translated to :class:`EngineError` / :class:`RegistryError`.
 """
 
 from __future__ import annotations
@@ -13,27 +14,19 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 import requests
 import urllib3
 from docker.errors import DockerException
 
-from .config import EngineConfig
 from .errors import EngineError, RegistryError
-from .rules import BuildPlan
+from .logs import Log
+from .refs import split_image
 
-Log = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class BuildLimits:
-    """What one build may take: time always; memory and CPU on the classic builder's step containers."""
-
-    timeout_s: float
-    memory_bytes: int | None = None
-    cpu_shares: int | None = None
+if TYPE_CHECKING:  # the configuration reads the backends' registry, and they build on this module
+    from .config import EngineConfig
 
 
 @dataclass(frozen=True)
@@ -53,10 +46,10 @@ class LocalImage:
                    labels=dict(entry.get("Labels") or {}))
 
 
-def _split_image(reference: str) -> tuple[str, str]:
-    """Split ``repo:tag`` into its repository and tag (a registry port is not a tag)."""
-    repository, _, tag = reference.rpartition(":")
-    if not repository or "/" in tag:
+def _repository_and_tag(reference: str) -> tuple[str, str]:
+    """Split ``repo:tag`` for docker-py, which takes them apart; a reference without a tag is refused."""
+    repository, tag = split_image(reference)
+    if not repository or tag is None:
         raise ValueError(f"{reference!r} has no tag")
     return repository, tag
 
@@ -67,41 +60,10 @@ def _engine_error(what: str, exc: Exception) -> EngineError:
     return EngineError(f"{what}: {exc}", unreachable=unreachable)
 
 
-def took_too_long(timeout_s: float) -> EngineError:
-    """The error of a build stopped at its deadline, whichever builder ran it."""
-    return EngineError(f"the build took longer than {timeout_s:g}s and was stopped")
-
-
-def within_deadline(chunks: Iterable[bytes], *, deadline: float, timeout_s: float) -> Iterator[bytes]:
-    """Pass a build context's ``chunks`` on until ``deadline`` (``time.monotonic``), then stop the build.
-
-    docker-py sends the whole context before it reads a line of the engine's answer, so a
-    context still streaming at the deadline is stopped here; the engine, its request cut
-    short, builds nothing.
-    """
-    for chunk in chunks:
-        if time.monotonic() > deadline:
-            raise took_too_long(timeout_s)
-        yield chunk
-
-
-def _timed_out(exc: BaseException) -> bool:
-    """Say whether a transport error was a socket timeout, however deeply requests and urllib3 wrapped it."""
-    pending, seen = [exc], set()
-    while pending:
-        current = pending.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, (TimeoutError, urllib3.exceptions.TimeoutError)):
-            return True
-        pending += [arg for arg in current.args if isinstance(arg, BaseException)]
-        pending += [linked for linked in (current.__cause__, current.__context__) if linked is not None]
-    return False
-
-
-def _message(line: Mapping[str, Any]) -> str:
-    """Return the error text of a stream line."""
+def stream_error(line: Mapping[str, Any]) -> str | None:
+    """Return the error text of a line of docker-py's JSON stream, or ``None`` if it reports none."""
+    if "error" not in line and "errorDetail" not in line:
+        return None
     detail = line.get("errorDetail") or {}
     return str(detail.get("message") or line.get("error") or "unknown error").strip()
 
@@ -109,9 +71,9 @@ def _message(line: Mapping[str, Any]) -> str:
 class Engine:
     """One Docker engine, reached through docker-py's low-level client."""
 
-    def __init__(self, client: docker.APIClient, *, config: EngineConfig | None = None) -> None:
+    def __init__(self, client: docker.APIClient, *, config: EngineConfig) -> None:
         self.client = client
-        self.config = config or EngineConfig()
+        self.config = config
 
     @classmethod
     def connect(cls, config: EngineConfig) -> Engine:
@@ -149,8 +111,8 @@ class Engine:
         except (DockerException, requests.RequestException) as exc:
             raise EngineError(f"the Docker engine does not answer: {exc}", unreachable=True) from exc
 
-    def _went_away(self, *, settle_s: float = 1.0) -> bool:
-        """Say whether the engine stopped answering just after a failure."""
+    def went_away(self, *, settle_s: float = 1.0) -> bool:
+        """Say whether the engine stopped answering just after a failure (a build's, say)."""
         time.sleep(settle_s)
         try:
             self.ping()
@@ -179,74 +141,14 @@ class Engine:
         except (DockerException, requests.RequestException) as exc:
             raise _engine_error(f"cannot inspect {reference}", exc) from exc
 
-    def build(self, context: Iterable[bytes], *, tag: str, plan: BuildPlan, labels: Mapping[str, str],
-              log: Log, limits: BuildLimits) -> str:
-        """Build from a streamed tar ``context`` as ``plan`` says, tag the image ``tag``, and return its id.
-
-        The build is abandoned at ``limits.timeout_s``: a context still streaming by the check
-        before each chunk (a write the engine does not take, by the socket timeout), a silent
-        step by the read timeout, a talkative one by the check after each line; the engine
-        cancels a build whose client is gone.
-        """
-        image_id = None
-        deadline = time.monotonic() + limits.timeout_s
-        socket_timeout_s = min(self.config.timeout_s, limits.timeout_s)
-        container_limits = {}
-        if limits.memory_bytes:
-            container_limits.update(memory=limits.memory_bytes, memswap=limits.memory_bytes)
-        if limits.cpu_shares:
-            container_limits["cpushares"] = limits.cpu_shares
-        try:
-            stream = self.client.build(
-                fileobj=within_deadline(context, deadline=deadline, timeout_s=limits.timeout_s),
-                custom_context=True, tag=tag, dockerfile=plan.dockerfile,
-                target=plan.target, buildargs=dict(plan.build_args) or None, platform=plan.platform,
-                cache_from=list(plan.cache_from) or None, labels=dict(labels), rm=True, forcerm=True,
-                network_mode=self.build_network, decode=True, use_config_proxy=False,
-                container_limits=container_limits or None, timeout=socket_timeout_s,
-            )
-            for line in stream:
-                if time.monotonic() > deadline:
-                    stream.close()
-                    raise took_too_long(limits.timeout_s)
-                if "error" in line or "errorDetail" in line:
-                    # An engine shutting down fails its builds with odd errors before it goes:
-                    # if it is gone a moment later, that was the cause, not the Dockerfile.
-                    raise EngineError(_message(line), unreachable=self._went_away())
-                if text := line.get("stream"):
-                    log(text)  # as the engine sent it: a busy engine splits output lines across messages
-                elif status := line.get("status"):
-                    log(status if status.endswith("\n") else status + "\n")
-                aux = line.get("aux")
-                if isinstance(aux, Mapping) and aux.get("ID"):
-                    image_id = aux["ID"]
-        except (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError) as exc:
-            if time.monotonic() >= deadline - 1:
-                raise took_too_long(limits.timeout_s) from exc
-            raise EngineError(f"the engine said nothing for {self.config.timeout_s:g}s; the build was stopped") from exc
-        except (requests.ConnectionError, urllib3.exceptions.ProtocolError) as exc:
-            if _timed_out(exc) and not isinstance(exc, requests.ConnectTimeout):  # a write the engine did not take
-                if time.monotonic() >= deadline - 1:
-                    raise took_too_long(limits.timeout_s) from exc
-                raise EngineError(f"the engine took none of the context for {socket_timeout_s:g}s; "
-                                  "the build was stopped") from exc
-            raise EngineError(f"the engine went away during the build: {exc}", unreachable=True) from exc
-        except (DockerException, requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-            raise EngineError(f"the build failed on the engine: {exc}") from exc
-        if image_id is None:
-            image_id = self.image_id(tag)
-        if image_id is None:
-            raise EngineError("the engine finished the build without reporting an image")
-        return image_id
-
     def pull(self, reference: str, *, auth: Mapping[str, str] | None, log: Log) -> bool:
         """Pull ``reference`` (``repo:tag``) from its registry; say whether it is now local. Never raises."""
-        repository, tag = _split_image(reference)
+        repository, tag = _repository_and_tag(reference)
         try:
             for line in self.client.pull(repository, tag=tag, auth_config=dict(auth) if auth else None,
                                          stream=True, decode=True):
-                if "error" in line or "errorDetail" in line:
-                    log(f"cannot pull {reference}: {_message(line)}\n")
+                if (message := stream_error(line)) is not None:
+                    log(f"cannot pull {reference}: {message}\n")
                     return False
         except (DockerException, requests.RequestException) as exc:
             log(f"cannot pull {reference}: {exc}\n")
@@ -264,7 +166,7 @@ class Engine:
 
     def tag(self, image_id: str, reference: str) -> None:
         """Give the image ``image_id`` the name ``reference`` (``repo:tag``)."""
-        repository, tag = _split_image(reference)
+        repository, tag = _repository_and_tag(reference)
         try:
             self.client.tag(image_id, repository, tag, force=True)
         except (DockerException, requests.RequestException) as exc:
@@ -321,14 +223,13 @@ class Engine:
 
     def push(self, reference: str, *, auth: Mapping[str, str] | None, log: Log) -> str:
         """Push ``reference`` to its registry and return the manifest digest the registry reported."""
-        repository, tag = _split_image(reference)
+        repository, tag = _repository_and_tag(reference)
         digest = None
         try:
             stream = self.client.push(repository, tag=tag, auth_config=dict(auth) if auth else None,
                                       stream=True, decode=True)
             for line in _progress_filtered(stream):
-                if "error" in line or "errorDetail" in line:
-                    message = _message(line)
+                if (message := stream_error(line)) is not None:
                     raise RegistryError(f"pushing {reference} failed: {message}", temporary=is_temporary(message))
                 aux = line.get("aux")
                 if isinstance(aux, Mapping) and aux.get("Digest"):

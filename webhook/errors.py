@@ -4,6 +4,7 @@
 
     PushbuildError
     ├── ConfigError              the configuration is invalid; nothing starts
+    ├── UnknownForge             a name no registered forge or status API answers to
     ├── RequestError             a request is refused; carries its HTTP status
     │   ├── BadRequest              400 malformed body, invalid ref or SHA
     │   ├── SignatureError          401 missing or wrong signature
@@ -44,6 +45,10 @@ class ConfigError(PushbuildError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
         self.problems = problems
+
+
+class UnknownForge(PushbuildError, LookupError):
+    """A name that no registered forge (or commit status API) answers to; the message lists those that do."""
 
 
 class RequestError(PushbuildError):

@@ -8,11 +8,10 @@ from typing import Any
 
 from flask import Blueprint, Request, current_app, jsonify, request
 
-from . import defaults
+from . import defaults, forges
 from .api import public_base
-from .errors import BadRequest, NotFound, PayloadTooLarge, SignatureError, UnsupportedMediaType
-from .events import FORM_TYPE, JSON_TYPE, PARSERS, Ignored, decode_body, media_type
-from .forges import ALIASES, FORGES, SIGNATURE_HEADERS, Clock, signed_for
+from .errors import BadRequest, NotFound, PayloadTooLarge, SignatureError, UnknownForge, UnsupportedMediaType
+from .events import FORM_TYPE, JSON_TYPE, Ignored, decode_body, media_type
 from .intake import take
 from .services import Services
 
@@ -25,7 +24,7 @@ def _headers(req: Request) -> dict[str, str]:
     headers: dict[str, str] = {}
     for name, value in req.headers.items():
         name = name.lower()
-        if name in headers and name in SIGNATURE_HEADERS:
+        if name in headers and name in forges.SIGNATURE_HEADERS:
             raise SignatureError(f"{name} header is repeated")
         headers.setdefault(name, value)
     return headers
@@ -48,12 +47,13 @@ def _body(max_bytes: int) -> bytes:
     return data
 
 
-@bp.post("/<forge>")
-def receive(forge: str) -> Any:
+@bp.post("/<name>")
+def receive(name: str) -> Any:
     """Answer a delivery: 202 with the build, 200 for ignored or duplicate ones, 4xx when refused."""
-    forge = ALIASES.get(forge, forge)
-    if forge not in FORGES:
-        raise NotFound(f"no such forge endpoint: {forge}")
+    try:
+        forge = forges.forge(name)  # Forgejo and Gogs are Gitea
+    except UnknownForge:
+        raise NotFound(f"no such forge endpoint: {name}") from None
     services: Services = current_app.extensions["pushbuild"]
     config = services.config
     if media_type(request.content_type) not in (JSON_TYPE, FORM_TYPE):
@@ -61,15 +61,15 @@ def receive(forge: str) -> Any:
     headers = _headers(request)
     # Verify the raw bytes first (FORGES.md: request.data is empty for form bodies).
     body = _body(config.server.max_body_bytes)
-    repos = [r.secrets() for r in config.repos if r.forge == forge]
-    signed = signed_for(forge, headers, body, repos,
-                        Clock(now=time.time(), tolerance_s=defaults.SIGNATURE_TOLERANCE_S))
-    result = PARSERS[forge](headers, decode_body(body, request.content_type))
+    repos = [r.secrets() for r in config.repos if r.forge == forge.name]
+    signed = forges.signed_for(forge, headers, body, repos,
+                               forges.Clock(now=time.time(), tolerance_s=defaults.SIGNATURE_TOLERANCE_S))
+    result = forge.parse(headers, decode_body(body, request.content_type))
     if isinstance(result, Ignored):
         return jsonify(ignored=result.reason), 200
-    repo = config.repo(forge, result[0].repo)
+    repo = config.repo(forge.name, result[0].repo)
     if repo is None:
-        raise NotFound(f"repository {result[0].repo!r} is not configured for {forge}")
+        raise NotFound(f"repository {result[0].repo!r} is not configured for {forge.name}")
     if repo.name not in signed:
         raise SignatureError(f"the signature is not valid for repository {repo.name!r}")
     taken = take(services.store, current_app.extensions["pushbuild.dispatcher"], repo, result, from_forge=True)

@@ -3,8 +3,10 @@
 Every image pushbuild built is in the registry already, so removing it from the engine loses
 only cache. What is never removed (see the README, "Retention and disk"):
 
-- images pushbuild did not build (they lack its ``dev.pushbuild.plan`` label), such as base
-  images, unless they are dangling (no name at all: nothing can ask for them by name);
+- images pushbuild did not build, such as base images, unless they are dangling (no name at all:
+  nothing can ask for them by name). pushbuild's labels alone do not make an image pushbuild's:
+  labels are inherited through ``FROM``, and a Dockerfile may set any. An image is pushbuild's
+  only when every name it has is in a configured repository's ``image``;
 - the image of the newest succeeded build of each branch;
 - every image a repository's ``cache_from`` names, rendered for each ref that has builds;
 - images of commits queued or running now, and any image younger than ``build_timeout_s``
@@ -30,7 +32,6 @@ from .refs import is_branch
 from .store import BuildState, BuildStore
 
 log = logging.getLogger(__name__)
-SOURCE_LABEL = "org.opencontainers.image.source"
 DAY_S = 86400.0
 
 
@@ -51,20 +52,31 @@ class ImagePolicy:
                    grace_s=config.server.build_timeout_s)
 
 
-def images_to_remove(images: Iterable[LocalImage], *, keep_references: set[str], keep_revisions: set[str],
-                     policy: ImagePolicy, now: float) -> list[LocalImage]:
-    """Return which of pushbuild's images (``images``, all carrying its labels) to remove, oldest first.
+def image_repository(reference: str) -> str:
+    """Return the repository of an image name: ``registry:5000/acme/app:main`` → ``registry:5000/acme/app``."""
+    name, colon, tag = reference.rpartition(":")
+    return name if colon and "/" not in tag else reference
 
-    An image is protected by any name in ``keep_references``, by a revision in ``keep_revisions``,
-    or by being younger than the grace period. Of the others, each repository (the source label)
-    keeps its newest ``keep_images`` that are not older than the retention.
+
+def images_to_remove(images: Iterable[LocalImage], *, own: set[str], keep_references: set[str],
+                     keep_revisions: set[str], policy: ImagePolicy, now: float) -> list[LocalImage]:
+    """Return which of pushbuild's images to remove, oldest first.
+
+    An image is pushbuild's when it has names and all of them are in ``own`` (the configured
+    repositories' ``image``); any other is left alone, whatever its labels say. It is protected by
+    any name in ``keep_references``, by a revision in ``keep_revisions``, or by being younger than
+    the grace period. Of the others, each repository keeps its newest ``keep_images`` that are not
+    older than the retention.
     """
     unprotected: dict[str, list[LocalImage]] = defaultdict(list)
     for image in images:
+        repositories = {image_repository(tag) for tag in image.tags}
+        if not repositories or not repositories <= own:
+            continue
         if (keep_references.intersection(image.tags) or image.labels.get(REVISION_LABEL) in keep_revisions
                 or image.created > now - policy.grace_s):
             continue
-        unprotected[image.labels.get(SOURCE_LABEL, "")].append(image)
+        unprotected[min(repositories)].append(image)
     chosen = []
     for group in unprotected.values():
         group.sort(key=lambda image: (image.created, image.id), reverse=True)
@@ -120,7 +132,8 @@ class Housekeeper:
         """Remove what is not needed (or, with ``dry_run``, only say what that is)."""
         engine, now, report = self.engine(), self.clock(), HousekeepingReport()
         policy = ImagePolicy.of(self.config)
-        doomed = images_to_remove(engine.images(label=PLAN_LABEL), keep_references=self.keep_references(),
+        doomed = images_to_remove(engine.images(label=PLAN_LABEL), own={repo.image for repo in self.config.repos},
+                                  keep_references=self.keep_references(),
                                   keep_revisions=self.store.unfinished_shas(), policy=policy, now=now)
         for image in doomed:
             names = image.tags or (image.id,)

@@ -1,9 +1,13 @@
-"""Process-wide logging: one line per event, with its ids, on standard error."""
+"""Process-wide logging: one line per event, with its ids, on standard error; and :data:`Log`, a build's."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
+#: Where a build's output goes, a piece of text at a time (the pipeline's log, redacted and stored).
+#: It may raise (:class:`~webhook.errors.Cancelled`) to stop the build that is writing.
+Log = Callable[[str], None]
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 

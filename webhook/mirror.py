@@ -14,7 +14,7 @@ import re
 import shlex
 import shutil
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
@@ -22,13 +22,13 @@ from urllib.parse import urlsplit
 import git
 from git.exc import BadName, GitCommandError
 
-from . import defaults
+from . import defaults, forges
 from .config import RepoConfig
 from .errors import ContextError, GitError
+from .logs import Log
 from .refs import validate_ref, validate_sha
 from .urls import NETWORK_SCHEMES, clone_url_problem
 
-Log = Callable[[str], None]
 #: How git reports a full disk.
 NO_SPACE = "No space left on device"
 #: Answers git's credential requests from git's own environment, for the clone URL's host only.
@@ -38,8 +38,6 @@ CREDENTIAL_HELPER = (
     '[ "$host" = "$PUSHBUILD_GIT_HOST" ] || exit 0; '
     'printf "username=%s\\npassword=%s\\n" "$PUSHBUILD_GIT_USERNAME" "$PUSHBUILD_GIT_TOKEN"; }; f'
 )
-#: The user name each forge expects beside an access token over HTTPS.
-DEFAULT_GIT_USERNAMES = {"github": "x-access-token", "gitlab": "oauth2", "bitbucket": "x-token-auth", "gitea": "oauth2"}
 _SYMLINK_MODE = 0o120000
 _locks: dict[Path, threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -107,7 +105,7 @@ class Mirrors:
         if repo.git_token is not None:
             options += ["credential.helper=", f"credential.helper={CREDENTIAL_HELPER}"]
             env.update(PUSHBUILD_GIT_HOST=urlsplit(repo.clone_url).netloc.rsplit("@", 1)[-1],
-                       PUSHBUILD_GIT_USERNAME=repo.git_username or DEFAULT_GIT_USERNAMES.get(repo.forge, "git"),
+                       PUSHBUILD_GIT_USERNAME=repo.git_username or forges.forge(repo.forge).git_username,
                        PUSHBUILD_GIT_TOKEN=repo.git_token.reveal())
         if repo.ssh_key_file is not None:
             known_hosts = Path(f"{self.path(repo)}.known_hosts")

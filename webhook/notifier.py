@@ -30,6 +30,7 @@ from .outbound import OutboundRequest
 from .redact import Redactor
 from .redeploy import ImagePushed, command_argv, keel_request, message_body, standard_request
 from .refs import is_branch, matches_any, short_name
+from .retrying import backoff_s
 from .statuses import FAILURE, PENDING, SUCCESS, status_request
 from .store import Build, BuildState, BuildStore
 
@@ -185,10 +186,9 @@ class Notifier:
         return this is not None and any(p.state is BuildState.SUCCEEDED and is_newer(p, this, pushes) for p in pushes)
 
     def _backoff(self, attempts: int) -> float:
-        """Exponential backoff with jitter: half to all of base × 2^(attempts-1), capped."""
+        """How long to wait after ``attempts`` failed attempts: :func:`~webhook.retrying.backoff_s` of the delivery settings."""
         server = self.config.server
-        ceiling = min(server.delivery_retry_max_s, server.delivery_retry_s * 2 ** (attempts - 1))
-        return ceiling * self.rng.uniform(0.5, 1.0)
+        return backoff_s(attempts, base_s=server.delivery_retry_s, max_s=server.delivery_retry_max_s, rng=self.rng)
 
     def _record(self, delivery: Delivery, state: DeliveryState, started: float, status_code: int | None,
                 error: str | None, retry_at: float | None = None) -> None:

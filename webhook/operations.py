@@ -8,21 +8,19 @@ work (building, sending) to the worker.
 from __future__ import annotations
 
 import logging
-import re
 
 from .config import RepoConfig
 from .deliveries import Delivery
 from .errors import BadRequest, Conflict, NotFound, PushbuildError, Unprocessable, Unreachable
 from .events import PushEvent
 from .intake import Intake, take, unwanted
-from .refs import TAG_PREFIX, ZERO_SHA, short_name, validate_ref
+from .refs import TAG_PREFIX, ZERO_SHA, is_full_sha, short_name, validate_ref
 from .rules import version_key
 from .services import Services
 from .store import RETRYABLE, Build, BuildState
 from .worker import Dispatcher
 
 log = logging.getLogger(__name__)
-_FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 def _build(services: Services, build_id: int) -> Build:
@@ -99,7 +97,7 @@ def start_build(services: Services, dispatcher: Dispatcher, repo_spec: str, *, r
     if sum(x is not None for x in (ref, sha, tag)) != 1:
         raise BadRequest('give exactly one of "ref", "sha" and "tag"')
     if sha is not None:
-        if not _FULL_SHA.fullmatch(sha):
+        if not is_full_sha(sha):
             raise BadRequest("sha must be a full commit id (40 or 64 lowercase hex digits)")
         _refuse_unknown_commit(services, repo, sha)
         full_ref = ""

@@ -13,11 +13,11 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from .outbound import OutboundRequest
 from .signatures import sign_ed25519, sign_standard_webhook
+from .timestamps import rfc3339
 
 EVENT_TYPE = "image.pushed"
 HOOK_KINDS = ("standard", "keel", "command")
@@ -47,7 +47,7 @@ class ImagePushed:
 def message_body(event: ImagePushed, *, at: float) -> bytes:
     """Return the JSON body of a standard hook message (fixed once, so retries send the same bytes)."""
     data = asdict(event) | {"tags": list(event.tags)}
-    stamp = datetime.fromtimestamp(at, timezone.utc).isoformat().replace("+00:00", "Z")
+    stamp = rfc3339(at)
     return json.dumps({"type": EVENT_TYPE, "timestamp": stamp, "data": data}, separators=(",", ":")).encode()
 
 

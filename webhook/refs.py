@@ -1,4 +1,4 @@
-"""Git refs, commit ids and the image tags derived from them. Performs no I/O."""
+"""Git refs, commit ids, image references and the image tags derived from them. Performs no I/O."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ ZERO_SHA = "0" * 40
 BRANCH_PREFIX = "refs/heads/"
 TAG_PREFIX = "refs/tags/"
 
-_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+#: A full commit id: lowercase hex, 40 digits (SHA-1) or 64 (SHA-256).
+FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _DOCKER_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 #: Characters git-check-ref-format(1) forbids anywhere in a ref.
@@ -22,9 +23,14 @@ _REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 
 def validate_sha(value: object) -> str:
     """Return ``value`` if it is a full lowercase commit id (SHA-1 or SHA-256), else raise."""
-    if not isinstance(value, str) or not _SHA.fullmatch(value):
+    if not isinstance(value, str) or not is_full_sha(value):
         raise BadRequest("commit id must be 40 (or 64) lowercase hex digits")
     return value
+
+
+def is_full_sha(text: str) -> bool:
+    """Say whether ``text`` is a full lowercase commit id (SHA-1 or SHA-256), not an abbreviation or a ref."""
+    return FULL_SHA.fullmatch(text) is not None
 
 
 def validate_ref(value: object) -> str:
@@ -116,3 +122,20 @@ def name_tag(name: str) -> str:
 def is_docker_tag(text: str) -> bool:
     """Say whether ``text`` is a valid Docker tag as it is."""
     return _DOCKER_TAG.fullmatch(text) is not None
+
+
+def split_image(reference: str) -> tuple[str, str | None]:
+    """Split an image reference into its repository and tag: ``("registry:5000/team/app", "v1")``.
+
+    The tag is ``None`` when the reference names none: a registry's port is not a tag.
+    """
+    repository, colon, tag = reference.rpartition(":")
+    if not colon or "/" in tag:
+        return reference, None
+    return repository, tag
+
+
+def registry_host(image: str) -> str:
+    """Return the registry part of an image name (``docker.io`` when it names none)."""
+    first, _, rest = image.partition("/")
+    return first if rest and ("." in first or ":" in first or first == "localhost") else "docker.io"

@@ -127,7 +127,7 @@ class Retention:
                     delivery_attempts.c.delivery_id.in_(chosen))).scalar_one()
             if (cutoff := self._memory_cutoff()) is not None:
                 report.memories_expired = conn.execute(sa.select(sa.func.count()).where(
-                    seen_pushes.c.created_at < cutoff)).scalar_one()
+                    seen_pushes.c.pruned_at < cutoff)).scalar_one()
         return report
 
     def _repositories(self, conn: sa.Connection | None = None) -> list[tuple[str, str]]:
@@ -202,7 +202,8 @@ class Retention:
                 break
         with self.engine.begin() as conn:
             rows = conn.execute(
-                sa.select(builds.c.id, builds.c.delivery_key, builds.c.push_key, builds.c.state, builds.c.created_at)
+                sa.select(builds.c.id, builds.c.delivery_key, builds.c.push_key, builds.c.state, builds.c.created_at,
+                          builds.c.forge, builds.c.repo, builds.c.ref, builds.c.sha, builds.c.before)
                 .where(builds.c.id.in_(ids), builds.c.pruning_at.is_not(None)).with_for_update()).all()
             pending = set(conn.execute(sa.select(deliveries.c.build_id).where(
                 deliveries.c.build_id.in_([r.id for r in rows]),
@@ -218,19 +219,20 @@ class Retention:
                 delivery_attempts.delete().where(delivery_attempts.c.delivery_id.in_(owed))).rowcount
             report.deliveries += conn.execute(deliveries.delete().where(deliveries.c.build_id.in_(gone))).rowcount
             report.log_chunks += conn.execute(build_logs.delete().where(build_logs.c.build_id.in_(gone))).rowcount
-            remembered = [r for r in rows if r.delivery_key or r.push_key]
-            if remembered:
-                conn.execute(seen_pushes.delete().where(sa.or_(
-                    seen_pushes.c.delivery_key.in_([r.delivery_key for r in remembered if r.delivery_key]),
-                    seen_pushes.c.push_key.in_([r.push_key for r in remembered if r.push_key]))))
-                now = self.clock()
-                conn.execute(seen_pushes.insert(), [
-                    {"delivery_key": r.delivery_key, "push_key": r.push_key, "build_id": r.id, "state": r.state,
-                     "created_at": r.created_at, "pruned_at": now} for r in remembered])
+            # Every pruned push is remembered: its keys answer a replay "duplicate", and its commit and
+            # `before` keep linking older pushes of its ref to newer ones (store.of_ref).
+            conn.execute(seen_pushes.delete().where(sa.or_(
+                seen_pushes.c.delivery_key.in_([r.delivery_key for r in rows if r.delivery_key]),
+                seen_pushes.c.push_key.in_([r.push_key for r in rows if r.push_key]))))
+            now = self.clock()
+            conn.execute(seen_pushes.insert(), [
+                {"delivery_key": r.delivery_key, "push_key": r.push_key, "build_id": r.id, "state": r.state,
+                 "created_at": r.created_at, "pruned_at": now, "forge": r.forge, "repo": r.repo, "ref": r.ref,
+                 "sha": r.sha, "before": r.before} for r in rows])
             report.builds += conn.execute(builds.delete().where(builds.c.id.in_(gone))).rowcount
 
     def _memory_cutoff(self) -> float | None:
-        """Replay memories of pushes accepted before this are forgotten (``None``: kept for ever)."""
+        """Memories of pushes pruned before this are forgotten (``None``: kept for ever)."""
         return None if self.policy.replay_memory_s is None else self.clock() - self.policy.replay_memory_s
 
     def _expire_memories(self) -> int:
@@ -238,5 +240,5 @@ class Retention:
         if (cutoff := self._memory_cutoff()) is None:
             return 0
         with self.engine.begin() as conn:
-            chunk = sa.select(seen_pushes.c.id).where(seen_pushes.c.created_at < cutoff).limit(self.policy.log_rows)
+            chunk = sa.select(seen_pushes.c.id).where(seen_pushes.c.pruned_at < cutoff).limit(self.policy.log_rows)
             return conn.execute(seen_pushes.delete().where(seen_pushes.c.id.in_(chunk))).rowcount

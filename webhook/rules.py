@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .refs import is_branch, matches_any, name_tag, short_name
+from .refs import FULL_SHA, is_branch, matches_any, name_tag, short_name, split_image
 
 #: Semantic versions fanned out to MAJOR.MINOR and MAJOR (https://semver.org, optional leading v).
 _SEMVER = re.compile(r"v?(?P<major>0|[1-9][0-9]*)\.(?P<minor>0|[1-9][0-9]*)\.(?P<patch>0|[1-9][0-9]*)"
@@ -192,7 +192,7 @@ class Reserved:
 
 def _commit_form(template: str) -> re.Pattern[str]:
     """The tags a template made only of commit fields and text can produce, as a pattern."""
-    forms = {"sha": "(?:[0-9a-f]{40}|[0-9a-f]{64})", "short_sha": f"[0-9a-f]{{{SHORT_SHA_LENGTH}}}"}
+    forms = {"sha": f"(?:{FULL_SHA.pattern})", "short_sha": f"[0-9a-f]{{{SHORT_SHA_LENGTH}}}"}
     parts = _FIELD.split(template)  # text, field, text, field, …
     return re.compile("".join(forms[part] if i % 2 else re.escape(part) for i, part in enumerate(parts)))
 
@@ -204,8 +204,8 @@ def cache_image(entry: str, values: Mapping[str, str]) -> tuple[str, bool] | Non
     a rule's templates make them, so ``{branch}`` names the image the branch itself pushed; the
     builder uses such an image only while the ref owns that tag.
     """
-    image, colon, template = entry.rpartition(":")
-    if not colon or "/" in template or not _fields(template):
+    image, template = split_image(entry)
+    if template is None or not _fields(template):
         return entry, False
     rendered = render(template, values)
     if not rendered:

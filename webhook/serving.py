@@ -32,6 +32,7 @@ from typing import Any
 import gevent
 from gevent import monkey
 from gevent.local import local
+from gunicorn.workers.base_async import AsyncWorker
 from gunicorn.workers.ggevent import GeventWorker
 
 from . import defaults
@@ -122,8 +123,10 @@ class BufferedBodies:
     app) and covers the whole body, however it trickles in. A body not complete by then is
     answered ``408 {"error": …}`` with ``Connection: close``, and the connection is closed. Bodies
     are read to ``max_bytes`` and one byte more, so the app still refuses larger ones (413);
-    a body declared larger than that is not read at all. The deadline needs cooperative sockets
-    (:class:`Worker`); under other servers this only buffers.
+    a body declared larger than that is not read at all. Only the forges' deliveries
+    (``/hooks/``) may be that large; any other path takes ``defaults.MAX_API_BODY_BYTES`` and is
+    answered 413 here beyond it, so no stranger has megabytes buffered before the API's 401. The
+    deadline needs cooperative sockets (:class:`Worker`); under other servers this only buffers.
     """
 
     def __init__(self, app: Application, *, timeout_s: float, max_bytes: int) -> None:
@@ -132,20 +135,35 @@ class BufferedBodies:
         self.max_bytes = max_bytes
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if not _has_body(environ) or _declared_length(environ) > self.max_bytes:
+        delivery = environ.get("PATH_INFO", "").startswith("/hooks/")
+        limit = self.max_bytes if delivery else min(self.max_bytes, defaults.MAX_API_BODY_BYTES)
+        if not delivery and _declared_length(environ) > limit:
+            return _too_large(environ, start_response, limit)
+        if not _has_body(environ) or _declared_length(environ) > limit:
             return self.app(environ, start_response)
         deadline = gevent.Timeout(self.timeout_s, _Expired) if _cooperative() else nullcontext()
         try:
             with deadline:
-                body = read_body(environ["wsgi.input"], max_bytes=self.max_bytes)
+                body = read_body(environ["wsgi.input"], max_bytes=limit)
         except _Expired:
             close_after_response(environ)
             reply = timeout_reply(self.timeout_s, "body")
             start_response("408 Request Timeout", [("Content-Type", "application/json"),
                                                    ("Content-Length", str(len(reply))), ("Connection", "close")])
             return [reply]
+        if not delivery and len(body) > limit:
+            return _too_large(environ, start_response, limit)
         environ["wsgi.input"] = io.BytesIO(body)
         return self.app(environ, start_response)
+
+
+def _too_large(environ: dict[str, Any], start_response: Callable[..., Any], limit: int) -> list[bytes]:
+    """Answer 413 and close: the rest of the body is not read."""
+    close_after_response(environ)
+    reply = json.dumps({"error": f"the body is larger than {limit} bytes"}).encode()
+    start_response("413 Request Entity Too Large", [("Content-Type", "application/json"),
+                                                    ("Content-Length", str(len(reply))), ("Connection", "close")])
+    return [reply]
 
 
 def request_timeout_of(app: Any) -> float:
@@ -204,7 +222,12 @@ class Worker(GeventWorker):
     def handle(self, listener: Any, client: socket.socket, addr: Any) -> None:
         _connection.client = client
         _connection.awaited = False
-        super().handle(listener, client, addr)
+        # Every read and write must make progress within the deadline: a client that sends requests
+        # but never reads the answers (its window full) is dropped, instead of holding its slot.
+        # (GeventWorker.handle would make the socket blocking without a timeout again.)
+        client.setblocking(True)
+        client.settimeout(self.head_timeout_s)
+        AsyncWorker.handle(self, listener, client, addr)
 
     def timeout_ctx(self) -> Any:
         if _connection.awaited:
@@ -216,5 +239,7 @@ class Worker(GeventWorker):
         _connection.request = req
         try:
             return super().handle_request(listener_name, req, sock, addr)
+        except TimeoutError as exc:  # the client stopped reading: close quietly (gunicorn logs a traceback otherwise)
+            raise StopIteration(f"no progress writing to the client for {self.head_timeout_s:g} s") from exc
         finally:
             _connection.request = None

@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from . import defaults
 from .events import PushEvent
 from .refs import TAG_PREFIX, short_name
+from .timestamps import iso_time
 
 metadata = sa.MetaData()
 
@@ -89,8 +89,17 @@ seen_pushes = sa.Table(
     sa.Column("build_id", sa.Integer, nullable=False),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False, index=True),
-    sa.Column("pruned_at", sa.Float, nullable=False),
+    sa.Column("pruned_at", sa.Float, nullable=False, index=True),
+    #: What ordering needs of the push (which commit it made the ref point to, and from which):
+    #: a pruned push still links an older push of the branch to the newer ones (ordering.is_newer).
+    sa.Column("forge", sa.String(32)),
+    sa.Column("repo", sa.String(512)),
+    sa.Column("ref", sa.String(1024)),
+    sa.Column("sha", sa.String(64)),
+    sa.Column("before", sa.String(64)),
 )
+
+sa.Index("ix_seen_pushes_forge_repo_ref", seen_pushes.c.forge, seen_pushes.c.repo, seen_pushes.c.ref)
 
 
 class BuildState(str, enum.Enum):
@@ -111,11 +120,6 @@ FINISHED = (BuildState.SUCCEEDED, BuildState.FAILED, BuildState.SKIPPED, BuildSt
 #: succeeded for ever: the guards that keep branch tags and hooks from going back to an older push
 #: count on it (rebuild what a ref holds with a new build instead).
 RETRYABLE = (BuildState.FAILED, BuildState.SKIPPED, BuildState.CANCELLED)
-
-
-def iso_time(ts: float | None) -> str | None:
-    """Format a Unix time as RFC 3339 UTC, or pass ``None`` through."""
-    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,13 @@ class Build:
             started_at=m["started_at"], finished_at=m["finished_at"],
             changed_paths=None if m["changed_paths"] is None else tuple(json.loads(m["changed_paths"])),
         )
+
+    @classmethod
+    def remembered(cls, row: Any) -> Build:
+        """Build the value of a pruned push from its ``seen_pushes`` row: what ordering needs, nothing more."""
+        return cls(id=row.build_id, repo=row.repo, forge=row.forge, ref=row.ref, sha=row.sha, before=row.before,
+                   pusher=None, default_branch=None, state=BuildState(row.state), tags=(), digest=None, error=None,
+                   attempts=0, created_at=row.created_at, started_at=None, finished_at=None)
 
     def to_json(self) -> dict[str, Any]:
         """Return the record as the API shows it."""
@@ -374,13 +385,25 @@ class BuildStore:
 
     def of_ref(self, forge: str, repo: str, ref: str, *, state: BuildState | None = None,
                recent: int = defaults.ORDERING_WINDOW) -> list[Build]:
-        """Return the ``recent`` latest builds of one branch or tag (optionally in one state), oldest first."""
+        """Return the ``recent`` latest pushes of one branch or tag (optionally in one state), oldest first.
+
+        Pruned pushes are among them, as remembered (``seen_pushes``: commit, ``before``, final
+        state): which push is newer, and whether a newer one succeeded, must not change when
+        retention deletes the records between them.
+        """
         query = (builds.select().where(builds.c.forge == forge, builds.c.repo == repo, builds.c.ref == ref)
                  .order_by(builds.c.id.desc()).limit(recent))
+        pruned = (seen_pushes.select()
+                  .where(seen_pushes.c.forge == forge, seen_pushes.c.repo == repo, seen_pushes.c.ref == ref)
+                  .order_by(seen_pushes.c.build_id.desc()).limit(recent))
         if state is not None:
             query = query.where(builds.c.state == state.value)
+            pruned = pruned.where(seen_pushes.c.state == state.value)
         with self.engine.begin() as conn:
-            return [Build.from_row(row) for row in conn.execute(query)][::-1]
+            found = {row.id: Build.from_row(row) for row in conn.execute(query)}
+            for row in conn.execute(pruned):
+                found.setdefault(row.build_id, Build.remembered(row))
+        return [found[build_id] for build_id in sorted(found)[-recent:]]
 
     def releases(self, forge: str, repo: str, *, recent: int = defaults.ORDERING_WINDOW) -> list[Build]:
         """Return the ``recent`` latest succeeded builds of a repository's git tags, newest first."""

@@ -1,6 +1,6 @@
 """The BuildKit builder: the same in-memory context, streamed to the docker CLI's BuildKit build.
 
-docker-py cannot drive BuildKit (docker/docker-py#2230), so this adapter runs
+docker-py cannot drive BuildKit (docker/docker-py#2230), so this backend runs
 ``docker build -`` with ``DOCKER_BUILDKIT=1`` and the tar on stdin. That gives
 ``RUN --mount=type=cache``, build secrets and BuildKit's cache. Secret values and build
 argument values travel in the CLI's environment, never on its command line (the process
@@ -17,14 +17,19 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .engine import Engine, took_too_long, within_deadline
-from .errors import EngineError
-from .rules import BuildPlan
+from ..errors import EngineError
+from ..logs import Log
+from ..refs import registry_host
+from .base import BuildLimits, took_too_long, within_deadline
 
-Log = Callable[[str], None]
+if TYPE_CHECKING:
+    from ..engine import Engine
+    from ..rules import BuildPlan
+
 #: Lines kept to explain a failure; BuildKit prints the cause last.
 _TAIL_LINES = 20
 #: What the CLI inherits from our environment; nothing else (no tokens of ours) reaches it.
@@ -34,10 +39,57 @@ _INHERITED = ("PATH", "HOME", "LANG", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR")
 _FEEDER_GRACE_S = 5.0
 
 
-def registry_host(image: str) -> str:
-    """Return the registry part of an image name (``docker.io`` when it names none)."""
-    first, _, rest = image.partition("/")
-    return first if rest and ("." in first or ":" in first or first == "localhost") else "docker.io"
+class BuildKitBackend:
+    """Builds with BuildKit through the docker CLI; only the build's time is limited (BuildKit takes no step limits)."""
+
+    #: RUN --mount=type=secret reads them; they reach the CLI through its environment.
+    takes_secrets = True
+
+    def __init__(self, *, cli: str, host: str | None, network: str | None, auth: Mapping[str, str] | None,
+                 secrets: Mapping[str, str]) -> None:
+        self.cli = cli
+        self.host = host
+        self.network = network
+        self.auth = auth
+        self.secrets = secrets
+
+    @classmethod
+    def from_engine(cls, engine: Engine, *, auth: Mapping[str, str] | None,
+                    secrets: Mapping[str, str]) -> BuildKitBackend:
+        """Drive ``engine`` with its configured CLI (``[engine] docker_cli``), RUN steps on its build network."""
+        return cls(cli=engine.config.docker_cli, host=engine.host, network=engine.build_network, auth=auth,
+                   secrets=secrets)
+
+    def build(self, context: Iterable[bytes], *, plan: BuildPlan, labels: Mapping[str, str], limits: BuildLimits,
+              log: Log) -> str:
+        """Build ``context`` with BuildKit as ``plan`` says, tag it ``plan.tags[0]``, and return the image id."""
+        tag = plan.tags[0]
+        with tempfile.TemporaryDirectory(prefix="pushbuild-") as tmp:
+            workdir = Path(tmp)
+            _cli_config(workdir, self.auth, tag)
+            env = {name: os.environ[name] for name in _INHERITED if name in os.environ}
+            env.update(DOCKER_BUILDKIT="1", DOCKER_CONFIG=str(workdir), BUILDKIT_PROGRESS="plain")
+            if self.host:
+                env["DOCKER_HOST"] = self.host
+            args = [self.cli, "build", "--progress=plain", "--iidfile", str(workdir / "iid"),
+                    "--file", plan.dockerfile, "--tag", tag]
+            for name, value in labels.items():
+                args += ["--label", f"{name}={value}"]
+            for name, value in plan.build_args:
+                env[name] = value
+                args += ["--build-arg", name]  # the CLI reads the value from its environment
+            for number, (secret_id, value) in enumerate(sorted(self.secrets.items())):
+                env[f"PUSHBUILD_SECRET_{number}"] = value
+                args += ["--secret", f"id={secret_id},env=PUSHBUILD_SECRET_{number}"]
+            for option, value in (("--target", plan.target), ("--platform", plan.platform), ("--network", self.network)):
+                if value:
+                    args += [option, value]
+            for image in plan.cache_from:
+                args += ["--cache-from", image]
+            # Pushed images carry their cache metadata, so any of them can serve as a cache_from later.
+            args += ["--build-arg", "BUILDKIT_INLINE_CACHE=1"]
+            _run(args + ["-"], env=env, context=context, log=log, timeout_s=limits.timeout_s)
+            return (workdir / "iid").read_text().strip()
 
 
 def _cli_config(directory: Path, auth: Mapping[str, str] | None, image: str) -> None:
@@ -49,39 +101,6 @@ def _cli_config(directory: Path, auth: Mapping[str, str] | None, image: str) -> 
     path = directory / "config.json"
     path.touch(mode=0o600)
     path.write_text(json.dumps({"auths": auths}))
-
-
-def build_with_buildkit(engine: Engine, context: Iterable[bytes], *, tag: str, plan: BuildPlan,
-                        labels: Mapping[str, str], secrets: Mapping[str, str],
-                        auth: Mapping[str, str] | None, log: Log, timeout_s: float) -> str:
-    """Build ``context`` with BuildKit as ``plan`` says, tag it ``tag``, and return the image id."""
-    with tempfile.TemporaryDirectory(prefix="pushbuild-") as tmp:
-        workdir = Path(tmp)
-        _cli_config(workdir, auth, tag)
-        env = {name: os.environ[name] for name in _INHERITED if name in os.environ}
-        env.update(DOCKER_BUILDKIT="1", DOCKER_CONFIG=str(workdir), BUILDKIT_PROGRESS="plain")
-        if engine.host:
-            env["DOCKER_HOST"] = engine.host
-        args = [engine.config.docker_cli, "build", "--progress=plain", "--iidfile", str(workdir / "iid"),
-                "--file", plan.dockerfile, "--tag", tag]
-        for name, value in labels.items():
-            args += ["--label", f"{name}={value}"]
-        for name, value in plan.build_args:
-            env[name] = value
-            args += ["--build-arg", name]  # the CLI reads the value from its environment
-        for number, (secret_id, value) in enumerate(sorted(secrets.items())):
-            env[f"PUSHBUILD_SECRET_{number}"] = value
-            args += ["--secret", f"id={secret_id},env=PUSHBUILD_SECRET_{number}"]
-        for option, value in (("--target", plan.target), ("--platform", plan.platform),
-                              ("--network", engine.build_network)):
-            if value:
-                args += [option, value]
-        for image in plan.cache_from:
-            args += ["--cache-from", image]
-        # Pushed images carry their cache metadata, so any of them can serve as a cache_from later.
-        args += ["--build-arg", "BUILDKIT_INLINE_CACHE=1"]
-        _run(args + ["-"], env=env, context=context, log=log, timeout_s=timeout_s)
-        return (workdir / "iid").read_text().strip()
 
 
 def _run(args: list[str], *, env: Mapping[str, str], context: Iterable[bytes], log: Log, timeout_s: float) -> None:
