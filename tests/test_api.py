@@ -12,8 +12,8 @@ from webhook.events import PushEvent
 from webhook.health import HealthChecks
 from webhook.store import BuildState, BuildStore, create_db_engine
 
-from .conftest import repo_table
-from .support import signed_in
+from .helpers.configs import repo_table
+from .helpers.support import signed_in
 
 SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
 

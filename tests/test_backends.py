@@ -12,7 +12,7 @@ from webhook.backends.base import BuildLimits
 from webhook.config import BUILDERS, EngineConfig
 from webhook.engine import Engine
 
-from .build_contexts import plan_for, tar_context
+from .helpers.build_contexts import plan_for, tar_context
 
 
 def offline_engine(**config) -> Engine:

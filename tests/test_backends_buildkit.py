@@ -14,8 +14,8 @@ from webhook.config import EngineConfig
 from webhook.engine import Engine
 from webhook.errors import Cancelled, EngineError
 
-from .build_contexts import plan_for, tar_context, tar_header
-from .support import wait_for
+from .helpers.build_contexts import plan_for, tar_context, tar_header
+from .helpers.support import wait_for
 
 LIMITS = BuildLimits(timeout_s=60)
 

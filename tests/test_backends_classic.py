@@ -13,7 +13,7 @@ from webhook.config import EngineConfig
 from webhook.engine import Engine
 from webhook.errors import Cancelled, ContextError, EngineError
 
-from .build_contexts import plan_for, tar_context, tar_header
+from .helpers.build_contexts import plan_for, tar_context, tar_header
 
 LIMITS = BuildLimits(timeout_s=300)
 

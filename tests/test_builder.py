@@ -17,15 +17,15 @@ from webhook.events import PushEvent
 from webhook.services import Services
 from webhook.store import BuildState
 
-from .conftest import SECRETS_ENV
-from .engine_process import BASE_IMAGE as ENGINE_BASE_IMAGE
-from .engine_process import EngineProcess
-from .faulty_proxy import FaultyProxy
-from .gitrepo import Repo
-from .gitserver import GitHttpServer
-from .service import free_port
-from .support import MANIFEST_TYPES, registry_digest, wait_for
-from .support import run_push as run
+from .helpers.configs import SECRETS_ENV
+from .helpers.engine_process import BASE_IMAGE as ENGINE_BASE_IMAGE
+from .helpers.engine_process import EngineProcess
+from .helpers.faulty_proxy import FaultyProxy
+from .helpers.gitrepo import Repo
+from .helpers.gitserver import GitHttpServer
+from .helpers.service import free_port
+from .helpers.support import MANIFEST_TYPES, registry_digest, wait_for
+from .helpers.support import run_push as run
 
 pytestmark = pytest.mark.e2e
 

@@ -9,8 +9,8 @@ from webhook.buildlog import BuildLog
 from webhook.events import PushEvent
 from webhook.store import BuildState, BuildStore, build_logs, create_db_engine
 
-from .conftest import repo_table
-from .support import run_push, signed_in, wait_for
+from .helpers.configs import repo_table
+from .helpers.support import run_push, signed_in, wait_for
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import GITHUB_SECRET, SECRETS_ENV
-from .service import free_port, write_toml
-from .support import API_HEADERS, github_headers, github_push, registry_digest, wait_for
+from .helpers.configs import GITHUB_SECRET, SECRETS_ENV
+from .helpers.service import free_port, write_toml
+from .helpers.support import API_HEADERS, github_headers, github_push, registry_digest, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -110,7 +110,7 @@ def _healthy(url):
 
 def test_reconcile_builds_heads_no_delivery_announced(tmp_path, repo, git_server):
     """Heads the forge never told us about are queued once; a second run finds nothing missing."""
-    from .test_hooks import queued
+    from .helpers.support import queued
 
     main_sha = repo.commit({"Dockerfile": "FROM scratch\n"})
     repo.tag("v1.0.0", annotated=True)

@@ -18,9 +18,9 @@ from webhook import api, defaults
 from webhook.cli import main
 from webhook.config import ADMIN_TOKEN_ENV, BROKER_URL_ENV, CONFIG_ENV, DATABASE_URL_ENV
 
-from .conftest import GITHUB_SECRET, SECRETS_ENV
-from .service import Process, free_port, write_toml
-from .support import ADMIN_TOKEN, API_HEADERS, github_headers, github_push, registry_digest, wait_for
+from .helpers.configs import GITHUB_SECRET, SECRETS_ENV
+from .helpers.service import Process, free_port, write_toml
+from .helpers.support import ADMIN_TOKEN, API_HEADERS, github_headers, github_push, registry_digest, wait_for
 
 ROOT = Path(__file__).parent.parent
 DEPLOY = ROOT / "deploy"

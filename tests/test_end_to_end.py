@@ -12,10 +12,10 @@ from standardwebhooks.webhooks import Webhook
 from webhook import defaults
 from webhook.signatures import ed25519_public_key, new_ed25519_secret_key, verify_ed25519
 
-from .conftest import GITHUB_SECRET, SECRET_ENV_OF, SECRETS_ENV
-from .receivers import Receiver
-from .service import Pushbuild, serving
-from .support import (
+from .helpers.configs import GITHUB_SECRET, SECRET_ENV_OF, SECRETS_ENV
+from .helpers.receivers import Receiver
+from .helpers.service import Pushbuild, serving
+from .helpers.support import (
     API_HEADERS,
     bitbucket_headers,
     bitbucket_push,

@@ -11,8 +11,8 @@ from webhook.config import EngineConfig
 from webhook.engine import Engine, is_temporary, stream_error
 from webhook.errors import EngineError, RegistryError
 
-from .build_contexts import plan_for, tar_context
-from .support import registry_digest
+from .helpers.build_contexts import plan_for, tar_context
+from .helpers.support import registry_digest
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from webhook.errors import BadRequest, UnsupportedMediaType
 from webhook.events import decode_body, form_unquote, payload_bytes
 
-from .support import fixture
+from .helpers.support import fixture
 
 
 def test_form_encoded_body_carries_the_json_payload():

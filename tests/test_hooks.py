@@ -1,15 +1,14 @@
 """POST /hooks/<forge>: what is accepted, recorded and queued, and what is refused."""
 
 import json
-import sqlite3
 from urllib.parse import quote
 
 import pytest
 
 from webhook import create_app
 
-from .conftest import BITBUCKET_SECRET, GITEA_SECRET, GITHUB_SECRET, GITLAB_TOKEN, repo_table
-from .support import (
+from .helpers.configs import BITBUCKET_SECRET, GITEA_SECRET, GITHUB_SECRET, GITLAB_TOKEN, repo_table
+from .helpers.support import (
     bitbucket_headers,
     bitbucket_push,
     fixture,
@@ -19,24 +18,13 @@ from .support import (
     github_push,
     gitlab_headers,
     gitlab_push,
+    queued,
     signed_in,
 )
 
 SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
 GH_REPO = "Codertocat/Hello-World"
 GL_REPO = "mike/diaspora"
-
-
-def queued(config) -> list[int]:
-    """The build ids waiting in the real SQLite broker."""
-    path = config.server.data_dir / "broker.sqlite"
-    if not path.exists():
-        return []
-    with sqlite3.connect(path) as db:
-        if not db.execute("select 1 from sqlite_master where name='kombu_message'").fetchone():
-            return []
-        rows = db.execute("select payload from kombu_message").fetchall()
-    return [json.loads(json.loads(p)["headers"]["argsrepr"])[0] for (p,) in rows]
 
 
 def builds(app):

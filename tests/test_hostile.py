@@ -22,10 +22,9 @@ from webhook import create_app
 from webhook.signatures import hmac_hex, sign_github, sign_standard_webhook
 from webhook.store import builds as builds_table
 
-from .conftest import BITBUCKET_SECRET, GITEA_SECRET, GITHUB_SECRET, GITLAB_TOKEN, SECRETS_ENV, repo_table
-from .service import Pushbuild
-from .support import API_HEADERS, bitbucket_push, gitea_push, github_push, gitlab_push, signed_in
-from .test_hooks import queued
+from .helpers.configs import BITBUCKET_SECRET, GITEA_SECRET, GITHUB_SECRET, GITLAB_TOKEN, SECRETS_ENV, repo_table
+from .helpers.service import Pushbuild
+from .helpers.support import API_HEADERS, bitbucket_push, gitea_push, github_push, gitlab_push, queued, signed_in
 
 SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
 SIGNING = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

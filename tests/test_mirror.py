@@ -13,9 +13,9 @@ from webhook.config import RepoConfig
 from webhook.errors import ContextError, GitError
 from webhook.mirror import Mirrors
 
-from .gitrepo import Repo
-from .gitserver import GitHttpServer
-from .sshserver import SshGitServer
+from .helpers.gitrepo import Repo
+from .helpers.gitserver import GitHttpServer
+from .helpers.sshserver import SshGitServer
 
 
 def config_for(repo, git_server, **extra) -> RepoConfig:

@@ -19,9 +19,9 @@ from webhook.notifier import Notifier
 from webhook.redact import Redactor
 from webhook.store import BuildState, BuildStore, create_db_engine
 
-from .conftest import Clock, repo_table
-from .receivers import Receiver
-from .support import signed_in, wait_for
+from .helpers.configs import Clock, repo_table
+from .helpers.receivers import Receiver
+from .helpers.support import signed_in, wait_for
 
 SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
 HOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -263,7 +263,7 @@ def test_redeliver_sends_again(world, hook_receiver, tmp_path):
     notifier.deliver_due()
     hook = [d for d in deliveries.of_build(build.id) if d.kind == "hook"][0]
     config_file = tmp_path / "pb.toml"
-    from .service import write_toml
+    from .helpers.service import write_toml
 
     write_toml(config_file, {"server": {"data_dir": str(config.server.data_dir)},
                              "repos": [{"name": "acme/app", "forge": "github", "secret_env": "S",

@@ -8,9 +8,9 @@ import sys
 import pytest
 import requests
 
-from .conftest import SECRETS_ENV
-from .service import serving
-from .support import ADMIN_TOKEN, API_HEADERS, github_headers, github_push, registry_digest, wait_for
+from .helpers.configs import SECRETS_ENV
+from .helpers.service import serving
+from .helpers.support import ADMIN_TOKEN, API_HEADERS, github_headers, github_push, registry_digest, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -14,7 +14,7 @@ from webhook import create_app, defaults
 from webhook.errors import ConfigError
 from webhook.serving import BufferedBodies, raise_open_files_limit, read_body, request_timeout_of
 
-from .conftest import repo_table
+from .helpers.configs import repo_table
 
 
 class Trickle(io.RawIOBase):

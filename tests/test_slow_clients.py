@@ -17,9 +17,9 @@ import time
 import pytest
 import requests
 
-from .conftest import GITHUB_SECRET, SECRETS_ENV
-from .service import Pushbuild
-from .support import API_HEADERS, github_headers, github_push
+from .helpers.configs import GITHUB_SECRET, SECRETS_ENV
+from .helpers.service import Pushbuild
+from .helpers.support import API_HEADERS, github_headers, github_push
 
 pytestmark = pytest.mark.e2e
 

@@ -7,7 +7,7 @@ import pytest
 from webhook.events import PushEvent
 from webhook.store import BuildState, BuildStore, create_db_engine
 
-from .support import all_at_once
+from .helpers.support import all_at_once
 
 SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
 

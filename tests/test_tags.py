@@ -14,9 +14,9 @@ from standardwebhooks.webhooks import Webhook
 from webhook import create_app
 from webhook.store import BuildState
 
-from .conftest import GITHUB_SECRET
-from .gitrepo import git
-from .support import fixture, github_headers, registry_digest, run_push, signed_in, wait_for
+from .helpers.configs import GITHUB_SECRET
+from .helpers.gitrepo import git
+from .helpers.support import fixture, github_headers, registry_digest, run_push, signed_in, wait_for
 
 pytestmark = pytest.mark.e2e
 HOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

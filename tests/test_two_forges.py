@@ -12,9 +12,9 @@ from webhook.notifier import Notifier
 from webhook.redact import Redactor
 from webhook.store import BuildState, BuildStore, create_db_engine
 
-from .conftest import GITEA_SECRET, GITHUB_SECRET, repo_table
-from .receivers import Receiver
-from .support import gitea_headers, gitea_push, github_headers, github_push, signed_in
+from .helpers.configs import GITEA_SECRET, GITHUB_SECRET, repo_table
+from .helpers.receivers import Receiver
+from .helpers.support import gitea_headers, gitea_push, github_headers, github_push, signed_in
 
 REPO = "acme/app"
 HOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

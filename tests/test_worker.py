@@ -7,8 +7,8 @@ from webhook.services import Services
 from webhook.store import BuildState
 from webhook.worker import BuildWorker, Dispatcher, make_celery
 
-from .conftest import repo_table
-from .test_hooks import queued
+from .helpers.configs import repo_table
+from .helpers.support import queued
 
 SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
 
@@ -78,7 +78,7 @@ def test_retry_queues_a_finished_build_again(services, config, tmp_path):
 
     from webhook.cli import main
 
-    from .service import write_toml
+    from .helpers.service import write_toml
 
     build = record(services)
     services.store.claim(build.id, owner="w", lease_s=60)

@@ -56,7 +56,7 @@ def _same_site() -> bool:
 def _unauthorized_message() -> str:
     if not _authenticator().configured:
         return ("no API tokens are configured, so only /hooks/* and /healthz answer; "
-                "add one under [[auth.tokens]] (README: Security model)")
+                "add one under [[auth.tokens]] (docs/security.md)")
     return "sign in: send Authorization: Bearer <token>"
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from . import defaults, operations
+from . import defaults, links, operations
 from .access import principal, require
 from .auth import OPERATE
 from .errors import BadRequest, NotFound, TooManyRequests
@@ -52,15 +52,9 @@ def _build(build_id: int) -> Build:
     return build
 
 
-def public_base() -> str:
-    """Return the base URL of links: ``server.public_url``, or the address this request came to."""
-    return _services().config.server.public_url or request.host_url.rstrip("/")
-
-
 def _with_links(build: Build) -> dict[str, Any]:
-    base = public_base()
-    return {**build.to_json(), "url": f"{base}/api/builds/{build.id}", "log_url": f"{base}/api/builds/{build.id}/log",
-            "deliveries_url": f"{base}/api/builds/{build.id}/deliveries"}
+    return {**build.to_json(),
+            **links.build_links(links.base_url(_services().config.server.public_url, request.host_url), build.id)}
 
 
 @bp.get("/api/builds")

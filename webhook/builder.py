@@ -21,9 +21,9 @@ from .errors import BuildError, Cancelled, ContextError, EngineError, RegistryEr
 from .logs import Log
 from .mirror import Mirrors
 from .notifier import Notifier
-from .ordering import higher_release, is_newer
+from .ordering import higher_release
 from .redact import Redactor
-from .refs import ZERO_SHA, is_branch, matches_any, short_name
+from .refs import ZERO_SHA, matches_any, short_name
 from .retrying import backoff_s, retry
 from .rules import BuildPlan
 from .store import Build, BuildState, BuildStore
@@ -163,7 +163,7 @@ class Builder:
         """
         for tag, why in plan.withheld:
             log(f"not tagging {tag}: {why}\n")
-        if (newer := self._newer_success(build)) is not None:
+        if (newer := self.store.newer_success(build)) is not None:
             log(f"build {newer.id} already pushed a newer commit of {build.ref} ({newer.sha[:12]}); "
                 "pushing only this commit's SHA tag\n")
             return plan.tags[:1]
@@ -186,14 +186,6 @@ class Builder:
         for image in foreign:
             log(f"not using cache image {image}: {short_name(build.ref)} never pushed it\n")
         return dataclasses.replace(plan, cache_from=tuple(i for i in plan.cache_from if i not in foreign)) if foreign else plan
-
-    def _newer_success(self, build: Build) -> Build | None:
-        """Return a build of a newer push of the same branch that already succeeded, if any."""
-        if not is_branch(build.ref):
-            return None
-        pushes = self.store.of_ref(build.forge, build.repo, build.ref)
-        return next((p for p in reversed(pushes)
-                     if p.state is BuildState.SUCCEEDED and is_newer(p, build, pushes)), None)
 
     def _push(self, engine: Engine, tag: str, log: Log) -> str:
         """Push one tag; retry temporary registry failures with exponential backoff and jitter."""

@@ -16,6 +16,7 @@ from .client import TOKEN_ENV, URL_ENV, Client
 from .config import ADMIN_TOKEN_ENV, CONFIG_ENV, Config, load_config
 from .errors import ConfigError, PushbuildError, SignatureError
 from .events import PushEvent
+from .intake import take
 from .redact import printable
 from .refs import ZERO_SHA, is_full_sha
 from .services import Services
@@ -165,9 +166,12 @@ def build(config_path: str | None, url: str | None, repo_name: str, revision: st
             sha = services.mirrors.resolve(repo, ref, log=echo)
     except PushbuildError as exc:
         raise click.ClickException(services.redact(exc.message)) from exc
-    [record], _ = services.store.record([PushEvent(
+    taken = take(services.store, None, repo, [PushEvent(
         forge=repo.forge, repo=repo.name, ref=ref, sha=sha, before=ZERO_SHA, pusher="cli", delivery_id=None,
-    )])
+    )], from_forge=False)  # the rules decide, as for a push; this process runs the build itself
+    if taken.ignored is not None:
+        raise click.ClickException(f"{repo.forge}:{repo.name}: {taken.ignored}")
+    [record] = taken.builds
     claimed = services.store.claim(record.id, owner=f"cli:{os.getpid()}", lease_s=services.config.server.lease_s)
     outcome = services.builder().run(claimed, owner=f"cli:{os.getpid()}", echo=echo)
     services.notifier.deliver_due(build_id=record.id)
@@ -241,10 +245,9 @@ def reconcile(config_path: str | None, repo_names: tuple[str, ...], dry_run: boo
             missing += 1
             click.echo(f"{repo.forge}:{repo.name} {ref} {sha}: never delivered" + ("" if dry_run else ", queued"))
             if not dry_run:
-                [build], _ = services.store.record([PushEvent(
+                take(services.store, dispatcher, repo, [PushEvent(
                     forge=repo.forge, repo=repo.name, ref=ref, sha=sha, before=ZERO_SHA, pusher="reconcile",
-                    delivery_id=None)])
-                dispatcher.dispatch(build.id)
+                    delivery_id=None)], from_forge=False)
     click.echo(f"{missing} missing" + (" (dry run)" if dry_run else ""))
 
 
@@ -362,7 +365,7 @@ def hook_keys() -> None:
 @click.option("--dry-run", is_flag=True, help="Only count what would be removed.")
 @click.option("--engine", "with_engine", is_flag=True, help="Also clean the Docker engine (images, build cache).")
 def prune(config_path: str | None, dry_run: bool, with_engine: bool) -> None:
-    """Prune old build records now, as workers do every housekeeping_every_s (README: Retention and disk)."""
+    """Prune old build records now, as workers do every housekeeping_every_s (docs/operations.md: Retention and disk)."""
     from .housekeeping import Housekeeper
     from .retention import Retention, RetentionPolicy
 

@@ -103,7 +103,7 @@ class ServerConfig:
     delivery_attempts: int = defaults.DELIVERY_ATTEMPTS
     delivery_retry_s: float = defaults.DELIVERY_RETRY_S
     delivery_retry_max_s: float = defaults.DELIVERY_RETRY_MAX_S
-    #: Retention (README: Retention and disk); ``None`` (configured as 0 or "off") means no limit.
+    #: Retention (docs/operations.md: Retention and disk); ``None`` (configured as 0 or "off") means no limit.
     retention_days: float | None = defaults.RETENTION_DAYS
     keep_builds: int | None = defaults.KEEP_BUILDS
     replay_memory_days: float | None = defaults.REPLAY_MEMORY_DAYS
@@ -130,7 +130,7 @@ class EngineConfig:
     build_network: str | None = None
     #: The docker CLI the BuildKit builder drives (docker-py cannot drive BuildKit).
     docker_cli: str = defaults.DOCKER_CLI
-    #: Housekeeping (README: Retention and disk); ``None`` (configured as 0 or "off") means no limit.
+    #: Housekeeping (docs/operations.md: Retention and disk); ``None`` (configured as 0 or "off") means no limit.
     max_build_cache_bytes: int | None = defaults.MAX_BUILD_CACHE_BYTES
     keep_images: int | None = defaults.KEEP_IMAGES
 
@@ -283,7 +283,7 @@ class Config:
         if self.engine.build_network == "host":
             found.append('engine.build_network = "host": RUN steps of every pushed branch reach every service on the '
                          "build host's loopback and network (pushbuild's API, the registry, databases, cloud metadata); "
-                         "give builds the engine's bridge network, or a dedicated build host (README: Security model)")
+                         "give builds the engine's bridge network, or a dedicated build host (docs/security.md)")
         return found
 
     def secrets(self) -> list[Secret]:

@@ -37,7 +37,7 @@ SQLITE_BUSY_TIMEOUT_MS = 15_000
 #: Telling the newer of two pushes to a branch looks at this many of its latest builds.
 ORDERING_WINDOW = 200
 
-# --- retention and disk (README: Retention and disk) -----------------------
+# --- retention and disk (docs/operations.md: Retention and disk) -----------------------
 #: A finished build (record, log, deliveries and their attempts) is pruned once it is older than
 #: this, or beyond the newest KEEP_BUILDS of its repository; never the newest build of a ref.
 RETENTION_DAYS = 90

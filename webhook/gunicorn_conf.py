@@ -5,7 +5,7 @@ the gthread worker 200 clients sending half a request, or 8 following build logs
 its threads and kept forges' deliveries waiting past their 10 s. Here each connection is a
 greenlet; a request's head must arrive within ``server.request_timeout_s`` of its connection and
 its body within that long of its head, else 408 and the connection is closed. A buffering proxy
-in front (deploy/nginx.conf, deploy/Caddyfile) is still recommended: see README, "Running it for real".
+in front (deploy/nginx.conf, deploy/Caddyfile) is still recommended: see docs/operations.md, "Running it for real".
 """
 
 import os

@@ -1,4 +1,4 @@
-"""``POST /hooks/<forge>``: verify a push delivery, record it, queue the build. No slow work here."""
+"""``POST /hooks/<forge>``: read a delivery off the request, hand it to :func:`webhook.intake.receive`, answer."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ from typing import Any
 
 from flask import Blueprint, Request, current_app, jsonify, request
 
-from . import defaults, forges
-from .api import public_base
+from . import forges, links
 from .errors import BadRequest, NotFound, PayloadTooLarge, SignatureError, UnknownForge, UnsupportedMediaType
-from .events import FORM_TYPE, JSON_TYPE, Ignored, decode_body, media_type
-from .intake import take
+from .events import FORM_TYPE, JSON_TYPE, media_type
+from .intake import receive as receive_delivery
 from .services import Services
 
 bp = Blueprint("hooks", __name__, url_prefix="/hooks")
@@ -60,22 +59,13 @@ def receive(name: str) -> Any:
         raise UnsupportedMediaType(f"content type must be {JSON_TYPE} or {FORM_TYPE}")
     headers = _headers(request)
     # Verify the raw bytes first (FORGES.md: request.data is empty for form bodies).
-    body = _body(config.server.max_body_bytes)
-    repos = [r.secrets() for r in config.repos if r.forge == forge.name]
-    signed = forges.signed_for(forge, headers, body, repos,
-                               forges.Clock(now=time.time(), tolerance_s=defaults.SIGNATURE_TOLERANCE_S))
-    result = forge.parse(headers, decode_body(body, request.content_type))
-    if isinstance(result, Ignored):
-        return jsonify(ignored=result.reason), 200
-    repo = config.repo(forge.name, result[0].repo)
-    if repo is None:
-        raise NotFound(f"repository {result[0].repo!r} is not configured for {forge.name}")
-    if repo.name not in signed:
-        raise SignatureError(f"the signature is not valid for repository {repo.name!r}")
-    taken = take(services.store, current_app.extensions["pushbuild.dispatcher"], repo, result, from_forge=True)
+    taken = receive_delivery(config, services.store, current_app.extensions["pushbuild.dispatcher"], forge,
+                             headers=headers, body=_body(config.server.max_body_bytes),
+                             content_type=request.content_type, now=time.time())
     if taken.ignored is not None:
         return jsonify(ignored=taken.ignored), 200
     if not taken.created:
         return jsonify(duplicate=taken.builds[0].id), 200
     return jsonify(build=taken.builds[0].id, builds=[b.id for b in taken.builds],
-                   status_url=f"{public_base()}/api/builds/{taken.builds[0].id}"), 202
+                   status_url=links.build_url(links.base_url(config.server.public_url, request.host_url),
+                                              taken.builds[0].id)), 202

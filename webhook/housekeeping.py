@@ -1,7 +1,7 @@
 """Engine housekeeping: pushbuild's own old images, dangling images and build cache beyond its size go.
 
 Every image pushbuild built is in the registry already, so removing it from the engine loses
-only cache. What is never removed (see the README, "Retention and disk"):
+only cache. What is never removed (see docs/operations.md, "Retention and disk"):
 
 - images pushbuild did not build, such as base images, unless they are dangling (no name at all:
   nothing can ask for them by name). pushbuild's labels alone do not make an image pushbuild's:

@@ -1,18 +1,24 @@
-"""Taking pushes in: what a verified delivery and a manual build share once we know what was pushed.
+"""Taking pushes in: verify, parse, decide, record, dispatch. No Flask, and nothing slow here.
 
-The repository's rules decide what builds; the push is recorded (a delivery or push seen before
-is recorded once), queued builds of the same branch that it replaces are cancelled, and each
-new build is dispatched. Nothing slow happens here: the worker builds.
+:func:`receive` takes a forge's delivery as bytes and headers: the signature is checked against
+each repository's secret before the body is parsed, and the payload must then name a repository
+whose secret matched (FORGES.md). :func:`take` is what every way in shares once it knows what
+was pushed (a delivery, ``POST /api/builds``, ``pushbuild build`` and ``reconcile``): the
+repository's rules decide what builds; the push is recorded (a delivery or push seen before is
+recorded once); queued builds of the same branch that it replaces are cancelled; each new build
+is dispatched. The worker builds.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .config import RepoConfig
-from .events import PushEvent
+from . import defaults, forges
+from .config import Config, RepoConfig
+from .errors import NotFound, SignatureError
+from .events import Ignored, PushEvent, decode_body
 from .ordering import is_newer
 from .rules import skip_marker
 from .store import Build, BuildState, BuildStore
@@ -40,20 +46,46 @@ def unwanted(event: PushEvent, repo: RepoConfig) -> str | None:
     return None
 
 
-def take(store: BuildStore, dispatcher: Dispatcher, repo: RepoConfig, events: Sequence[PushEvent], *,
+def receive(config: Config, store: BuildStore, dispatcher: Dispatcher, forge: forges.Forge, *,
+            headers: Mapping[str, str], body: bytes, content_type: str | None, now: float) -> Intake:
+    """Take one delivery of ``forge`` (``headers`` with lowercased names, the raw ``body``) in.
+
+    Raises :class:`~webhook.errors.SignatureError` when no configured repository signed it, or
+    when the payload names another repository than one that did; :class:`~webhook.errors.NotFound`
+    for a repository not configured here.
+    """
+    repos = [r.secrets() for r in config.repos if r.forge == forge.name]
+    signed = forges.signed_for(forge, headers, body, repos,
+                               forges.Clock(now=now, tolerance_s=defaults.SIGNATURE_TOLERANCE_S))
+    parsed = forge.parse(headers, decode_body(body, content_type))
+    if isinstance(parsed, Ignored):
+        return Intake(ignored=parsed.reason)
+    repo = config.repo(forge.name, parsed[0].repo)
+    if repo is None:
+        raise NotFound(f"repository {parsed[0].repo!r} is not configured for {forge.name}")
+    if repo.name not in signed:
+        raise SignatureError(f"the signature is not valid for repository {repo.name!r}")
+    return take(store, dispatcher, repo, parsed, from_forge=True)
+
+
+def take(store: BuildStore, dispatcher: Dispatcher | None, repo: RepoConfig, events: Sequence[PushEvent], *,
          from_forge: bool) -> Intake:
-    """Record and queue the pushes the rules build; ``from_forge`` also deduplicates on the push itself."""
+    """Record and queue the pushes the rules build; ``from_forge`` also deduplicates on the push itself.
+
+    Without a ``dispatcher`` the builds are recorded but not queued: the caller runs them (``pushbuild build``).
+    """
     reasons = [unwanted(event, repo) for event in events]
     wanted = [event for event, reason in zip(events, reasons, strict=True) if reason is None]
     if not wanted:
         return Intake(ignored="; ".join(r for r in reasons if r))
-    builds, created = store.record(wanted, dispatching=True, from_forge=from_forge)
+    builds, created = store.record(wanted, dispatching=dispatcher is not None, from_forge=from_forge)
     if not created:
         return Intake(builds=tuple(builds))
     for build, event in zip(builds, wanted, strict=True):
         if repo.cancel_superseded and event.branch is not None:
             cancel_superseded(store, build)
-        dispatcher.dispatch(build.id, marked=True)
+        if dispatcher is not None:
+            dispatcher.dispatch(build.id, marked=True)
         log.info("accepted forge=%s repo=%s ref=%s sha=%s build=%s delivery=%s pusher=%s",
                  build.forge, repo.name, event.ref, event.sha, build.id, event.delivery_id, event.pusher)
     return Intake(builds=tuple(builds), created=True)

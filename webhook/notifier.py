@@ -22,10 +22,9 @@ from urllib.parse import urlsplit
 
 import requests
 
-from . import defaults
+from . import defaults, links
 from .config import Config, HookConfig, RepoConfig
 from .deliveries import Delivery, DeliveryState, DeliveryStore
-from .ordering import is_newer
 from .outbound import OutboundRequest
 from .redact import Redactor
 from .redeploy import ImagePushed, command_argv, keel_request, message_body, standard_request
@@ -51,9 +50,8 @@ def claim_hold_s(config: Config) -> float:
 
 
 def build_url(config: Config, build_id: int) -> str:
-    """The link to a build, for statuses and hook messages."""
-    base = config.server.public_url or f"http://{defaults.BIND}"
-    return f"{base}/api/builds/{build_id}"
+    """The link to a build, for statuses and hook messages (sent by workers: no request to take an address from)."""
+    return links.build_url(links.base_url(config.server.public_url), build_id)
 
 
 class Notifier:
@@ -151,7 +149,7 @@ class Notifier:
         """Make one attempt at ``delivery`` and record it; never raises for the peer's failures."""
         build = self.builds.get(delivery.build_id)
         repo = self.config.repo(build.forge, build.repo) if build is not None else None
-        if delivery.kind == "hook" and ordered and build is not None and self.newer_success(delivery, build):
+        if delivery.kind == "hook" and ordered and build is not None and self.builds.newer_success(build):
             log.info("delivery=%s superseded: a newer push of %s %s was built", delivery.id, delivery.repo, delivery.ref)
             self.deliveries.supersede(delivery)
             return
@@ -176,14 +174,6 @@ class Notifier:
         else:
             self._record(delivery, DeliveryState.PENDING, started, status_code, error,
                          retry_at=self.clock() + self._backoff(attempts))
-
-    def newer_success(self, delivery: Delivery, build: Build) -> bool:
-        """Say whether a newer push of the delivery's branch was built: its hooks replace this one's."""
-        if not is_branch(build.ref):
-            return False
-        pushes = self.builds.of_ref(build.forge, build.repo, build.ref)
-        this = next((p for p in pushes if p.id == delivery.build_id), None)
-        return this is not None and any(p.state is BuildState.SUCCEEDED and is_newer(p, this, pushes) for p in pushes)
 
     def _backoff(self, attempts: int) -> float:
         """How long to wait after ``attempts`` failed attempts: :func:`~webhook.retrying.backoff_s` of the delivery settings."""

@@ -74,7 +74,7 @@ def redeliver(services: Services, delivery_id: int, *, by: str) -> Delivery:
         raise NotFound(f"no delivery {delivery_id}")
     build = services.store.get(delivery.build_id)
     if delivery.kind == "hook" and build is not None:
-        if services.notifier.newer_success(delivery, build):
+        if services.store.newer_success(build):
             raise Conflict(f"a newer push of {delivery.ref} was built since; its hooks replace this one "
                            "(sending this again would roll the deployment back)")
         _refuse_older_release(services, build.forge, build.repo, build.ref, build.id,

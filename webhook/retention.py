@@ -1,6 +1,6 @@
 """Pruning build records: old builds, their logs, deliveries and attempts go; what other features need stays.
 
-A build is **prunable** when all of these hold (see the README, "Retention and disk"):
+A build is **prunable** when all of these hold (see docs/operations.md, "Retention and disk"):
 
 - it finished (succeeded, failed, skipped, cancelled) at least ``PRUNE_MIN_AGE_S`` ago;
 - it is older than ``retention_days``, or beyond the newest ``keep_builds`` of its repository;

@@ -1,7 +1,7 @@
 """Build rules: which pushed refs build, with what settings, into which tags. Performs no I/O.
 
 A repository has an ordered list of rules; the first rule matching a pushed ref decides
-(see the README, "Build rules"). Without rules, a repository builds every branch in
+(see docs/builds.md, "Build rules"). Without rules, a repository builds every branch in
 ``branches`` and every tag in ``tags``, as ``{sha}`` plus the branch or tag name.
 """
 
@@ -243,7 +243,7 @@ def plan(rules: tuple[Rule, ...], *, image: str, ref: str, sha: str, default_bra
     ``<image>:<sha>`` always comes first: it is what deployments and redeploy hooks refer to.
     An empty ``ref`` (a bare commit id from the command line) builds with the repository's
     settings and only the SHA tag. Tags made from the ref's name go through :func:`name_tag`
-    and :class:`Reserved` (see the README, "Which push may move which tag").
+    and :class:`Reserved` (see docs/builds.md, "Which push may move which tag").
     """
     rule: Rule | None = None
     captured: dict[str, str] = {}

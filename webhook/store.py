@@ -21,7 +21,8 @@ from sqlalchemy.exc import IntegrityError
 
 from . import defaults
 from .events import PushEvent
-from .refs import TAG_PREFIX, short_name
+from .ordering import is_newer
+from .refs import TAG_PREFIX, is_branch, short_name
 from .timestamps import iso_time
 
 metadata = sa.MetaData()
@@ -404,6 +405,18 @@ class BuildStore:
             for row in conn.execute(pruned):
                 found.setdefault(row.build_id, Build.remembered(row))
         return [found[build_id] for build_id in sorted(found)[-recent:]]
+
+    def newer_success(self, build: Build) -> Build | None:
+        """Return the latest push of ``build``'s branch that is newer than it and succeeded, if any.
+
+        Such a push holds the branch's tags and fired its hooks: ``build``, delivered late or run
+        again, must not take them back. (Tags have no "newer push": see ordering.higher_release.)
+        """
+        if not is_branch(build.ref):
+            return None
+        pushes = self.of_ref(build.forge, build.repo, build.ref)
+        return next((p for p in reversed(pushes) if p.state is BuildState.SUCCEEDED and is_newer(p, build, pushes)),
+                    None)
 
     def releases(self, forge: str, repo: str, *, recent: int = defaults.ORDERING_WINDOW) -> list[Build]:
         """Return the ``recent`` latest succeeded builds of a repository's git tags, newest first."""

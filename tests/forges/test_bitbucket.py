@@ -8,7 +8,7 @@ from webhook.errors import BadRequest
 from webhook.events import Ignored
 from webhook.forges.bitbucket import parse_bitbucket
 
-from ..support import fixture
+from ..helpers.support import fixture
 
 
 def test_bitbucket_cloud_push_becomes_one_event_per_changed_ref():

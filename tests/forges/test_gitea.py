@@ -5,7 +5,7 @@ import pytest
 from webhook.events import Ignored
 from webhook.forges.gitea import parse_gitea
 
-from ..support import fixture
+from ..helpers.support import fixture
 
 
 @pytest.mark.parametrize("header", ["x-gitea-event", "x-forgejo-event", "x-gogs-event"])

@@ -6,7 +6,7 @@ from webhook.errors import BadRequest
 from webhook.events import Ignored, PushEvent
 from webhook.forges.github import parse_github
 
-from ..support import fixture
+from ..helpers.support import fixture
 from . import GH
 
 

@@ -3,7 +3,7 @@
 from webhook.events import Ignored
 from webhook.forges.gitlab import parse_gitlab
 
-from ..support import fixture
+from ..helpers.support import fixture
 
 
 def test_gitlab_push_becomes_a_push_event():

@@ -9,7 +9,7 @@ from webhook.forges.gitea import parse_gitea
 from webhook.forges.github import parse_github
 from webhook.forges.gitlab import parse_gitlab
 
-from ..support import fixture
+from ..helpers.support import fixture
 from . import GH
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import time
 import uuid
@@ -14,7 +15,7 @@ import requests
 from webhook.events import PushEvent
 from webhook.signatures import hmac_hex, sign_github, sign_standard_webhook
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parent.parent / "fixtures"
 #: API tokens the tests configure: a reader, an operator, and the admin token from the environment.
 READ_TOKEN = "test-read-token-5d2f0c8e9a7b4c1d8e6f3a2b"
 OPERATE_TOKEN = "test-operate-token-8c1e4f7a2d9b6e3c0a5f"
@@ -185,3 +186,15 @@ def run_push(services, repo, sha, ref="refs/heads/main", *, before="0" * 40, cha
     claimed = services.store.claim(build.id, owner="test", lease_s=60)
     services.builder().run(claimed, owner="test")
     return services.store.get(build.id)
+
+
+def queued(config) -> list[int]:
+    """The build ids waiting in the real SQLite broker."""
+    path = config.server.data_dir / "broker.sqlite"
+    if not path.exists():
+        return []
+    with sqlite3.connect(path) as db:
+        if not db.execute("select 1 from sqlite_master where name='kombu_message'").fetchone():
+            return []
+        rows = db.execute("select payload from kombu_message").fetchall()
+    return [json.loads(json.loads(p)["headers"]["argsrepr"])[0] for (p,) in rows]

@@ -1,0 +1,1 @@
+"""What the tests share: real services to run, signed deliveries, configurations. Not tests themselves."""
