@@ -13,7 +13,7 @@ The slow-client scenario instead: N connections that send half a request head or
 half its body, then wait (each one the server closes is opened again, as an attacker would),
 held past any first-byte wait; then real signed deliveries, one after another, and their latency
 next to a baseline run without stalled clients, with the ratio. ``--compare-gthread`` runs the
-same against gunicorn's gthread worker (the setup before webhook.serving), side by side.
+same against gunicorn's gthread worker (the setup before webhook.web.serving), side by side.
 Fails when a real delivery is not answered 202 within the forges' 10 s, or (unless
 ``--report-latency-only``) its p99 is over 1 s.
 """
@@ -96,7 +96,7 @@ def deliveries(count: int) -> list[tuple[bytes, dict[str, str]]]:
     return made
 
 
-#: The setup before webhook.serving, for --compare-gthread: gthread, 8 threads.
+#: The setup before webhook.web.serving, for --compare-gthread: gthread, 8 threads.
 GTHREAD_ARGS = ("--worker-class", "gthread", "--threads", "8")
 #: The forges give up on a delivery after this long (GitLab disables a hook after four in a row).
 FORGE_TIMEOUT_S = 10.0
@@ -217,7 +217,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def run_slow_clients(args: argparse.Namespace) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # this process holds every stalled client
-    flavours = [("gevent (webhook.serving.Worker)", ())]
+    flavours = [("gevent (webhook.web.serving.Worker)", ())]
     if args.compare_gthread:
         flavours.append(("gthread, 8 threads (before)", GTHREAD_ARGS))
     runs = []

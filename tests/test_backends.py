@@ -7,10 +7,10 @@ import uuid
 import docker
 import pytest
 
-from webhook.backends import BACKENDS, BuildKitBackend, ClassicBackend, open_backend
-from webhook.backends.base import BuildLimits
+from webhook.build.backends import BACKENDS, BuildKitBackend, ClassicBackend, open_backend
+from webhook.build.backends.base import BuildLimits
+from webhook.build.engine import Engine
 from webhook.config import BUILDERS, EngineConfig
-from webhook.engine import Engine
 
 from .helpers.build_contexts import plan_for, tar_context
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from webhook.backends.base import BuildLimits
-from webhook.backends.buildkit import BuildKitBackend, _run
+from webhook.build.backends.base import BuildLimits
+from webhook.build.backends.buildkit import BuildKitBackend, _run
+from webhook.build.engine import Engine
 from webhook.config import EngineConfig
-from webhook.engine import Engine
 from webhook.errors import Cancelled, EngineError
 
 from .helpers.build_contexts import plan_for, tar_context, tar_header

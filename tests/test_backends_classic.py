@@ -7,10 +7,10 @@ import uuid
 import docker
 import pytest
 
-from webhook.backends.base import BuildLimits
-from webhook.backends.classic import ClassicBackend
+from webhook.build.backends.base import BuildLimits
+from webhook.build.backends.classic import ClassicBackend
+from webhook.build.engine import Engine
 from webhook.config import EngineConfig
-from webhook.engine import Engine
 from webhook.errors import Cancelled, ContextError, EngineError
 
 from .helpers.build_contexts import plan_for, tar_context, tar_header

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from webhook import create_app
-from webhook.buildlog import BuildLog
+from webhook.build.buildlog import BuildLog
 from webhook.events import PushEvent
 from webhook.store import BuildState, BuildStore, build_logs, create_db_engine
 

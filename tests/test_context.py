@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from webhook.context import IgnoreRules, dockerignore_patterns, filtered_tar
+from webhook.build.context import IgnoreRules, dockerignore_patterns, filtered_tar
 from webhook.errors import ContextError
 
 
@@ -178,7 +178,7 @@ def test_a_dockerignore_pattern_cannot_hold_a_worker_for_ever():
 
     Run in a child process, since one regular-expression match cannot be interrupted in-process.
     """
-    probe = ("from webhook.context import IgnoreRules; "
+    probe = ("from webhook.build.context import IgnoreRules; "
              "print(IgnoreRules(['*a*a*a*a*a*a*a*a*b'], dockerfile='Dockerfile').keeps('a' * 4000))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.strip() == "True"

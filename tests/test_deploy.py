@@ -14,9 +14,10 @@ import pytest
 import requests
 import yaml
 
-from webhook import api, defaults
+from webhook import defaults
 from webhook.cli import main
 from webhook.config import ADMIN_TOKEN_ENV, BROKER_URL_ENV, CONFIG_ENV, DATABASE_URL_ENV
+from webhook.web import api
 
 from .helpers.configs import GITHUB_SECRET, SECRETS_ENV
 from .helpers.service import Process, free_port, write_toml
@@ -190,6 +191,7 @@ def test_installed_as_the_image_installs_it_serve_and_a_second_worker_build_a_pu
     finally:
         for process in (worker, serve):
             process.stop()
+            print(process.log.read_text(errors="replace")[-6000:])  # shown when the test fails
     assert "ModuleNotFoundError" not in (tmp_path / "worker.log").read_text() + (tmp_path / "serve.log").read_text()
 
 

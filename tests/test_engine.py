@@ -5,10 +5,10 @@ Building is the backends' (tests/test_backends*.py).
 
 import pytest
 
-from webhook.backends import ClassicBackend
-from webhook.backends.base import BuildLimits
+from webhook.build.backends import ClassicBackend
+from webhook.build.backends.base import BuildLimits
+from webhook.build.engine import Engine, is_temporary, stream_error
 from webhook.config import EngineConfig
-from webhook.engine import Engine, is_temporary, stream_error
 from webhook.errors import EngineError, RegistryError
 
 from .helpers.build_contexts import plan_for, tar_context

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from webhook.builder import PLAN_LABEL, REVISION_LABEL, SOURCE_LABEL
-from webhook.engine import LocalImage
-from webhook.housekeeping import Housekeeper, ImagePolicy, dangling_to_remove, images_to_remove
+from webhook.build.engine import LocalImage
+from webhook.build.housekeeping import Housekeeper, ImagePolicy, dangling_to_remove, images_to_remove
+from webhook.build.pipeline import PLAN_LABEL, REVISION_LABEL, SOURCE_LABEL
 from webhook.retention import DAY_S
 from webhook.store import BuildState
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from webhook.build.mirror import Mirrors
 from webhook.config import RepoConfig
 from webhook.errors import ContextError, GitError
-from webhook.mirror import Mirrors
 
 from .helpers.gitrepo import Repo
 from .helpers.gitserver import GitHttpServer

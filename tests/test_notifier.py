@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from standardwebhooks.webhooks import Webhook
 
 from webhook.cli import main
-from webhook.deliveries import DeliveryState, DeliveryStore
 from webhook.events import PushEvent
-from webhook.notifier import Notifier
+from webhook.notify.deliveries import DeliveryState, DeliveryStore
+from webhook.notify.notifier import Notifier
 from webhook.redact import Redactor
 from webhook.store import BuildState, BuildStore, create_db_engine
 

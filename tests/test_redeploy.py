@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from webhook.errors import SignatureError
-from webhook.redeploy import ImagePushed, command_argv, keel_request, message_body, standard_request
+from webhook.notify.redeploy import ImagePushed, command_argv, keel_request, message_body, standard_request
 from webhook.signatures import ed25519_public_key, new_ed25519_secret_key, verify_ed25519
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

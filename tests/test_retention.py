@@ -9,9 +9,9 @@ import uuid
 import pytest
 
 from webhook.config import parse_config
-from webhook.deliveries import DeliveryState, DeliveryStore
 from webhook.errors import ConfigError
 from webhook.events import PushEvent
+from webhook.notify.deliveries import DeliveryState, DeliveryStore
 from webhook.ordering import is_newer
 from webhook.retention import DAY_S, Retention, RetentionPolicy
 from webhook.store import BuildState, BuildStore, create_db_engine, seen_pushes

@@ -1,4 +1,4 @@
-"""webhook.serving without a server: bodies are read whole and handed on unchanged; the settings reach it.
+"""webhook.web.serving without a server: bodies are read whole and handed on unchanged; the settings reach it.
 
 The deadlines themselves need real sockets and gunicorn: tests/test_slow_clients.py.
 """
@@ -12,7 +12,7 @@ import pytest
 
 from webhook import create_app, defaults
 from webhook.errors import ConfigError
-from webhook.serving import BufferedBodies, raise_open_files_limit, read_body, request_timeout_of
+from webhook.web.serving import BufferedBodies, raise_open_files_limit, read_body, request_timeout_of
 
 from .helpers.configs import repo_table
 
@@ -73,9 +73,9 @@ def test_gunicorns_master_imports_nothing_its_gevent_workers_must_patch_first():
     """The master loads the settings and the worker class only: git, the database drivers, Celery and
     the app are imported by each worker after gevent's patch, so their sockets, sleeps and
     subprocesses cooperate (GitPython imported before it kept a subprocess module that fails)."""
-    code = ("import sys, webhook.gunicorn_conf, webhook.serving, webhook.access_log; "
+    code = ("import sys, webhook.gunicorn_conf, webhook.web.serving, webhook.web.access_log; "
             "print(sorted(m for m in ('git', 'flask', 'psycopg', 'sqlalchemy', 'celery', 'kombu', 'requests', "
-            "'webhook.app', 'webhook.services') if m in sys.modules))")
+            "'webhook.web.app', 'webhook.services') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from webhook.errors import UnknownForge
-from webhook.statuses import FAILURE, PENDING, SUCCESS, status_request
+from webhook.notify.statuses import FAILURE, PENDING, SUCCESS, status_request
 
 SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
 LINK = "https://pushbuild.example.com/api/builds/7"

@@ -139,7 +139,7 @@ def deliver_tag(client, repo, name, sha, *, body=None, delivery=None):
 
 def run_queued(services, build_id):
     claimed = services.store.claim(build_id, owner="test", lease_s=60)
-    services.builder().run(claimed, owner="test")
+    services.pipeline().run(claimed, owner="test")
     return services.store.get(build_id)
 
 

@@ -6,9 +6,9 @@ import random
 import pytest
 
 from webhook import create_app
-from webhook.deliveries import DeliveryStore
 from webhook.events import PushEvent
-from webhook.notifier import Notifier
+from webhook.notify.deliveries import DeliveryStore
+from webhook.notify.notifier import Notifier
 from webhook.redact import Redactor
 from webhook.store import BuildState, BuildStore, create_db_engine
 

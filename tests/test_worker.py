@@ -1,5 +1,9 @@
 """The worker's recovery: lost builds are re-queued, hopeless ones failed, held ones left alone."""
 
+import sqlite3
+import subprocess
+import sys
+
 import pytest
 
 from webhook.events import PushEvent
@@ -104,3 +108,18 @@ def test_a_build_over_its_repositorys_limit_is_offered_again_later(make_config):
     worker.run_build(waiting.id)
     assert services.store.get(waiting.id).state is BuildState.QUEUED
     assert queued(config) == [waiting.id]
+
+
+def test_processes_starting_together_on_the_sqlite_broker_create_its_queue_once(tmp_path):
+    """pushbuild serve starts web and worker at once: each declares the queue, and no start fails (four tries of six)."""
+    code = ("import sys; from webhook.config import parse_config; from webhook.worker import declare_queues, make_celery; "
+            "declare_queues(make_celery(parse_config({'server': {'data_dir': sys.argv[1]}}, {})))")
+    for attempt in range(4):
+        data_dir = tmp_path / str(attempt)
+        data_dir.mkdir()
+        starts = [subprocess.Popen([sys.executable, "-c", code, str(data_dir)], stderr=subprocess.PIPE, text=True)
+                  for _ in range(6)]
+        failed = [p.stderr.read()[-300:] for p in starts if p.wait() != 0]
+        assert failed == []
+        with sqlite3.connect(data_dir / "broker.sqlite") as db:
+            assert db.execute("select name from kombu_queue").fetchall() == [("celery",)]

@@ -20,6 +20,6 @@ if TYPE_CHECKING:
 
 def create_app(test_config: Config | None = None, *, dispatcher: Dispatcher | None = None) -> Flask:
     """Create the web app from ``test_config``, or from ``$PUSHBUILD_CONFIG`` (defaults if unset)."""
-    from .app import create_app as create
+    from .web.app import create_app as create
 
     return create(test_config, dispatcher=dispatcher)

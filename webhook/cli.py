@@ -109,7 +109,10 @@ def serve(config_path: str | None, bind: str | None, workers: int) -> None:
                    "Add one:\n  [[auth.tokens]]\n  name = \"admin\"\n  token_env = \"PUSHBUILD_API_TOKEN\"\n"
                    "  scope = \"operate\"\nwith a value from python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
                    f" (or set ${ADMIN_TOKEN_ENV} alone)", err=True)
+    from .worker import declare_queues, make_celery
+
     Services(config)  # create the data directory and schema once, before two processes race to
+    declare_queues(make_celery(config))  # and the broker's queues, which they would race to create too
     env = dict(os.environ)
     if config_path:
         env[CONFIG_ENV] = str(Path(config_path).resolve())
@@ -173,7 +176,7 @@ def build(config_path: str | None, url: str | None, repo_name: str, revision: st
         raise click.ClickException(f"{repo.forge}:{repo.name}: {taken.ignored}")
     [record] = taken.builds
     claimed = services.store.claim(record.id, owner=f"cli:{os.getpid()}", lease_s=services.config.server.lease_s)
-    outcome = services.builder().run(claimed, owner=f"cli:{os.getpid()}", echo=echo)
+    outcome = services.pipeline().run(claimed, owner=f"cli:{os.getpid()}", echo=echo)
     services.notifier.deliver_due(build_id=record.id)
     for delivery in services.deliveries.of_build(record.id):
         click.echo(f"{delivery.kind} {delivery.target}: {delivery.state.value}"
@@ -366,7 +369,7 @@ def hook_keys() -> None:
 @click.option("--engine", "with_engine", is_flag=True, help="Also clean the Docker engine (images, build cache).")
 def prune(config_path: str | None, dry_run: bool, with_engine: bool) -> None:
     """Prune old build records now, as workers do every housekeeping_every_s (docs/operations.md: Retention and disk)."""
-    from .housekeeping import Housekeeper
+    from .build.housekeeping import Housekeeper
     from .retention import Retention, RetentionPolicy
 
     services = Services(_load(config_path))

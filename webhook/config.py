@@ -19,10 +19,10 @@ from typing import Any
 
 from . import defaults, forges
 from .auth import MIN_TOKEN_CHARS, OPERATE, READ, SCOPES, Authenticator, Network
-from .backends import BACKENDS
+from .build.backends import BACKENDS
 from .errors import ConfigError, UnknownForge
 from .forges import Forge, Secrets
-from .redeploy import HOOK_KINDS
+from .notify.redeploy import HOOK_KINDS
 from .refs import is_docker_tag
 from .rules import BuildPlan, Rule, TemplateError, cache_image, default_rules, plan, render, template_values
 from .urls import clone_url_problem

@@ -73,7 +73,7 @@ HEALTH_TIMEOUT_S = 1.5
 #: /healthz answers a result this recent again instead of checking anew.
 HEALTH_CACHE_S = 2.0
 
-#: Connections one web process holds at once (webhook.serving.Worker: a greenlet each, not a
+#: Connections one web process holds at once (webhook.web.serving.Worker: a greenlet each, not a
 #: thread): 1,000 clients sending slowly, or idle, plus real traffic fit. Beyond it, connections
 #: wait in the listen queue. The process's open-files limit is raised to fit (up to its hard limit).
 WEB_WORKER_CONNECTIONS = 4096

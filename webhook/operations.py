@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 
 from .config import RepoConfig
-from .deliveries import Delivery
 from .errors import BadRequest, Conflict, NotFound, PushbuildError, Unprocessable, Unreachable
 from .events import PushEvent
 from .intake import Intake, take, unwanted
+from .notify.deliveries import Delivery
 from .refs import TAG_PREFIX, ZERO_SHA, is_full_sha, short_name, validate_ref
 from .rules import version_key
 from .services import Services

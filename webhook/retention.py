@@ -33,7 +33,7 @@ import sqlalchemy as sa
 
 from . import defaults
 from .config import ServerConfig
-from .deliveries import DeliveryState, deliveries, delivery_attempts
+from .notify.deliveries import DeliveryState, deliveries, delivery_attempts
 from .refs import TAG_PREFIX
 from .store import FINISHED, BuildState, build_logs, builds, seen_pushes
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
-from .builder import Builder
+from .build.engine import Engine
+from .build.mirror import Mirrors
+from .build.pipeline import Pipeline
 from .config import Config
-from .deliveries import DeliveryStore
-from .engine import Engine
-from .mirror import Mirrors
-from .notifier import Notifier
+from .notify.deliveries import DeliveryStore
+from .notify.notifier import Notifier
 from .redact import Redactor
 from .store import BuildStore, create_db_engine
 
@@ -49,7 +49,7 @@ class Services:
         """The sender of commit statuses and redeploy hooks."""
         return Notifier(config=self.config, builds=self.store, deliveries=self.deliveries, redact=self.redact)
 
-    def builder(self) -> Builder:
+    def pipeline(self) -> Pipeline:
         """Return a build pipeline wired to this process's collaborators."""
-        return Builder(config=self.config, store=self.store, mirrors=self.mirrors,
-                       engine=self.engine, redact=self.redact, notifier=self.notifier)
+        return Pipeline(config=self.config, store=self.store, mirrors=self.mirrors,
+                        engine=self.engine, redact=self.redact, notifier=self.notifier)

@@ -12,15 +12,17 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 
 from celery import Celery
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from . import defaults
+from .build.housekeeping import Housekeeper
 from .config import Config
 from .errors import EngineError
-from .housekeeping import Housekeeper
 from .logs import configure_logging
 from .retention import Retention, RetentionPolicy
 from .services import Services
@@ -46,6 +48,27 @@ def make_celery(config: Config) -> Celery:
         # build. (The SQLAlchemy transport passes these options to create_engine instead.)
         app.conf.broker_transport_options = {"visibility_timeout": max(3600, int(config.server.lease_s * 4))}
     return app
+
+
+def declare_queues(celery: Celery, *, attempts: int = 5) -> None:
+    """Create the broker's queues now, once, whoever else is creating them at the same moment.
+
+    On the SQLite broker kombu creates its tables, then selects a queue's row and inserts it if
+    missing: processes starting together (``pushbuild serve``'s web and worker) both create and
+    insert, and the loser's start failed ("table kombu_queue already exists", or the unique
+    constraint), ending the whole service. Losing that race is harmless: look again.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            with celery.connection_for_write() as connection:
+                for queue in celery.amqp.queues.values():
+                    queue.bind(connection.default_channel).declare()
+            return
+        except (IntegrityError, OperationalError):
+            if attempt == attempts:
+                raise
+            log.info("another process created the broker's queues at the same moment; looking again")
+            time.sleep(0.1 * attempt)
 
 
 class Dispatcher:
@@ -158,7 +181,7 @@ class BuildWorker:
             return
         lost = self.leases.hold(build_id)
         try:
-            outcome = self.services.builder().run(build, owner=self.owner, stop=lost)
+            outcome = self.services.pipeline().run(build, owner=self.owner, stop=lost)
         finally:
             self.leases.release(build_id)
         log.info("build=%s repo=%s sha=%s state=%s digest=%s", build.id, build.repo, build.sha,
@@ -207,6 +230,7 @@ def run_worker(config: Config, *, concurrency: int | None = None, loglevel: str 
         """Run one recorded build."""
         worker.run_build(build_id)
 
+    declare_queues(celery)
     stop = threading.Event()
     worker.start_background(stop)
     try:

@@ -184,7 +184,7 @@ def run_push(services, repo, sha, ref="refs/heads/main", *, before="0" * 40, cha
                                                   pusher="t", delivery_id=None, default_branch="main",
                                                   changed_paths=changed_paths)])
     claimed = services.store.claim(build.id, owner="test", lease_s=60)
-    services.builder().run(claimed, owner="test")
+    services.pipeline().run(claimed, owner="test")
     return services.store.get(build.id)
 
 

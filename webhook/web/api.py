@@ -9,14 +9,14 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from . import defaults, links, operations
+from .. import defaults, links, operations
+from ..auth import OPERATE
+from ..errors import BadRequest, NotFound, TooManyRequests
+from ..health import OK
+from ..services import Services
+from ..store import FINISHED, Build
+from ..worker import Dispatcher
 from .access import principal, require
-from .auth import OPERATE
-from .errors import BadRequest, NotFound, TooManyRequests
-from .health import OK
-from .services import Services
-from .store import FINISHED, Build
-from .worker import Dispatcher
 
 bp = Blueprint("api", __name__)
 #: How often a followed log polls for new lines.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from .forges import FAILURE, PENDING, SUCCESS, status_api
+from ..forges import FAILURE, PENDING, SUCCESS, status_api
 from .outbound import OutboundRequest, json_request
 
 __all__ = ["FAILURE", "PENDING", "SUCCESS", "status_request"]

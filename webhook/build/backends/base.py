@@ -7,12 +7,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from ..errors import EngineError
-from ..logs import Log
+from ...errors import EngineError
+from ...logs import Log
 
 if TYPE_CHECKING:
+    from ...rules import BuildPlan
     from ..engine import Engine
-    from ..rules import BuildPlan
 
 
 @dataclass(frozen=True)
@@ -25,9 +25,9 @@ class BuildLimits:
 
 
 class BuildBackend(Protocol):
-    """A way of building an image from a streamed context: one module of :mod:`webhook.backends` each.
+    """A way of building an image from a streamed context: one module of :mod:`webhook.build.backends` each.
 
-    A backend is made for one build by :func:`~webhook.backends.open_backend`, from the engine
+    A backend is made for one build by :func:`~webhook.build.backends.open_backend`, from the engine
     connection, the registry credentials and the repository's build secrets.
     """
 

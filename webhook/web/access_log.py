@@ -10,7 +10,7 @@ from typing import Any
 
 from gunicorn import glogging
 
-from .redact import printable
+from ..redact import printable
 
 
 class AccessLogger(glogging.Logger):

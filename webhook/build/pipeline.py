@@ -12,23 +12,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..config import Config, RepoConfig
+from ..errors import BuildError, Cancelled, ContextError, EngineError, RegistryError
+from ..logs import Log
+from ..notify.notifier import Notifier
+from ..ordering import higher_release
+from ..redact import Redactor
+from ..refs import ZERO_SHA, matches_any, short_name
+from ..retrying import backoff_s, retry
+from ..rules import BuildPlan
+from ..store import Build, BuildState, BuildStore
+from ..timestamps import rfc3339
+from ..urls import redacted_url
 from .backends import BuildLimits, open_backend
 from .buildlog import BuildLog
-from .config import Config, RepoConfig
 from .context import DOCKERIGNORE, IgnoreRules, dockerignore_patterns, filtered_tar
 from .engine import Engine
-from .errors import BuildError, Cancelled, ContextError, EngineError, RegistryError
-from .logs import Log
 from .mirror import Mirrors
-from .notifier import Notifier
-from .ordering import higher_release
-from .redact import Redactor
-from .refs import ZERO_SHA, matches_any, short_name
-from .retrying import backoff_s, retry
-from .rules import BuildPlan
-from .store import Build, BuildState, BuildStore
-from .timestamps import rfc3339
-from .urls import redacted_url
 
 #: Label recording the build settings, so a commit built with other settings is rebuilt, not reused.
 PLAN_LABEL = "dev.pushbuild.plan"
@@ -47,7 +47,7 @@ class Outcome:
     error: str | None = None
 
 
-class Builder:
+class Pipeline:
     """Runs builds to their end and records the outcome."""
 
     def __init__(self, *, config: Config, store: BuildStore, mirrors: Mirrors, engine: Callable[[], Engine],

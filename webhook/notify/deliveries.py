@@ -16,8 +16,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .store import builds, metadata
-from .timestamps import iso_time
+from ..store import builds, metadata
+from ..timestamps import iso_time
 
 deliveries = sa.Table(
     "deliveries", metadata,

@@ -21,14 +21,14 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import EngineError
-from ..logs import Log
-from ..refs import registry_host
+from ...errors import EngineError
+from ...logs import Log
+from ...refs import registry_host
 from .base import BuildLimits, took_too_long, within_deadline
 
 if TYPE_CHECKING:
+    from ...rules import BuildPlan
     from ..engine import Engine
-    from ..rules import BuildPlan
 
 #: Lines kept to explain a failure; BuildKit prints the cause last.
 _TAIL_LINES = 20

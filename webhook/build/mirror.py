@@ -22,12 +22,12 @@ from urllib.parse import urlsplit
 import git
 from git.exc import BadName, GitCommandError
 
-from . import defaults, forges
-from .config import RepoConfig
-from .errors import ContextError, GitError
-from .logs import Log
-from .refs import validate_ref, validate_sha
-from .urls import NETWORK_SCHEMES, clone_url_problem
+from .. import defaults, forges
+from ..config import RepoConfig
+from ..errors import ContextError, GitError
+from ..logs import Log
+from ..refs import validate_ref, validate_sha
+from ..urls import NETWORK_SCHEMES, clone_url_problem
 
 #: How git reports a full disk.
 NO_SPACE = "No space left on device"

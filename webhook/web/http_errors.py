@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from .errors import RequestError
+from ..errors import RequestError
 
 
 def _reply(status: int, message: str) -> tuple[Response, int]:

@@ -14,8 +14,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from . import defaults
-from .store import BuildStore
+from .. import defaults
+from ..store import BuildStore
 
 log = logging.getLogger(__name__)
 #: What stands where the middle of a long log was cut.

@@ -1,6 +1,6 @@
 """The Docker engine and its images: ping, inspect, pull, tag, push, list, remove, prune. Adapter over docker-py.
 
-Building is a backend's (:mod:`webhook.backends`); they build on this connection. docker-py
+Building is a backend's (:mod:`webhook.build.backends`); they build on this connection. docker-py
 reports pull and push failures *inside* the JSON stream without raising; they are detected
 here (:func:`stream_error`) and raised as :class:`RegistryError`, and every docker-py or
 transport exception is translated to :class:`EngineError` / :class:`RegistryError`.
@@ -21,12 +21,12 @@ import requests
 import urllib3
 from docker.errors import DockerException
 
-from .errors import EngineError, RegistryError
-from .logs import Log
-from .refs import split_image
+from ..errors import EngineError, RegistryError
+from ..logs import Log
+from ..refs import split_image
 
 if TYPE_CHECKING:  # the configuration reads the backends' registry, and they build on this module
-    from .config import EngineConfig
+    from ..config import EngineConfig
 
 
 @dataclass(frozen=True)

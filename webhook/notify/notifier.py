@@ -22,16 +22,16 @@ from urllib.parse import urlsplit
 
 import requests
 
-from . import defaults, links
-from .config import Config, HookConfig, RepoConfig
+from .. import defaults, links
+from ..config import Config, HookConfig, RepoConfig
+from ..redact import Redactor
+from ..refs import is_branch, matches_any, short_name
+from ..retrying import backoff_s
+from ..store import Build, BuildState, BuildStore
 from .deliveries import Delivery, DeliveryState, DeliveryStore
 from .outbound import OutboundRequest
-from .redact import Redactor
 from .redeploy import ImagePushed, command_argv, keel_request, message_body, standard_request
-from .refs import is_branch, matches_any, short_name
-from .retrying import backoff_s
 from .statuses import FAILURE, PENDING, SUCCESS, status_request
-from .store import Build, BuildState, BuildStore
 
 log = logging.getLogger(__name__)
 #: A claimed delivery is held at least this long while it is being sent, so no other worker starts it again.

@@ -35,7 +35,7 @@ from gevent.local import local
 from gunicorn.workers.base_async import AsyncWorker
 from gunicorn.workers.ggevent import GeventWorker
 
-from . import defaults
+from .. import defaults
 
 #: The connection the current greenlet serves: its socket, whether its first head was awaited yet,
 #: and the request being answered (so the app can ask for the connection to be closed).
@@ -201,7 +201,7 @@ class _FirstHead:
 class Worker(GeventWorker):
     """gunicorn's gevent worker, with a deadline for each connection's first request head.
 
-    ``gunicorn --worker-class webhook.serving.Worker``. gunicorn bounds every wait for a request
+    ``gunicorn --worker-class webhook.web.serving.Worker``. gunicorn bounds every wait for a request
     head with ``keepalive`` seconds, silently; the first one is given ``request_timeout_s`` instead
     (a client gets that long to send its request, as the forges give us) and answered 408.
     """

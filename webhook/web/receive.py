@@ -8,11 +8,11 @@ from typing import Any
 
 from flask import Blueprint, Request, current_app, jsonify, request
 
-from . import forges, links
-from .errors import BadRequest, NotFound, PayloadTooLarge, SignatureError, UnknownForge, UnsupportedMediaType
-from .events import FORM_TYPE, JSON_TYPE, media_type
-from .intake import receive as receive_delivery
-from .services import Services
+from .. import forges, links
+from ..errors import BadRequest, NotFound, PayloadTooLarge, SignatureError, UnknownForge, UnsupportedMediaType
+from ..events import FORM_TYPE, JSON_TYPE, media_type
+from ..intake import receive as receive_delivery
+from ..services import Services
 
 bp = Blueprint("hooks", __name__, url_prefix="/hooks")
 log = logging.getLogger(__name__)

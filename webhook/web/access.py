@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, g, jsonify, redirect, request
 
-from .auth import OPERATE, READ, Authenticator, Principal
-from .errors import Forbidden, Unauthorized
+from ..auth import OPERATE, READ, Authenticator, Principal
+from ..errors import Forbidden, Unauthorized
 
 COOKIE = "pushbuild_token"
 #: Paths anyone may reach: the forges' deliveries (signed) and the readiness probe.

@@ -16,14 +16,14 @@ import requests
 import urllib3
 from docker.errors import DockerException
 
+from ...errors import EngineError
+from ...logs import Log
 from ..engine import stream_error
-from ..errors import EngineError
-from ..logs import Log
 from .base import BuildLimits, took_too_long, within_deadline
 
 if TYPE_CHECKING:
+    from ...rules import BuildPlan
     from ..engine import Engine
-    from ..rules import BuildPlan
 
 
 class ClassicBackend:

@@ -223,7 +223,7 @@ def test_private_repositories_build_with_their_token(tmp_path, docker_host, regi
         }, {**SECRETS_ENV, "GIT_TOKEN": token}))
         [build], _ = services.store.record([PushEvent(forge="gitlab", repo=repo.name, ref="refs/heads/main", sha=sha,
                                                       before="0" * 40, pusher="t", delivery_id=None)])
-        services.builder().run(services.store.claim(build.id, owner="t", lease_s=60), owner="t")
+        services.pipeline().run(services.store.claim(build.id, owner="t", lease_s=60), owner="t")
         ended = services.store.get(build.id)
         assert ended.state is state, ended.error
         log, _ = services.store.log(build.id)
@@ -360,7 +360,7 @@ def test_a_build_survives_its_engine_restarting(repo, git_server, registry):
         [build], _ = services.store.record([PushEvent(forge="github", repo=repo.name, ref="refs/heads/main", sha=sha,
                                                       before="0" * 40, pusher="t", delivery_id=None)])
         claimed = services.store.claim(build.id, owner="t", lease_s=600)
-        worker = threading.Thread(target=services.builder().run, args=(claimed,), kwargs={"owner": "t"})
+        worker = threading.Thread(target=services.pipeline().run, args=(claimed,), kwargs={"owner": "t"})
         worker.start()
         wait_for(lambda: "RUN sleep 3" in services.store.log(build.id)[0], what="the RUN step to start")
         engine.restart()

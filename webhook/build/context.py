@@ -16,8 +16,8 @@ import re2
 from docker.utils import fnmatch
 from docker.utils.build import PatternMatcher, split_path
 
-from . import defaults
-from .errors import ContextError
+from .. import defaults
+from ..errors import ContextError
 
 DOCKERIGNORE = ".dockerignore"
 _BLOCK = tarfile.BLOCKSIZE

@@ -7,13 +7,14 @@ import threading
 
 from flask import Flask
 
-from . import access, api, defaults, hooks, http_errors
-from .config import Config, load_config
-from .health import HealthChecks, broker_ping
-from .logs import configure_logging
-from .services import Services
+from .. import defaults
+from ..config import Config, load_config
+from ..health import HealthChecks, broker_ping
+from ..logs import configure_logging
+from ..services import Services
+from ..worker import Dispatcher, make_celery
+from . import access, api, http_errors, receive
 from .serving import BufferedBodies
-from .worker import Dispatcher, make_celery
 
 
 def create_app(test_config: Config | None = None, *, dispatcher: Dispatcher | None = None) -> Flask:
@@ -32,7 +33,7 @@ def create_app(test_config: Config | None = None, *, dispatcher: Dispatcher | No
     app.extensions["pushbuild.followers"] = threading.BoundedSemaphore(config.server.max_log_followers)
     access.install(app, config.auth.authenticator())
     http_errors.register(app)
-    app.register_blueprint(hooks.bp)
+    app.register_blueprint(receive.bp)
     app.register_blueprint(api.bp)
     app.wsgi_app = BufferedBodies(app.wsgi_app, timeout_s=config.server.request_timeout_s, max_bytes=config.server.max_body_bytes)
     return app

@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..signatures import sign_ed25519, sign_standard_webhook
+from ..timestamps import rfc3339
 from .outbound import OutboundRequest
-from .signatures import sign_ed25519, sign_standard_webhook
-from .timestamps import rfc3339
 
 EVENT_TYPE = "image.pushed"
 HOOK_KINDS = ("standard", "keel", "command")

@@ -25,11 +25,11 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from .builder import PLAN_LABEL, REVISION_LABEL
-from .config import Config
+from ..config import Config
+from ..refs import is_branch
+from ..store import BuildState, BuildStore
 from .engine import Engine, LocalImage
-from .refs import is_branch
-from .store import BuildState, BuildStore
+from .pipeline import PLAN_LABEL, REVISION_LABEL
 
 log = logging.getLogger(__name__)
 DAY_S = 86400.0
