@@ -19,7 +19,7 @@ from .helpers.configs import SECRETS_ENV, Clock, repo_table
 from .helpers.gitrepo import Repo
 from .helpers.gitserver import GitHttpServer
 from .helpers.receivers import Receiver
-from .helpers.support import AUTH_TABLE, signed_in
+from .helpers.support import AUTH_TABLE, finish, record, signed_in
 
 
 def _service(name: str) -> str:
@@ -201,3 +201,11 @@ def pipeline(tmp_path, repo, git_server, docker_host, docker_cli, registry, base
         return Services(config)
 
     return make
+
+
+@pytest.fixture
+def built(app):
+    """One finished build of the app's repository."""
+    build = record(app)
+    finish(app, build)
+    return build

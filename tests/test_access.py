@@ -1,42 +1,20 @@
-"""Who may read and operate pushbuild: tokens and scopes, the sign-in link, and an SSO proxy's header."""
+"""Who may read and operate pushbuild at the web edge: tokens and scopes, the sign-in link, an SSO proxy's header."""
 
 import pytest
 
 from webhook import create_app
 from webhook.config import ADMIN_TOKEN_ENV
 from webhook.errors import ConfigError
-from webhook.events import PushEvent
 from webhook.health import HealthChecks
 from webhook.store import BuildState
 
 from .helpers.configs import repo_table
-from .helpers.support import OPERATE_TOKEN, READ_TOKEN, bearer, signed_in
+from .helpers.support import API_REPO, API_SHA, OPERATE_TOKEN, READ_TOKEN, bearer, finish, record, signed_in
 
-SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
+SHA = API_SHA
 NEWER = "7" * 40
-REPO = "Codertocat/Hello-World"
+REPO = API_REPO
 PROXY = {"trusted_header": "X-Forwarded-User", "trusted_proxies": ["10.1.2.3"], "operators": ["alice"]}
-
-
-def record(app, *, sha=SHA, ref="refs/heads/main", pusher="octocat"):
-    store = app.extensions["pushbuild"].store
-    [build], _ = store.record([PushEvent(forge="github", repo=REPO, ref=ref, sha=sha, before="0" * 40,
-                                         pusher=pusher, delivery_id=None)])
-    return build
-
-
-def finish(app, build, state=BuildState.SUCCEEDED):
-    store = app.extensions["pushbuild"].store
-    store.claim(build.id, owner="w", lease_s=60)
-    store.finish(build.id, state, owner="w", tags=[f"r/x:{build.sha}"], digest="sha256:" + "a" * 64)
-
-
-@pytest.fixture
-def built(app):
-    """One finished build of the app's repository."""
-    build = record(app)
-    finish(app, build)
-    return build
 
 
 READS = ["/api/builds", "/api/builds/{id}", "/api/builds/{id}/log", "/api/builds/{id}/deliveries",
@@ -234,151 +212,3 @@ def test_the_admin_token_may_come_from_the_environment_alone(make_config):
     assert signed_in(create_app(config), token).get("/").json["signed_in_as"] == "admin"
     with pytest.raises(ConfigError, match="at least 32"):
         make_config(repo_table(REPO), auth={}, env={ADMIN_TOKEN_ENV: "short"})
-
-
-# --- operating --------------------------------------------------------------------------------------------
-
-def operator(app):
-    return signed_in(app, OPERATE_TOKEN)
-
-
-def test_retry_queues_a_failed_build_again_and_says_who(app):
-    failed = record(app)
-    finish(app, failed, BuildState.FAILED)
-    response = operator(app).post(f"/api/builds/{failed.id}/retry")
-    assert response.status_code == 202 and response.json["state"] == "queued" and response.json["id"] == failed.id
-    assert "--- queued again by operator ---" in app.extensions["pushbuild"].store.log(failed.id)[0]
-
-
-def test_a_succeeded_build_is_not_run_again_in_place(app, built):
-    """It moved tags and fired hooks; keeping it succeeded is what keeps older pushes from taking them back."""
-    response = operator(app).post(f"/api/builds/{built.id}/retry")
-    assert response.status_code == 409 and "start a new build" in response.json["error"]
-    assert app.extensions["pushbuild"].store.get(built.id).state is BuildState.SUCCEEDED
-
-
-def test_retry_and_cancel_cannot_hide_a_newer_push_to_roll_a_hook_back(app, built):
-    """The review's attack: retry then cancel the newer build, so the older one's hook looks newest. Refused."""
-    newer = push_newer(app)
-    hook = app.extensions["pushbuild"].deliveries.add(build_id=built.id, repo=REPO, ref="refs/heads/main",
-                                                      kind="hook", target="deploy", payload={})
-    assert operator(app).post(f"/api/builds/{newer.id}/retry").status_code == 409
-    assert operator(app).post(f"/api/builds/{newer.id}/cancel").status_code == 409
-    assert operator(app).post(f"/api/deliveries/{hook.id}/redeliver").status_code == 409
-    assert app.extensions["pushbuild"].store.get(newer.id).state is BuildState.SUCCEEDED
-
-
-def test_retry_of_a_build_not_finished_is_409(app):
-    build = record(app)
-    response = operator(app).post(f"/api/builds/{build.id}/retry")
-    assert response.status_code == 409 and "has not finished" in response.json["error"]
-
-
-def test_cancel_ends_a_queued_build_and_a_finished_one_is_409(app, built):
-    queued = record(app, sha=NEWER)
-    response = operator(app).post(f"/api/builds/{queued.id}/cancel")
-    assert response.status_code == 200 and response.json["state"] == "cancelled"
-    assert response.json["error"] == "cancelled by operator"
-    assert operator(app).post(f"/api/builds/{built.id}/cancel").status_code == 409
-
-
-def test_cancel_takes_a_running_build_from_its_worker(app):
-    """A running build is cancelled in the store; its worker's lease renewal finds it is no longer held."""
-    build = record(app)
-    store = app.extensions["pushbuild"].store
-    store.claim(build.id, owner="w", lease_s=60)
-    assert operator(app).post(f"/api/builds/{build.id}/cancel").json["state"] == "cancelled"
-    assert store.renew([build.id], owner="w", lease_s=60) == set()
-    assert not store.finish(build.id, BuildState.SUCCEEDED, owner="w", digest="sha256:" + "b" * 64)
-    assert store.get(build.id).digest is None
-
-
-def test_redeliver_makes_a_delivery_due_again(app, built):
-    deliveries = app.extensions["pushbuild"].deliveries
-    status = deliveries.add(build_id=built.id, repo=REPO, ref="refs/heads/main", kind="status", target="ci",
-                            payload={"state": "success"})
-    response = operator(app).post(f"/api/deliveries/{status.id}/redeliver")
-    assert response.status_code == 202 and response.json["state"] == "pending"
-    assert operator(app).post("/api/deliveries/999/redeliver").status_code == 404
-
-
-def push_newer(app):
-    """Record and finish a push of main that follows the ``built`` one."""
-    newer = app.extensions["pushbuild"].store.record([PushEvent(
-        forge="github", repo=REPO, ref="refs/heads/main", sha=NEWER, before=SHA, pusher="o", delivery_id=None)])[0][0]
-    finish(app, newer)
-    return newer
-
-
-def test_an_older_pushs_hook_is_not_redelivered_over_a_newer_one(app, built):
-    """Sending an old build's redeploy hook again would roll the deployment back: 409."""
-    push_newer(app)
-    hook = app.extensions["pushbuild"].deliveries.add(build_id=built.id, repo=REPO, ref="refs/heads/main",
-                                                      kind="hook", target="deploy", payload={})
-    response = operator(app).post(f"/api/deliveries/{hook.id}/redeliver")
-    assert response.status_code == 409 and "roll the deployment back" in response.json["error"]
-
-
-def test_an_older_releases_hook_is_not_redelivered_nor_its_tag_built_again(app):
-    """Release hooks follow version order: after v1.1.0 was built, v1.0.0's hook and a new build of v1.0.0 are 409."""
-    old, new = record(app, ref="refs/tags/v1.0.0"), record(app, sha=NEWER, ref="refs/tags/v1.1.0")
-    finish(app, old)
-    finish(app, new)
-    hook = app.extensions["pushbuild"].deliveries.add(build_id=old.id, repo=REPO, ref=old.ref, kind="hook",
-                                                      target="deploy", payload={})
-    refused = operator(app).post(f"/api/deliveries/{hook.id}/redeliver")
-    assert refused.status_code == 409 and "v1.1.0 (build 2) is a later release than v1.0.0" in refused.json["error"]
-    again = operator(app).post("/api/builds", json={"repo": REPO, "tag": "v1.0.0"})
-    assert again.status_code == 409 and "later release" in again.json["error"]
-
-
-def test_a_manual_build_of_a_commit_goes_the_way_of_a_push(app):
-    """POST /api/builds with a sha pushbuild recorded for main: a queued build whose pusher is the token's name.
-
-    Asked again while it is queued: the same build.
-    """
-    finish(app, record(app, sha=NEWER), BuildState.FAILED)
-    response = operator(app).post("/api/builds", json={"repo": REPO, "sha": NEWER})
-    assert response.status_code == 202
-    assert {k: response.json[k] for k in ("repo", "sha", "ref", "state", "pusher")} == {
-        "repo": REPO, "sha": NEWER, "ref": "", "state": "queued", "pusher": "operator"}
-    again = operator(app).post("/api/builds", json={"repo": f"github:{REPO}", "sha": NEWER})
-    assert again.status_code == 200 and again.json["id"] == response.json["id"]
-
-
-def test_a_commit_build_fires_no_redeploy_hook(make_config):
-    """A build of a commit alone may be an old commit: it reports a status but deploys nothing."""
-    hooks = [{"name": "deploy", "url": "https://deploy.example.com/h", "secret_env": "GITHUB_SECRET"}]
-    app = create_app(make_config(repo_table(REPO, hooks=hooks)))
-    [build], _ = app.extensions["pushbuild"].store.record([PushEvent(
-        forge="github", repo=REPO, ref="", sha=NEWER, before="0" * 40, pusher="cli", delivery_id=None)])
-    finish(app, build)
-    app.extensions["pushbuild"].notifier.build_finished(build, state=BuildState.SUCCEEDED, tags=(),
-                                                        digest="sha256:" + "a" * 64, error=None)
-    assert app.extensions["pushbuild"].deliveries.of_build(build.id) == []
-
-
-@pytest.mark.parametrize(("body", "status", "error"), [
-    ({"repo": REPO}, 400, "exactly one of"),
-    ({"repo": REPO, "ref": "main", "sha": NEWER}, 400, "exactly one of"),
-    ({"repo": REPO, "sha": "abc"}, 400, "full commit id"),
-    ({"repo": REPO, "ref": "bad..ref"}, 400, "ref"),
-    ({"ref": "main"}, 400, '"repo" is required'),
-    ({"repo": REPO, "sha": NEWER, "force": "yes"}, 400, "unknown field 'force'"),
-    ({"repo": 7, "sha": NEWER}, 400, "non-empty string"),
-    ({"repo": "nobody/here", "sha": NEWER}, 404, "not configured"),
-    (["not", "an", "object"], 400, "JSON object"),
-    ("[" * 50_000, 400, "JSON object"),  # nested past Python's recursion limit, within the 64 KiB bodies may have
-])
-def test_a_bad_manual_build_is_refused_and_records_nothing(app, body, status, error):
-    raw = {"data": body, "content_type": "application/json"} if isinstance(body, str) else {"json": body}
-    response = operator(app).post("/api/builds", **raw)
-    assert response.status_code == status and error in response.json["error"]
-    assert app.extensions["pushbuild"].store.list() == []
-
-
-def test_a_manual_build_the_rules_do_not_build_is_422(make_config):
-    """The repository's rules apply: a tag no rule builds is refused, not built."""
-    config = make_config(repo_table(REPO, rules=[{"branch": "main"}]))
-    response = operator(create_app(config)).post("/api/builds", json={"repo": REPO, "tag": "v1.0.0"})
-    assert response.status_code == 422 and "no build rule matches tag 'v1.0.0'" in response.json["error"]

@@ -150,7 +150,7 @@ def any_store_app(request, make_config):
     server = {} if request.param == "sqlite" else {"database_url": request.getfixturevalue("fresh_postgres_url")}
     app = create_app(make_config(repo_table("Codertocat/Hello-World"), server=server))
     yield app
-    app.extensions["pushbuild"].store.engine.dispose()
+    app.extensions["pushbuild"].store.db.dispose()
 
 
 BIG = 2**31  # one more than the largest id PostgreSQL's INTEGER holds (SQLite's overflow at 2**63)
@@ -207,7 +207,7 @@ def test_non_ascii_names_read_back_as_text_from_an_sql_ascii_database(sql_ascii_
     app = create_app(make_config(repo_table("acme/café"), server={"database_url": sql_ascii_postgres_url}))
     body = signed_in(app).get(f"/api/builds/{build.id}").json
     assert (body["ref"], body["pusher"]) == ("refs/heads/ü", "Jürgen 日本")
-    app.extensions["pushbuild"].store.engine.dispose()
+    app.extensions["pushbuild"].store.db.dispose()
 
 
 def test_a_followers_place_is_given_back_when_its_stream_is_closed(make_config):

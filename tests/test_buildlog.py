@@ -29,7 +29,7 @@ def new_build(store):
 
 
 def chunks(store, build_id):
-    with store.engine.connect() as conn:
+    with store.db.connect() as conn:
         return conn.execute(build_logs.select().where(build_logs.c.build_id == build_id)).all()
 
 

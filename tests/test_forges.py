@@ -23,8 +23,8 @@ from webhook.forges import (
     SIGNATURE_HEADERS,
     STATES,
     Clock,
+    DeliveryKeys,
     Forge,
-    Secrets,
     bitbucket,
     github,
     gitlab,
@@ -36,7 +36,7 @@ CLOCK = Clock(now=1_700_000_000.0, tolerance_s=300)
 FORM = "application/x-www-form-urlencoded"
 PAYLOAD = json.dumps({"ref": "refs/heads/main", "repository": {"full_name": "acme/r17"}}).encode()
 FORM_BODY = b"payload=" + quote(PAYLOAD).encode()
-THIRTY = [Secrets(name=f"acme/r{i}", secret=f"secret-{i}") for i in range(30)]
+THIRTY = [DeliveryKeys(name=f"acme/r{i}", secret=f"secret-{i}") for i in range(30)]
 EACH_FORGE = pytest.mark.parametrize("forge", REGISTRY.values(), ids=REGISTRY)
 
 
@@ -211,7 +211,7 @@ def test_a_form_body_without_a_payload_field_is_a_signature_error():
 
 def test_repositories_sharing_a_secret_all_match_and_others_do_not():
     """Two repositories behind one organisation hook both match; a third with its own secret does not."""
-    repos = [Secrets("acme/a", "shared"), Secrets("acme/b", "shared"), Secrets("acme/c", "own")]
+    repos = [DeliveryKeys("acme/a", "shared"), DeliveryKeys("acme/b", "shared"), DeliveryKeys("acme/c", "own")]
     body = b'{"ok": true}'
     assert signed_for(REGISTRY["github"], {"x-hub-signature-256": sign_github(body, "shared")}, body, repos, CLOCK) == {
         "acme/a", "acme/b"}

@@ -196,12 +196,12 @@ def app(request, make_config):
     )
     app = create_app(config)
     yield app
-    app.extensions["pushbuild"].store.engine.dispose()
+    app.extensions["pushbuild"].store.db.dispose()
 
 
 def delivery_keys(app) -> list[str]:
     """The delivery keys of every recorded build, oldest first."""
-    with app.extensions["pushbuild"].store.engine.connect() as conn:
+    with app.extensions["pushbuild"].store.db.connect() as conn:
         return list(conn.execute(sa.select(builds_table.c.delivery_key).order_by(builds_table.c.id)).scalars())
 
 

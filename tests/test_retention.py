@@ -359,7 +359,7 @@ def test_a_workers_housekeeping_prunes_records_even_when_its_engine_is_away(make
     from webhook.worker import BuildWorker
 
     services = Services(make_config(engine={"base_url": "unix:///nonexistent/docker.sock"}))
-    store = BuildStore(services.store.engine, clock=clock)
+    store = BuildStore(services.store.db, clock=clock)
     clock.now = time.time() - 200 * DAY_S
     builds = [finished(store, clock) for _ in range(3)]
     BuildWorker(services, dispatcher=None).housekeep()

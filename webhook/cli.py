@@ -373,7 +373,7 @@ def prune(config_path: str | None, dry_run: bool, with_engine: bool) -> None:
     from .retention import Retention, RetentionPolicy
 
     services = Services(_load(config_path))
-    retention = Retention(services.store.engine, RetentionPolicy.of(services.config.server))
+    retention = Retention(services.store.db, RetentionPolicy.of(services.config.server))
     click.echo(f"{'would prune' if dry_run else 'pruned'} {retention.dry_run() if dry_run else retention.prune()}")
     if with_engine:
         try:

@@ -1,6 +1,6 @@
 """The TOML configuration: parsed, validated and resolved against the environment.
 
-Secrets are never written in the file: a key ending in ``_env`` names the environment
+DeliveryKeys are never written in the file: a key ending in ``_env`` names the environment
 variable holding the value. :func:`parse_config` is pure; :func:`load_config` reads the file.
 Every problem is reported with the key it concerns, all at once.
 """
@@ -21,7 +21,7 @@ from . import defaults, forges
 from .auth import MIN_TOKEN_CHARS, OPERATE, READ, SCOPES, Authenticator, Network
 from .build.backends import BACKENDS
 from .errors import ConfigError, UnknownForge
-from .forges import Forge, Secrets
+from .forges import DeliveryKeys, Forge
 from .notify.redeploy import HOOK_KINDS
 from .refs import is_docker_tag
 from .rules import BuildPlan, Rule, TemplateError, cache_image, default_rules, plan, render, template_values
@@ -218,9 +218,9 @@ class RepoConfig:
                     platform=self.platform, cache_from=self.cache_from,
                     secret_args=frozenset(name for name, _ in self.build_args_env))
 
-    def secrets(self) -> Secrets:
+    def delivery_keys(self) -> DeliveryKeys:
         """Return the values this repository's deliveries are verified with."""
-        return Secrets(
+        return DeliveryKeys(
             name=self.name,
             secret=self.secret.reveal() if self.secret else None,
             signing_token=self.signing_token.reveal() if self.signing_token else None,

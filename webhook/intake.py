@@ -54,7 +54,7 @@ def receive(config: Config, store: BuildStore, dispatcher: Dispatcher, forge: fo
     when the payload names another repository than one that did; :class:`~webhook.errors.NotFound`
     for a repository not configured here.
     """
-    repos = [r.secrets() for r in config.repos if r.forge == forge.name]
+    repos = [r.delivery_keys() for r in config.repos if r.forge == forge.name]
     signed = forges.signed_for(forge, headers, body, repos,
                                forges.Clock(now=now, tolerance_s=defaults.SIGNATURE_TOLERANCE_S))
     parsed = forge.parse(headers, decode_body(body, content_type))

@@ -13,7 +13,7 @@ from .config import RepoConfig
 from .errors import BadRequest, Conflict, NotFound, PushbuildError, Unprocessable, Unreachable
 from .events import PushEvent
 from .intake import Intake, take, unwanted
-from .notify.deliveries import Delivery
+from .notify.deliveries import Delivery, DeliveryKind
 from .refs import TAG_PREFIX, ZERO_SHA, is_full_sha, short_name, validate_ref
 from .rules import version_key
 from .services import Services
@@ -73,7 +73,7 @@ def redeliver(services: Services, delivery_id: int, *, by: str) -> Delivery:
     if delivery is None:
         raise NotFound(f"no delivery {delivery_id}")
     build = services.store.get(delivery.build_id)
-    if delivery.kind == "hook" and build is not None:
+    if delivery.kind == DeliveryKind.HOOK and build is not None:
         if services.store.newer_success(build):
             raise Conflict(f"a newer push of {delivery.ref} was built since; its hooks replace this one "
                            "(sending this again would roll the deployment back)")

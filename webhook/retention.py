@@ -88,9 +88,9 @@ class PruneReport:
 class Retention:
     """Prunes the build records of one database under a :class:`RetentionPolicy`."""
 
-    def __init__(self, engine: sa.Engine, policy: RetentionPolicy, *,
+    def __init__(self, db: sa.Engine, policy: RetentionPolicy, *,
                  clock: Callable[[], float] = time.time) -> None:
-        self.engine = engine
+        self.db = db
         self.policy = policy
         self.clock = clock
 
@@ -116,7 +116,7 @@ class Retention:
     def dry_run(self) -> PruneReport:
         """Count what :meth:`prune` would delete now, deleting nothing."""
         report = PruneReport()
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             for forge, repo in self._repositories(conn) if self.policy.prunes else []:
                 ids = sa.select(builds.c.id).where(*self._prunable(conn, forge, repo))
                 report.builds += conn.execute(sa.select(sa.func.count()).select_from(ids.subquery())).scalar_one()
@@ -135,7 +135,7 @@ class Retention:
         query = sa.select(builds.c.forge, builds.c.repo).distinct().order_by(builds.c.forge, builds.c.repo)
         if conn is not None:
             return [tuple(row) for row in conn.execute(query)]
-        with self.engine.begin() as own:
+        with self.db.begin() as own:
             return [tuple(row) for row in own.execute(query)]
 
     def _nth_newest_id(self, conn: sa.Connection, n: int, *conditions: sa.ColumnElement[bool]) -> int | None:
@@ -171,7 +171,7 @@ class Retention:
 
     def _claim(self, forge: str, repo: str) -> list[int]:
         """Mark up to a batch of prunable builds of one repository as being pruned; return their ids."""
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             chosen = (sa.select(builds.c.id).where(*self._prunable(conn, forge, repo))
                       .order_by(builds.c.id).limit(self.policy.batch).with_for_update(skip_locked=True))
             ids = list(conn.execute(chosen).scalars())
@@ -188,19 +188,19 @@ class Retention:
         query = (sa.select(builds.c.id)
                  .where(builds.c.pruning_at < self.clock() - self.policy.stale_claim_s)
                  .order_by(builds.c.id).limit(self.policy.batch))
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             return list(conn.execute(query).scalars())
 
     def _delete(self, ids: Sequence[int], report: PruneReport) -> None:
         """Delete claimed builds: their logs chunk by chunk, then the rows, remembering their keys."""
         while True:
-            with self.engine.begin() as conn:
+            with self.db.begin() as conn:
                 chunk = sa.select(build_logs.c.id).where(build_logs.c.build_id.in_(ids)).limit(self.policy.log_rows)
                 deleted = conn.execute(build_logs.delete().where(build_logs.c.id.in_(chunk))).rowcount
             report.log_chunks += deleted
             if deleted < self.policy.log_rows:
                 break
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             rows = conn.execute(
                 sa.select(builds.c.id, builds.c.delivery_key, builds.c.push_key, builds.c.state, builds.c.created_at,
                           builds.c.forge, builds.c.repo, builds.c.ref, builds.c.sha, builds.c.before)
@@ -239,6 +239,6 @@ class Retention:
         """Forget one batch of expired replay memories; return how many."""
         if (cutoff := self._memory_cutoff()) is None:
             return 0
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             chunk = sa.select(seen_pushes.c.id).where(seen_pushes.c.pruned_at < cutoff).limit(self.policy.log_rows)
             return conn.execute(seen_pushes.delete().where(seen_pushes.c.id.in_(chunk))).rowcount

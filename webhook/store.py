@@ -221,8 +221,8 @@ def create_db_engine(url: str) -> sa.Engine:
 class BuildStore:
     """Reads and writes build records and their logs."""
 
-    def __init__(self, engine: sa.Engine, *, clock: Callable[[], float] = time.time) -> None:
-        self.engine = engine
+    def __init__(self, db: sa.Engine, *, clock: Callable[[], float] = time.time) -> None:
+        self.db = db
         self.clock = clock
 
     def create_schema(self) -> None:
@@ -232,7 +232,7 @@ class BuildStore:
         turns under an advisory lock (two concurrent CREATE TABLEs collide in its catalogue);
         SQLite's write lock serialises them already.
         """
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
             metadata.create_all(conn)
@@ -240,7 +240,7 @@ class BuildStore:
 
     def ping(self) -> None:
         """Raise if the database cannot be reached."""
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             conn.execute(sa.select(1))
 
     def record(self, events: Sequence[PushEvent], *, dispatching: bool = False,
@@ -273,7 +273,7 @@ class BuildStore:
         ) for e, key, content in zip(events, keys, push_keys, strict=True)]
         delivery_keys, content_keys = [k for k in keys if k], [k for k in push_keys if k]
         try:
-            with self.engine.begin() as conn:
+            with self.db.begin() as conn:
                 ids = [conn.execute(builds.insert().values(**row)).inserted_primary_key[0] for row in rows]
                 if (delivery_keys or content_keys) and conn.execute(
                         sa.select(seen_pushes.c.id).where(_seen(delivery_keys, content_keys)).limit(1)).first():
@@ -287,7 +287,7 @@ class BuildStore:
         """Return the builds, kept or pruned, that earlier deliveries of these events recorded, oldest first."""
         delivery_keys, content_keys = [k for k in keys if k], [k for k in push_keys if k]
         known = sa.or_(builds.c.delivery_key.in_(delivery_keys), builds.c.push_key.in_(content_keys))
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             found = {row.id: Build.from_row(row) for row in conn.execute(builds.select().where(known))}
             pruned = conn.execute(sa.select(seen_pushes).where(_seen(delivery_keys, content_keys))).all()
         for row in pruned:
@@ -303,7 +303,7 @@ class BuildStore:
 
     def get(self, build_id: int) -> Build | None:
         """Return one build, or ``None``."""
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             row = conn.execute(builds.select().where(builds.c.id == build_id)).first()
         return Build.from_row(row) if row else None
 
@@ -314,12 +314,12 @@ class BuildStore:
             query = query.where(builds.c.repo == repo)
         if before_id is not None:
             query = query.where(builds.c.id < before_id)
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             return [Build.from_row(row) for row in conn.execute(query)]
 
     def _update(self, build_id: int, condition: Any, **values: Any) -> bool:
         """Update one build if ``condition`` holds; say whether it did."""
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             result = conn.execute(builds.update().where(builds.c.id == build_id, condition).values(**values))
         return result.rowcount == 1
 
@@ -360,7 +360,7 @@ class BuildStore:
         if not ids:
             return set()
         held = sa.and_(builds.c.id.in_(ids), builds.c.lease_owner == owner, builds.c.state == BuildState.RUNNING.value)
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             conn.execute(builds.update().where(held).values(lease_expires_at=self.clock() + lease_s))
             return {row.id for row in conn.execute(sa.select(builds.c.id).where(held))}
 
@@ -400,7 +400,7 @@ class BuildStore:
         if state is not None:
             query = query.where(builds.c.state == state.value)
             pruned = pruned.where(seen_pushes.c.state == state.value)
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             found = {row.id: Build.from_row(row) for row in conn.execute(query)}
             for row in conn.execute(pruned):
                 found.setdefault(row.build_id, Build.remembered(row))
@@ -424,7 +424,7 @@ class BuildStore:
                  .where(builds.c.forge == forge, builds.c.repo == repo, builds.c.ref.startswith(TAG_PREFIX),
                         builds.c.state == BuildState.SUCCEEDED.value)
                  .order_by(builds.c.id.desc()).limit(recent))
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             return [Build.from_row(row) for row in conn.execute(query)]
 
     def newest_of_each_ref(self, *, state: BuildState | None = None) -> list[Build]:
@@ -432,18 +432,18 @@ class BuildStore:
         newest = sa.select(sa.func.max(builds.c.id)).group_by(builds.c.forge, builds.c.repo, builds.c.ref)
         if state is not None:
             newest = newest.where(builds.c.state == state.value)
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             return [Build.from_row(row) for row in conn.execute(builds.select().where(builds.c.id.in_(newest)))]
 
     def unfinished_shas(self) -> set[str]:
         """Return the commits of builds queued or running now."""
         query = sa.select(builds.c.sha).where(builds.c.state.in_([BuildState.QUEUED.value, BuildState.RUNNING.value]))
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             return set(conn.execute(query.distinct()).scalars())
 
     def tag_owner(self, tag: str) -> tuple[str, str, str] | None:
         """Return who owns ``tag`` (forge, repository, ref or commit id), if anyone does."""
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             row = conn.execute(sa.select(image_tags).where(image_tags.c.tag == tag)).first()
         return None if row is None else (row.forge, row.repo, row.ref)
 
@@ -453,7 +453,7 @@ class BuildStore:
             found = self.tag_owner(tag)
             if found is None:
                 try:
-                    with self.engine.begin() as conn:
+                    with self.db.begin() as conn:
                         conn.execute(image_tags.insert().values(tag=tag, forge=forge, repo=repo, ref=owner,
                                                                 claimed_at=self.clock()))
                     return None
@@ -478,7 +478,7 @@ class BuildStore:
         query = (sa.select(builds.c.ref).distinct()
                  .where(builds.c.forge == forge, builds.c.repo == repo, builds.c.sha == sha, builds.c.ref != "")
                  .limit(100))
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             return [row.ref for row in conn.execute(query)]
 
     def has_build(self, forge: str, repo: str, ref: str, sha: str) -> bool:
@@ -486,7 +486,7 @@ class BuildStore:
         query = (sa.select(builds.c.id)
                  .where(builds.c.forge == forge, builds.c.repo == repo, builds.c.ref == ref, builds.c.sha == sha)
                  .limit(1))
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             return conn.execute(query).first() is not None
 
     def requeue(self, build_id: int) -> bool:
@@ -506,33 +506,33 @@ class BuildStore:
                 builds.c.dispatched_at.is_(None), builds.c.dispatched_at < now - redispatch_after_s,
             )),
         )).order_by(builds.c.id)
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             return [Build.from_row(row) for row in conn.execute(query)]
 
     def append_log(self, build_id: int, text: str) -> int | None:
         """Add a chunk of text to a build's log; return the chunk's id (``None`` for no text)."""
         if not text:
             return None
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             return conn.execute(build_logs.insert().values(build_id=build_id, text=text)).inserted_primary_key[0]
 
     def replace_log_chunk(self, chunk_id: int, text: str) -> None:
         """Rewrite one chunk of a log (the note saying how much was cut)."""
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             conn.execute(build_logs.update().where(build_logs.c.id == chunk_id).values(text=text))
 
     def drop_log_chunks(self, chunk_ids: Iterable[int]) -> None:
         """Delete chunks of a log (its oldest tail, when the log is over its size)."""
         ids = list(chunk_ids)
         if ids:
-            with self.engine.begin() as conn:
+            with self.db.begin() as conn:
                 conn.execute(build_logs.delete().where(build_logs.c.id.in_(ids)))
 
     def log_size(self, build_id: int) -> int:
         """Return how many characters of a build's log are stored."""
         query = sa.select(sa.func.coalesce(sa.func.sum(sa.func.length(build_logs.c.text)), 0)).where(
             build_logs.c.build_id == build_id)
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             return int(conn.execute(query).scalar_one())
 
     def log(self, build_id: int, *, after: int = 0, limit_chars: int = defaults.LOG_PAGE_CHARS) -> tuple[str, int]:
@@ -546,7 +546,7 @@ class BuildStore:
                  .order_by(build_logs.c.id))
         parts: list[str] = []
         size, cursor = 0, after
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             for chunk_id, text in conn.execution_options(yield_per=16).execute(query):
                 if parts and size + len(text) > limit_chars:
                     break

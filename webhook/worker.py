@@ -211,7 +211,7 @@ class BuildWorker:
     def housekeep(self, *, stop: threading.Event | None = None) -> None:
         """Prune old build records, then clean the engine; an engine that does not answer is left for next time."""
         services = self.services
-        Retention(services.store.engine, RetentionPolicy.of(services.config.server)).prune(stop=stop)
+        Retention(services.store.db, RetentionPolicy.of(services.config.server)).prune(stop=stop)
         try:
             Housekeeper(services.config, services.store, services.engine).run()
         except EngineError as exc:

@@ -198,3 +198,28 @@ def queued(config) -> list[int]:
             return []
         rows = db.execute("select payload from kombu_message").fetchall()
     return [json.loads(json.loads(p)["headers"]["argsrepr"])[0] for (p,) in rows]
+
+
+#: The repository and commit the API tests record pushes of (the app's default configuration has it).
+API_REPO = "Codertocat/Hello-World"
+API_SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
+
+
+def record(app: Any, *, sha: str = API_SHA, ref: str = "refs/heads/main", pusher: str = "octocat") -> Any:
+    """Record a push of ``API_REPO`` in the app's store, as a delivery would."""
+    from webhook.events import PushEvent
+
+    store = app.extensions["pushbuild"].store
+    [build], _ = store.record([PushEvent(forge="github", repo=API_REPO, ref=ref, sha=sha, before="0" * 40,
+                                         pusher=pusher, delivery_id=None)])
+    return build
+
+
+def finish(app: Any, build: Any, state: Any = None) -> None:
+    """Run a recorded build to ``state`` (succeeded by default), as a worker would."""
+    from webhook.store import BuildState
+
+    store = app.extensions["pushbuild"].store
+    store.claim(build.id, owner="w", lease_s=60)
+    store.finish(build.id, state or BuildState.SUCCEEDED, owner="w", tags=[f"r/x:{build.sha}"],
+                 digest="sha256:" + "a" * 64)

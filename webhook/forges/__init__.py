@@ -17,12 +17,12 @@ from types import MappingProxyType
 
 from ..errors import UnknownForge
 from . import bitbucket, gitea, github, gitlab
-from .base import FAILURE, PENDING, REQUIRED_PARTS, STATES, SUCCESS, Clock, Forge, Secrets, StatusApi
+from .base import FAILURE, PENDING, REQUIRED_PARTS, STATES, SUCCESS, Clock, DeliveryKeys, Forge, StatusApi
 from .signing import signed_for
 
 __all__ = [
     "ALIASES", "ALL", "FAILURE", "FORGES", "NAMES", "PENDING", "REGISTRY", "REQUIRED_PARTS", "SIGNATURE_HEADERS", "STATES",
-    "SUCCESS", "Clock", "Forge", "Secrets", "StatusApi", "forge", "index", "signed_for", "status_api",
+    "SUCCESS", "Clock", "Forge", "DeliveryKeys", "StatusApi", "forge", "index", "signed_for", "status_api",
 ]
 
 

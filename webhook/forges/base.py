@@ -23,8 +23,8 @@ _NAME = re.compile(r"[a-z][a-z0-9-]*")
 
 
 @dataclass(frozen=True)
-class Secrets:
-    """The secrets one repository verifies deliveries with."""
+class DeliveryKeys:
+    """What one repository's deliveries are verified with: its webhook secret, and GitLab's signing token."""
 
     name: str
     secret: str | None
@@ -42,7 +42,7 @@ class Clock:
 #: Extracts the signed message from the (lowercased) headers and raw body.
 SignedBytes = Callable[[Mapping[str, str], bytes], bytes]
 #: Checks the signed message against one repository's secrets, or raises :class:`SignatureError`.
-Check = Callable[[Mapping[str, str], bytes, Secrets, Clock], None]
+Check = Callable[[Mapping[str, str], bytes, DeliveryKeys, Clock], None]
 #: Turns a verified, decoded delivery into the pushes to build, or says why it builds nothing.
 Parser = Callable[[Mapping[str, str], Mapping[str, Any]], Parsed]
 

@@ -20,14 +20,14 @@ from ..errors import BadRequest
 from ..events import Ignored, Parsed
 from ..refs import ZERO_SHA
 from ..signatures import verify_hmac_hex
-from .base import FAILURE, PENDING, SUCCESS, Clock, Forge, Secrets, StatusApi
+from .base import FAILURE, PENDING, SUCCESS, Clock, DeliveryKeys, Forge, StatusApi
 from .payload import delivery_header, get, joined, push_event, ref_key
 from .signing import raw_body
 
 
-def check(headers: Mapping[str, str], body: bytes, secrets: Secrets, clock: Clock) -> None:
+def check(headers: Mapping[str, str], body: bytes, keys: DeliveryKeys, clock: Clock) -> None:
     """``X-Hub-Signature: sha256=<hex>`` over the raw body, Cloud and Data Center alike."""
-    verify_hmac_hex(body, headers.get("x-hub-signature"), secrets.secret, name="X-Hub-Signature", prefix="sha256=")
+    verify_hmac_hex(body, headers.get("x-hub-signature"), keys.secret, name="X-Hub-Signature", prefix="sha256=")
 
 
 #: Bitbucket's change types (Cloud: ``new.type``; Data Center: ``ref.type``) and their ref prefixes.

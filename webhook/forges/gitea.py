@@ -17,7 +17,7 @@ from ..errors import BadRequest, RequestError, SignatureError
 from ..events import Ignored, Parsed, payload_bytes
 from ..refs import ZERO_SHA
 from ..signatures import verify_hmac_hex
-from .base import Clock, Forge, Secrets, StatusApi
+from .base import Clock, DeliveryKeys, Forge, StatusApi
 from .github import STATUS_FIELDS, STATUS_STATES
 from .payload import changed_paths, delivery_header, first_header, get, push_event
 
@@ -41,10 +41,10 @@ def signed_bytes(headers: Mapping[str, str], body: bytes) -> bytes:
         raise SignatureError("the body carries no payload to verify") from exc
 
 
-def check(headers: Mapping[str, str], message: bytes, secrets: Secrets, clock: Clock) -> None:
+def check(headers: Mapping[str, str], message: bytes, keys: DeliveryKeys, clock: Clock) -> None:
     """Bare hex HMAC over the JSON payload, even when it arrives form-encoded."""
     name = _signature_header(headers)
-    verify_hmac_hex(message, headers.get(name), secrets.secret, name=name)
+    verify_hmac_hex(message, headers.get(name), keys.secret, name=name)
 
 
 def parse_gitea(headers: Mapping[str, str], payload: Mapping[str, Any]) -> Parsed:

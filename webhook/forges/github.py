@@ -18,14 +18,14 @@ from ..errors import BadRequest
 from ..events import Ignored, Parsed
 from ..refs import ZERO_SHA
 from ..signatures import verify_github
-from .base import FAILURE, PENDING, SUCCESS, Clock, Forge, Secrets, StatusApi
+from .base import FAILURE, PENDING, SUCCESS, Clock, DeliveryKeys, Forge, StatusApi
 from .payload import changed_paths, delivery_header, get, joined, push_event
 from .signing import raw_body
 
 
-def check(headers: Mapping[str, str], body: bytes, secrets: Secrets, clock: Clock) -> None:
+def check(headers: Mapping[str, str], body: bytes, keys: DeliveryKeys, clock: Clock) -> None:
     """``X-Hub-Signature-256`` over the raw body; the SHA-1 header is not accepted."""
-    verify_github(body, headers.get("x-hub-signature-256"), secrets.secret)
+    verify_github(body, headers.get("x-hub-signature-256"), keys.secret)
 
 
 def parse_github(headers: Mapping[str, str], payload: Mapping[str, Any]) -> Parsed:

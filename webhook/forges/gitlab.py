@@ -18,24 +18,24 @@ from ..errors import BadRequest, SignatureError
 from ..events import Ignored, Parsed
 from ..refs import ZERO_SHA
 from ..signatures import verify_standard_webhook, verify_token
-from .base import FAILURE, PENDING, SUCCESS, Clock, Forge, Secrets, StatusApi
+from .base import FAILURE, PENDING, SUCCESS, Clock, DeliveryKeys, Forge, StatusApi
 from .payload import changed_paths, delivery_header, get, push_event
 from .signing import raw_body
 
 
-def check(headers: Mapping[str, str], body: bytes, secrets: Secrets, clock: Clock) -> None:
+def check(headers: Mapping[str, str], body: bytes, keys: DeliveryKeys, clock: Clock) -> None:
     """``X-Gitlab-Token`` and/or Standard Webhooks headers, whichever are configured."""
-    if not secrets.secret and not secrets.signing_token:
+    if not keys.secret and not keys.signing_token:
         raise SignatureError("no secret is configured for this repository")
-    if secrets.secret:
-        verify_token(headers.get("x-gitlab-token"), secrets.secret)
-    if secrets.signing_token:
+    if keys.secret:
+        verify_token(headers.get("x-gitlab-token"), keys.secret)
+    if keys.signing_token:
         verify_standard_webhook(
             body,
             msg_id=headers.get("webhook-id"),
             timestamp=headers.get("webhook-timestamp"),
             signature=headers.get("webhook-signature"),
-            secret=secrets.signing_token,
+            secret=keys.signing_token,
             now=clock.now,
             tolerance_s=clock.tolerance_s,
         )

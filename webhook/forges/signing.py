@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from ..errors import SignatureError
-from .base import Clock, Forge, Secrets
+from .base import Clock, DeliveryKeys, Forge
 
 
 def raw_body(headers: Mapping[str, str], body: bytes) -> bytes:
@@ -18,7 +18,7 @@ def raw_body(headers: Mapping[str, str], body: bytes) -> bytes:
     return body
 
 
-def signed_for(forge: Forge, headers: Mapping[str, str], body: bytes, repos: Sequence[Secrets], clock: Clock) -> set[str]:
+def signed_for(forge: Forge, headers: Mapping[str, str], body: bytes, repos: Sequence[DeliveryKeys], clock: Clock) -> set[str]:
     """Return the names of the repositories whose secrets sign this delivery, or raise.
 
     ``headers`` has lowercased names. Raises :class:`SignatureError` when no secret matches.
@@ -27,9 +27,9 @@ def signed_for(forge: Forge, headers: Mapping[str, str], body: bytes, repos: Seq
     """
     # Repositories behind one organisation-wide hook share a secret: check each secret once,
     # since each check hashes a body of up to 25 MB.
-    by_secret: dict[tuple[str | None, str | None], list[Secrets]] = {}
-    for secrets in repos:
-        by_secret.setdefault((secrets.secret, secrets.signing_token), []).append(secrets)
+    by_secret: dict[tuple[str | None, str | None], list[DeliveryKeys]] = {}
+    for keys in repos:
+        by_secret.setdefault((keys.secret, keys.signing_token), []).append(keys)
     if not by_secret:
         raise SignatureError("no repository is configured for this forge")
     # The signed message is extracted once per delivery, whatever the number of secrets.
@@ -42,7 +42,7 @@ def signed_for(forge: Forge, headers: Mapping[str, str], body: bytes, repos: Seq
         except SignatureError as exc:
             first_error = first_error or exc
         else:
-            matched.update(secrets.name for secrets in group)
+            matched.update(keys.name for keys in group)
     if not matched:
         raise first_error or SignatureError("no secret signs this delivery")
     return matched

@@ -47,6 +47,13 @@ delivery_attempts = sa.Table(
 )
 
 
+class DeliveryKind(str, enum.Enum):
+    """What a delivery carries: a commit status to the forge, or a redeploy hook's message."""
+
+    STATUS = "status"
+    HOOK = "hook"
+
+
 class DeliveryState(str, enum.Enum):
     """Where a delivery is in its life."""
 
@@ -110,15 +117,15 @@ class Delivery:
 class DeliveryStore:
     """Reads and writes deliveries and their attempts."""
 
-    def __init__(self, engine: sa.Engine, *, clock: Callable[[], float] = time.time) -> None:
-        self.engine = engine
+    def __init__(self, db: sa.Engine, *, clock: Callable[[], float] = time.time) -> None:
+        self.db = db
         self.clock = clock
 
     def add(self, *, build_id: int, repo: str, ref: str, kind: str, target: str, payload: dict[str, Any],
             supersede_pending_of_build: bool = False) -> Delivery:
         """Record a delivery due now; optionally mark this build's pending ones of the same kind superseded."""
         now = self.clock()
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             if supersede_pending_of_build:
                 conn.execute(deliveries.update().where(
                     deliveries.c.build_id == build_id, deliveries.c.kind == kind, deliveries.c.target == target,
@@ -132,21 +139,21 @@ class DeliveryStore:
 
     def get(self, delivery_id: int) -> Delivery | None:
         """Return one delivery, or ``None``."""
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             row = conn.execute(deliveries.select().where(deliveries.c.id == delivery_id)).first()
         return Delivery.from_row(row) if row else None
 
     def of_build(self, build_id: int) -> list[Delivery]:
         """Return a build's deliveries, oldest first."""
         query = deliveries.select().where(deliveries.c.build_id == build_id).order_by(deliveries.c.id)
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             return [Delivery.from_row(row) for row in conn.execute(query)]
 
     def attempts(self, delivery_id: int) -> list[Attempt]:
         """Return a delivery's attempts, oldest first."""
         query = (sa.select(delivery_attempts).where(delivery_attempts.c.delivery_id == delivery_id)
                  .order_by(delivery_attempts.c.id))
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             return [Attempt(r.at, r.duration_s, r.status_code, r.error) for r in conn.execute(query)]
 
     def claim_due(self, *, hold_s: float, build_id: int | None = None, limit: int = 20) -> list[Delivery]:
@@ -158,7 +165,7 @@ class DeliveryStore:
         if build_id is not None:
             query = query.where(deliveries.c.build_id == build_id)
         claimed = []
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             for row in conn.execute(query).all():
                 taken = conn.execute(deliveries.update().where(
                     deliveries.c.id == row.id, deliveries.c.next_attempt_at == row.next_attempt_at,
@@ -172,7 +179,7 @@ class DeliveryStore:
                        status_code: int | None, error: str | None, retry_at: float | None = None) -> None:
         """Record one attempt and where the delivery stands after it."""
         finished = None if state is DeliveryState.PENDING else self.clock()
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             conn.execute(delivery_attempts.insert().values(
                 delivery_id=delivery.id, at=at, duration_s=duration_s, status_code=status_code, error=error))
             conn.execute(deliveries.update().where(deliveries.c.id == delivery.id).values(
@@ -182,14 +189,14 @@ class DeliveryStore:
 
     def supersede(self, delivery: Delivery) -> None:
         """Mark a delivery moot without sending it."""
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             conn.execute(deliveries.update().where(deliveries.c.id == delivery.id).values(
                 state=DeliveryState.SUPERSEDED.value, finished_at=self.clock()))
 
     def reopen(self, delivery_id: int) -> Delivery | None:
         """Make a delivery due again now, whatever its state (``pushbuild redeliver``), unless its build is being pruned."""
         pruning = sa.exists().where(builds.c.id == deliveries.c.build_id, builds.c.pruning_at.is_not(None))
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             conn.execute(deliveries.update().where(deliveries.c.id == delivery_id, ~pruning).values(
                 state=DeliveryState.PENDING.value, next_attempt_at=self.clock(), finished_at=None))
         return self.get(delivery_id)

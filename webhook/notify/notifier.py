@@ -28,7 +28,7 @@ from ..redact import Redactor
 from ..refs import is_branch, matches_any, short_name
 from ..retrying import backoff_s
 from ..store import Build, BuildState, BuildStore
-from .deliveries import Delivery, DeliveryState, DeliveryStore
+from .deliveries import Delivery, DeliveryKind, DeliveryState, DeliveryStore
 from .outbound import OutboundRequest
 from .redeploy import ImagePushed, command_argv, keel_request, message_body, standard_request
 from .statuses import FAILURE, PENDING, SUCCESS, status_request
@@ -97,14 +97,14 @@ class Notifier:
             payload: dict[str, Any] = {"event": _event_json(event)}
             if hook.kind == "standard":
                 payload["body"] = base64.b64encode(message_body(event, at=self.clock())).decode()
-            self.deliveries.add(build_id=build.id, repo=build.repo, ref=build.ref, kind="hook", target=hook.name,
+            self.deliveries.add(build_id=build.id, repo=build.repo, ref=build.ref, kind=DeliveryKind.HOOK.value, target=hook.name,
                                 payload=payload)
 
     def _status(self, build: Build, state: str, description: str) -> None:
         repo = self.config.repo(build.forge, build.repo)
         if repo is None or repo.status is None:
             return
-        self.deliveries.add(build_id=build.id, repo=build.repo, ref=build.ref, kind="status",
+        self.deliveries.add(build_id=build.id, repo=build.repo, ref=build.ref, kind=DeliveryKind.STATUS.value,
                             target=repo.status.context,
                             payload={"state": state, "description": description, "sha": build.sha},
                             supersede_pending_of_build=True)
@@ -149,7 +149,7 @@ class Notifier:
         """Make one attempt at ``delivery`` and record it; never raises for the peer's failures."""
         build = self.builds.get(delivery.build_id)
         repo = self.config.repo(build.forge, build.repo) if build is not None else None
-        if delivery.kind == "hook" and ordered and build is not None and self.builds.newer_success(build):
+        if delivery.kind == DeliveryKind.HOOK and ordered and build is not None and self.builds.newer_success(build):
             log.info("delivery=%s superseded: a newer push of %s %s was built", delivery.id, delivery.repo, delivery.ref)
             self.deliveries.supersede(delivery)
             return
@@ -191,7 +191,7 @@ class Notifier:
         """Send once; return the HTTP status (a command's success is 200, its failure 500)."""
         if repo is None:
             raise _Unsendable(f"{delivery.repo} is no longer configured")
-        if delivery.kind == "status":
+        if delivery.kind == DeliveryKind.STATUS:
             if repo.status is None:
                 raise _Unsendable("the repository no longer reports statuses")
             return self._http(self._status_request(delivery, repo), defaults.HOOK_TIMEOUT_S)
