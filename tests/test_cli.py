@@ -152,3 +152,30 @@ def test_dev_serve_makes_a_private_token_once_and_prints_a_sign_in_link(tmp_path
     assert f"http://127.0.0.1:9000/?token={token}" in again.stderr
     own = _sign_in_link(tmp_path / "other", env={"PUSHBUILD_ADMIN_TOKEN": "mine-" + "x" * 40})
     assert "token=mine-" in own.stdout and not (tmp_path / "other" / "admin-token").exists()
+
+
+def _packages_dev_would_install(tmp_path: Path, function: str, *, engine_installed: bool) -> list[str]:
+    """Run ./dev's install step with dpkg saying nothing is installed; return what apt-get was asked to install."""
+    fake = tmp_path / "bin"
+    fake.mkdir(parents=True)
+    asked = tmp_path / "apt-get.args"
+    (fake / "dpkg").write_text("#!/bin/sh\nexit 1\n")
+    (fake / "apt-get").write_text(f'#!/bin/sh\n[ "$1" = install ] && echo "$@" >> {asked}\nexit 0\n')
+    (fake / "id").write_text("#!/bin/sh\necho 0\n")
+    for engine_command in ("dockerd", "docker") if engine_installed else ():
+        (fake / engine_command).write_text("#!/bin/sh\nexit 0\n")
+    for script in fake.iterdir():
+        script.chmod(0o755)
+    path = f"{fake}:/usr/bin:/bin"
+    subprocess.run(["bash", "-c", f"source ./dev && {function}"], cwd=ROOT, env={"PATH": path}, check=True,
+                   capture_output=True)
+    return asked.read_text().split()[4:]  # after "install -y -qq --no-install-recommends"
+
+
+def test_dev_serve_installs_only_what_serving_needs_and_keeps_an_installed_engine(tmp_path):
+    """Redis, PostgreSQL, sshd and htpasswd are for ./dev test; Docker CE's engine is never replaced by docker.io."""
+    serving = _packages_dev_would_install(tmp_path / "a", "install_system", engine_installed=False)
+    assert {"docker.io", "docker-registry", "busybox-static", "git"} <= set(serving)
+    assert not {"redis-server", "postgresql", "openssh-server", "apache2-utils"} & set(serving)
+    testing = _packages_dev_would_install(tmp_path / "b", "install_system redis-server postgresql", engine_installed=True)
+    assert {"redis-server", "postgresql"} <= set(testing) and "docker.io" not in testing

@@ -3,6 +3,7 @@
 import sqlite3
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -12,6 +13,7 @@ from webhook.store import BuildState
 from webhook.worker import BuildWorker, Dispatcher, make_celery
 
 from .helpers.configs import repo_table
+from .helpers.service import write_toml
 from .helpers.support import queued
 
 SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
@@ -123,3 +125,26 @@ def test_processes_starting_together_on_the_sqlite_broker_create_its_queue_once(
         assert failed == []
         with sqlite3.connect(data_dir / "broker.sqlite") as db:
             assert db.execute("select name from kombu_queue").fetchall() == [("celery",)]
+
+
+def test_a_worker_starts_with_one_ready_line_and_no_banner_or_warnings_to_interpret(tmp_path):
+    """What a newcomer reads when `pushbuild worker` (or serve) starts: no Celery banner, no root warning."""
+    config = write_toml(tmp_path / "pushbuild.toml", {"server": {"data_dir": str(tmp_path / "data"),
+                                                                 "mirror_dir": str(tmp_path / "mirrors")}})
+    worker = subprocess.Popen([sys.executable, "-m", "webhook", "worker", "--config", str(config)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines, watchdog = [], threading.Timer(60, worker.kill)  # a worker that never gets ready ends the read
+    watchdog.start()
+    try:
+        for line in worker.stdout:
+            lines.append(line)
+            if " ready." in line or len(lines) > 200:
+                break
+    finally:
+        watchdog.cancel()
+        worker.terminate()
+        worker.wait(timeout=30)
+    output = "".join(lines)
+    assert " ready." in output, output
+    assert "absolutely not recommended" not in output and "SecurityWarning" not in output, output
+    assert "[tasks]" not in output and "-------------- [queues]" not in output, output

@@ -14,9 +14,11 @@ import socket
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 
 from celery import Celery
+from celery.exceptions import SecurityWarning
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from . import defaults
@@ -36,6 +38,8 @@ def make_celery(config: Config) -> Celery:
     """Create the Celery app for ``config``'s broker; the web side only sends, the worker consumes."""
     app = Celery("pushbuild", broker=config.server.celery_broker_url, set_as_current=False)
     app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],  # never pickle: a message is a build id, nothing a broker could turn into code
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_ignore_result=True,
@@ -231,13 +235,17 @@ def run_worker(config: Config, *, concurrency: int | None = None, loglevel: str 
         worker.run_build(build_id)
 
     declare_queues(celery)
+    # Celery warns every root worker to drop privileges; a pushbuild worker drives the Docker engine,
+    # which is root-equivalent anyway (docs/security.md), and accepts JSON only (no pickle): the
+    # warning only alarms whoever reads the output. So is its banner: one "ready" line says enough.
+    warnings.filterwarnings("ignore", category=SecurityWarning)
     stop = threading.Event()
     worker.start_background(stop)
     try:
         celery.Worker(
             pool="threads", concurrency=concurrency or config.server.worker_concurrency,
             loglevel=loglevel, hostname=f"pushbuild@{socket.gethostname()}:{os.getpid()}",
-            without_gossip=True, without_mingle=True, without_heartbeat=True,
+            without_gossip=True, without_mingle=True, without_heartbeat=True, quiet=True,
         ).start()
     finally:
         stop.set()
