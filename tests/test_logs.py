@@ -1,10 +1,12 @@
 """Process-wide logging (webhook/logs.py): on standard error unless the host already configured logging."""
 
+import json
 import logging
+import sys
 
 import pytest
 
-from webhook.logs import FORMAT, configure_logging
+from webhook.logs import FORMAT, JsonFormatter, configure_logging, log_context
 
 
 @pytest.fixture
@@ -49,3 +51,26 @@ def test_a_host_that_configured_logging_keeps_its_handlers(bare_root):
     configure_logging(logging.DEBUG)
     assert root.handlers == [own]
     assert logging.getLogger("webhook").level == logging.DEBUG
+
+
+def test_json_lines_carry_what_they_are_about(capsys):
+    """log_format = "json": one object a line, with the build, repository, forge and delivery a line is about."""
+    record = logging.LogRecord("webhook.worker", logging.INFO, __file__, 1, "build %s done", (7,), None)
+    formatter = JsonFormatter()
+    with log_context(build=7, repo="acme/app", forge="github"):
+        with log_context(delivery="d-1", repo=None):
+            inside = json.loads(formatter.format(record))
+    outside = json.loads(formatter.format(record))
+    assert {k: inside[k] for k in ("level", "logger", "message", "build", "repo", "forge", "delivery")} == {
+        "level": "INFO", "logger": "webhook.worker", "message": "build 7 done", "build": 7, "repo": "acme/app",
+        "forge": "github", "delivery": "d-1"}
+    assert inside["time"].endswith("Z") and "build" not in outside
+
+
+def test_an_exception_stays_on_its_json_line():
+    try:
+        raise ValueError("bad\nthing")
+    except ValueError:
+        record = logging.LogRecord("webhook", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    line = JsonFormatter().format(record)
+    assert "\n" not in line and "ValueError: bad" in json.loads(line)["error"]

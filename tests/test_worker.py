@@ -1,5 +1,6 @@
 """The worker's recovery: lost builds are re-queued, hopeless ones failed, held ones left alone."""
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -148,3 +149,24 @@ def test_a_worker_starts_with_one_ready_line_and_no_banner_or_warnings_to_interp
     assert " ready." in output, output
     assert "absolutely not recommended" not in output and "SecurityWarning" not in output, output
     assert "[tasks]" not in output and "-------------- [queues]" not in output, output
+
+
+def test_with_log_format_json_a_worker_writes_json_lines(tmp_path):
+    """For a log collector: every line a worker writes on start-up is one JSON object."""
+    config = write_toml(tmp_path / "pushbuild.toml", {"server": {"data_dir": str(tmp_path / "data"),
+                                                                 "mirror_dir": str(tmp_path / "mirrors"),
+                                                                 "log_format": "json"}})
+    worker = subprocess.Popen([sys.executable, "-m", "webhook", "worker", "--config", str(config)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines, watchdog = [], threading.Timer(60, worker.kill)
+    watchdog.start()
+    try:
+        for line in worker.stdout:
+            lines.append(json.loads(line))
+            if lines[-1]["message"].endswith(" ready."):
+                break
+    finally:
+        watchdog.cancel()
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert lines and lines[-1]["logger"] == "celery.apps.worker" and all(line["time"].endswith("Z") for line in lines)

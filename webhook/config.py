@@ -22,6 +22,7 @@ from .auth import MIN_TOKEN_CHARS, OPERATE, READ, SCOPES, Authenticator, Network
 from .build.backends import BACKENDS
 from .errors import ConfigError, UnknownForge
 from .forges import DeliveryKeys, Forge
+from .logs import FORMATS as LOG_FORMATS
 from .notify.redeploy import HOOK_KINDS
 from .refs import is_docker_tag
 from .rules import BuildPlan, Rule, TemplateError, cache_image, default_rules, plan, render, template_values
@@ -82,6 +83,8 @@ class ServerConfig:
     max_log_followers: int = defaults.MAX_LOG_FOLLOWERS
     #: A request's head must arrive within this long of its connection, its body within this long of its head (else 408).
     request_timeout_s: float = defaults.REQUEST_TIMEOUT_S
+    #: ``text`` (readable) or ``json`` (one object a line, for a log collector).
+    log_format: str = defaults.LOG_FORMAT
     max_context_bytes: int = defaults.MAX_CONTEXT_BYTES
     max_context_entries: int = defaults.MAX_CONTEXT_ENTRIES
     mirror_budget_bytes: int = defaults.MIRROR_BUDGET_BYTES
@@ -432,6 +435,7 @@ def _server(table: object, problems: list[str], env: Mapping[str, str]) -> Serve
         max_log_bytes=_positive(r, "max_log_bytes", d.max_log_bytes, int),
         max_log_followers=_positive(r, "max_log_followers", d.max_log_followers, int),
         request_timeout_s=_positive(r, "request_timeout_s", d.request_timeout_s),
+        log_format=r.choice("log_format", LOG_FORMATS, d.log_format),
         max_context_bytes=_positive(r, "max_context_bytes", d.max_context_bytes, int),
         max_context_entries=_positive(r, "max_context_entries", d.max_context_entries, int),
         mirror_budget_bytes=_positive(r, "mirror_budget_bytes", d.mirror_budget_bytes, int),

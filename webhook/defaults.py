@@ -81,6 +81,8 @@ WEB_WORKER_CONNECTIONS = 4096
 #: within this long of its head; otherwise it is answered 408 and the connection is closed. The
 #: forges give up on us after 10 s; we give a client no longer to send.
 REQUEST_TIMEOUT_S = 10.0
+#: How processes log: "text" (readable) or "json" (one object a line).
+LOG_FORMAT = "text"
 #: Log followers one web process serves at once; more are answered 429. A follower costs a
 #: greenlet and a socket, not a thread, so it never takes what deliveries need; what is left to
 #: bound is the store: each polls it twice every half second.

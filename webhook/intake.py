@@ -19,6 +19,7 @@ from . import defaults, forges
 from .config import Config, RepoConfig
 from .errors import NotFound, SignatureError
 from .events import Ignored, PushEvent, decode_body
+from .logs import log_context
 from .ordering import is_newer
 from .rules import skip_marker
 from .store import Build, BuildState, BuildStore
@@ -65,7 +66,8 @@ def receive(config: Config, store: BuildStore, dispatcher: Dispatcher, forge: fo
         raise NotFound(f"repository {parsed[0].repo!r} is not configured for {forge.name}")
     if repo.name not in signed:
         raise SignatureError(f"the signature is not valid for repository {repo.name!r}")
-    return take(store, dispatcher, repo, parsed, from_forge=True)
+    with log_context(forge=forge.name, repo=repo.name, delivery=parsed[0].delivery_id):
+        return take(store, dispatcher, repo, parsed, from_forge=True)
 
 
 def take(store: BuildStore, dispatcher: Dispatcher | None, repo: RepoConfig, events: Sequence[PushEvent], *,

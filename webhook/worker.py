@@ -25,7 +25,7 @@ from . import defaults
 from .build.housekeeping import Housekeeper
 from .config import Config
 from .errors import EngineError
-from .logs import configure_logging
+from .logs import configure_logging, log_context
 from .retention import Retention, RetentionPolicy
 from .services import Services
 from .store import BuildState, BuildStore
@@ -185,7 +185,8 @@ class BuildWorker:
             return
         lost = self.leases.hold(build_id)
         try:
-            outcome = self.services.pipeline().run(build, owner=self.owner, stop=lost)
+            with log_context(build=build.id, repo=build.repo, forge=build.forge):
+                outcome = self.services.pipeline().run(build, owner=self.owner, stop=lost)
         finally:
             self.leases.release(build_id)
         log.info("build=%s repo=%s sha=%s state=%s digest=%s", build.id, build.repo, build.sha,
@@ -224,7 +225,7 @@ class BuildWorker:
 
 def run_worker(config: Config, *, concurrency: int | None = None, loglevel: str = "INFO") -> None:
     """Run a worker process until it is stopped: Celery consuming builds, plus the background loops."""
-    configure_logging()
+    configure_logging(log_format=config.server.log_format)
     services = Services(config)
     celery = make_celery(config)
     worker = BuildWorker(services, Dispatcher(celery, services.store))

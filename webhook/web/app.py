@@ -19,8 +19,8 @@ from .serving import BufferedBodies
 
 def create_app(test_config: Config | None = None, *, dispatcher: Dispatcher | None = None) -> Flask:
     """Create the web app from ``test_config``, or from ``$PUSHBUILD_CONFIG`` (defaults if unset)."""
-    configure_logging()
     config = test_config if test_config is not None else load_config()
+    configure_logging(log_format=config.server.log_format)
     services = Services(config)
     app = Flask("webhook")
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
