@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from webhook import create_app
+from webhook.build.pipeline import Outcome
 from webhook.events import PushEvent
 from webhook.store import BuildState
 
@@ -92,8 +93,31 @@ def test_cancel_takes_a_running_build_from_its_worker(app):
     store.claim(build.id, owner="w", lease_s=60)
     assert operator(app).post(f"/api/builds/{build.id}/cancel").json["state"] == "cancelled"
     assert store.renew([build.id], owner="w", lease_s=60) == set()
-    assert not store.finish(build.id, BuildState.SUCCEEDED, owner="w", digest="sha256:" + "b" * 64)
-    assert store.get(build.id).digest is None
+    assert not store.finish(build.id, BuildState.FAILED, owner="w", error="the worker's own ending")
+    assert store.get(build.id).state is BuildState.CANCELLED
+
+
+def test_a_cancel_that_comes_after_the_push_began_leaves_the_truth_on_record(app):
+    """The pipeline stops before pushing; a cancel arriving while it pushes cannot unpush. The build ends
+    succeeded with its digest, so ordering still knows this commit holds the branch's tags."""
+    build = record(app)
+    services = app.extensions["pushbuild"]
+    services.store.claim(build.id, owner="w", lease_s=60)
+    pipeline = services.pipeline()
+    digest = "sha256:" + "c" * 64
+
+    def cancelled_while_pushing(running, log):
+        assert operator(app).post(f"/api/builds/{build.id}/cancel").json["state"] == "cancelled"
+        return Outcome(BuildState.SUCCEEDED, tags=(f"r/x:{SHA}", "r/x:main"), digest=digest)
+
+    pipeline._run = cancelled_while_pushing
+    pipeline.run(services.store.get(build.id), owner="w")
+    after = services.store.get(build.id)
+    assert (after.state, after.digest, after.tags) == (BuildState.SUCCEEDED, digest, (f"r/x:{SHA}", "r/x:main"))
+    assert "cancelled after its push had begun" in after.error
+    later = record(app, sha=NEWER)  # a queued build cancelled before it ran can never be made to look pushed
+    operator(app).post(f"/api/builds/{later.id}/cancel")
+    assert not services.store.finish(later.id, BuildState.SUCCEEDED, digest=digest)
 
 
 def test_redeliver_makes_a_delivery_due_again(app, built):

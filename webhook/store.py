@@ -366,10 +366,20 @@ class BuildStore:
 
     def finish(self, build_id: int, state: BuildState, *, owner: str | None = None,
                tags: Iterable[str] = (), digest: str | None = None, error: str | None = None) -> bool:
-        """End a running build as ``state``; only the lease holder (if given) may. Say whether it did."""
+        """End a running build as ``state``; only the lease holder (if given) may. Say whether it did.
+
+        A build cancelled while it ran, after its push had begun, still ends as what it did: its tags
+        moved in the registry, and the record (which ordering reads) must say so.
+        """
         condition = builds.c.state == BuildState.RUNNING.value
         if owner is not None:
             condition = sa.and_(condition, builds.c.lease_owner == owner)
+        if state is BuildState.SUCCEEDED:
+            cancelled_too_late = sa.and_(builds.c.state == BuildState.CANCELLED.value, builds.c.started_at.is_not(None),
+                                         builds.c.digest.is_(None))
+            condition = sa.or_(condition, cancelled_too_late)
+            error = error or sa.case((cancelled_too_late, "cancelled after its push had begun: the image was pushed"),
+                                     else_=None)
         return self._update(
             build_id, condition,
             state=state.value, tags=json.dumps(list(tags)), digest=digest, error=error,
