@@ -7,13 +7,15 @@ and tokens kept out of the logs.
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import requests
 
-from webhook import create_app
+from webhook import create_app, defaults
 from webhook.build.pipeline import Outcome
 from webhook.events import PushEvent
 from webhook.store import BuildState
@@ -337,3 +339,21 @@ def test_a_manual_build_of_a_commit_the_rules_never_build_is_refused(service, re
     main = api(service, "POST", "/api/builds", json={"repo": repo.name, "ref": "main"})
     assert main.status_code == 202
     assert api(service, "POST", "/api/builds", json={"repo": repo.name, "sha": main.json()["sha"]}).status_code == 202
+
+
+def test_a_manual_build_asks_a_silent_forge_only_briefly(make_config, monkeypatch):
+    """git ls-remote runs in the web request: a forge that accepts and never answers is a 502 after
+    WEB_GIT_TIMEOUT_S, not a request held for git's five minutes."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts (the kernel does), never answers
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/acme/app.git"
+    monkeypatch.setattr(defaults, "WEB_GIT_TIMEOUT_S", 1.0)
+    app = create_app(make_config(repo_table(REPO, clone_url=url)))
+    started = time.monotonic()
+    try:
+        response = operator(app).post("/api/builds", json={"repo": REPO, "ref": "main"})
+    finally:
+        silent.close()
+    assert response.status_code == 502 and "cannot list" in response.json["error"]
+    assert time.monotonic() - started < 60  # git's own timeout is 300 s: this bound tells the two apart

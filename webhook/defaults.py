@@ -106,6 +106,9 @@ MAX_ATTEMPTS = 3
 #: Commits are fetched this deep; 1 is enough to build a tree.
 FETCH_DEPTH = 1
 GIT_TIMEOUT_S = 300.0
+#: `git ls-remote` for a manual build runs in a web request: a forge that does not answer in this
+#: long is a 502, well inside a proxy's read timeout (deploy/nginx.conf: 30 s).
+WEB_GIT_TIMEOUT_S = 20.0
 #: docker-py read timeout for engine calls; builds stream, so this bounds silence, not length.
 ENGINE_TIMEOUT_S = 600.0
 #: A file in the build context larger than this fails the build (a repository bomb, or a mistake).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from . import defaults
 from .config import RepoConfig
 from .errors import BadRequest, Conflict, NotFound, PushbuildError, Unprocessable, Unreachable
 from .events import PushEvent
@@ -169,7 +170,7 @@ def _repo(services: Services, spec: str) -> RepoConfig:
 def _heads(services: Services, repo: RepoConfig) -> dict[str, str]:
     """Return the forge's branch and tag heads now (``git ls-remote``; no mirror is touched)."""
     try:
-        return services.mirrors.remote_heads(repo)
+        return services.mirrors.remote_heads(repo, timeout_s=defaults.WEB_GIT_TIMEOUT_S)
     except PushbuildError as exc:
         raise Unreachable(f"cannot list {repo.name}'s refs: {services.redact(exc.message)}") from exc
 

@@ -224,14 +224,17 @@ class Mirrors:
                 raise GitError(f"git diff failed: {(exc.stderr or '').strip()}") from exc
         return tuple(name for name in names.split("\0") if name)
 
-    def remote_heads(self, repo: RepoConfig) -> dict[str, str]:
-        """Return every branch and tag of the remote with the commit it points to (tags peeled)."""
+    def remote_heads(self, repo: RepoConfig, *, timeout_s: float | None = None) -> dict[str, str]:
+        """Return every branch and tag of the remote with the commit it points to (tags peeled).
+
+        ``timeout_s`` (default: the git timeout) bounds the call; a web request asks with a short one.
+        """
         if problem := clone_url_problem(repo.clone_url, allow_file=self.allow_file_urls):
             raise GitError(f"refusing to contact the configured clone_url: {problem}")
         options, env = self.git_access(repo)
         try:
             listing = git.Git()(c=options).ls_remote("--heads", "--tags", "--end-of-options", repo.clone_url,
-                                                     env=env, kill_after_timeout=self.timeout_s)
+                                                     env=env, kill_after_timeout=timeout_s or self.timeout_s)
         except GitCommandError as exc:
             raise GitError(f"git ls-remote failed: {(exc.stderr or '').strip() or exc.status}") from exc
         heads: dict[str, str] = {}
