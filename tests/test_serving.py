@@ -90,3 +90,27 @@ def test_only_deliveries_may_send_large_bodies(make_config, chunked):
     response = app.test_client().post("/api/builds", content_type="application/json", **sent)
     assert response.status_code == 413 and response.headers["Connection"] == "close"
     assert app.test_client().post("/hooks/github", data=big, content_type="application/json").status_code == 401
+
+
+def test_bodies_held_at_once_are_bounded_and_given_back(make_config):
+    """Thousands of connections each sending a large body before any signature is checked: past
+    max_buffered_bytes the next one is 503 with Retry-After, and what was held is given back after."""
+    seen = []
+
+    def app(environ, start_response):
+        seen.append(middleware.buffered)
+        if environ["PATH_INFO"] == "/hooks/outer":  # a second body arriving while this one is held
+            inner = {"PATH_INFO": "/hooks/inner", "CONTENT_LENGTH": "60", "wsgi.input": io.BytesIO(b"y" * 60)}
+            seen.append(middleware(inner, lambda status, headers: seen.append((status, dict(headers)))))
+        start_response("202 Accepted", [])
+        return [b""]
+
+    middleware = BufferedBodies(app, timeout_s=5, max_bytes=1000, max_buffered_bytes=100)
+    outer = {"PATH_INFO": "/hooks/outer", "CONTENT_LENGTH": "60", "wsgi.input": io.BytesIO(b"x" * 60)}
+    middleware(outer, lambda status, headers: None)
+    status, headers = seen[1]
+    assert status.startswith("503") and headers["Retry-After"] == "5" and seen[0] == 60
+    assert middleware.buffered == 0
+    again = {"PATH_INFO": "/hooks/again", "CONTENT_LENGTH": "60", "wsgi.input": io.BytesIO(b"x" * 60)}
+    middleware(again, lambda status, headers: None)
+    assert seen[-1] == 60  # after the first body was given back, another fits

@@ -78,6 +78,7 @@ class ServerConfig:
     database_url: str | None = None
     broker_url: str | None = None
     max_body_bytes: int = defaults.MAX_BODY_BYTES
+    max_buffered_bytes: int = defaults.MAX_BUFFERED_BYTES
     max_context_file_bytes: int = defaults.MAX_CONTEXT_FILE_BYTES
     max_log_bytes: int = defaults.MAX_LOG_BYTES
     max_log_followers: int = defaults.MAX_LOG_FOLLOWERS
@@ -431,6 +432,7 @@ def _server(table: object, problems: list[str], env: Mapping[str, str]) -> Serve
         database_url=env.get(DATABASE_URL_ENV) or r.get("database_url", str),
         broker_url=env.get(BROKER_URL_ENV) or r.get("broker_url", str),
         max_body_bytes=_positive(r, "max_body_bytes", d.max_body_bytes, int),
+        max_buffered_bytes=_positive(r, "max_buffered_bytes", d.max_buffered_bytes, int),
         max_context_file_bytes=_positive(r, "max_context_file_bytes", d.max_context_file_bytes, int),
         max_log_bytes=_positive(r, "max_log_bytes", d.max_log_bytes, int),
         max_log_followers=_positive(r, "max_log_followers", d.max_log_followers, int),

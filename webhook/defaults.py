@@ -5,6 +5,9 @@
 MAX_BODY_BYTES = 25 * 1024 * 1024
 #: Bodies of everything but the forges' deliveries (the API's JSON): anything larger is 413.
 MAX_API_BODY_BYTES = 64 * 1024
+#: Request body bytes one web process holds at once (bodies are read whole before the app sees
+#: them, and before any signature is checked): ten deliveries of the largest size. Past it, 503.
+MAX_BUFFERED_BYTES = 10 * MAX_BODY_BYTES
 #: Standard Webhooks: reject signatures whose timestamp is further off than this.
 SIGNATURE_TOLERANCE_S = 5 * 60
 #: A webhook-timestamp with more digits than this is no Unix time of this era (and int() refuses

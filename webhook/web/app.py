@@ -35,5 +35,7 @@ def create_app(test_config: Config | None = None, *, dispatcher: Dispatcher | No
     http_errors.register(app)
     app.register_blueprint(receive.bp)
     app.register_blueprint(api.bp)
-    app.wsgi_app = BufferedBodies(app.wsgi_app, timeout_s=config.server.request_timeout_s, max_bytes=config.server.max_body_bytes)
+    app.wsgi_app = BufferedBodies(app.wsgi_app, timeout_s=config.server.request_timeout_s,
+                                  max_bytes=config.server.max_body_bytes,
+                                  max_buffered_bytes=config.server.max_buffered_bytes)
     return app

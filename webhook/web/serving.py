@@ -25,6 +25,7 @@ import io
 import json
 import resource
 import socket
+import threading
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from typing import Any
@@ -129,10 +130,27 @@ class BufferedBodies:
     deadline needs cooperative sockets (:class:`Worker`); under other servers this only buffers.
     """
 
-    def __init__(self, app: Application, *, timeout_s: float, max_bytes: int) -> None:
+    def __init__(self, app: Application, *, timeout_s: float, max_bytes: int,
+                 max_buffered_bytes: int = defaults.MAX_BUFFERED_BYTES) -> None:
         self.app = app
         self.timeout_s = timeout_s
         self.max_bytes = max_bytes
+        #: Body bytes this process holds at once, whoever sends them: thousands of connections each
+        #: sending 25 MB before any signature is checked must not exhaust memory. Past it, 503.
+        self.max_buffered_bytes = max_buffered_bytes
+        self.buffered = 0
+        self._lock = threading.Lock()
+
+    def _reserve(self, size: int) -> bool:
+        with self._lock:
+            if self.buffered + size > self.max_buffered_bytes:
+                return False
+            self.buffered += size
+            return True
+
+    def _release(self, size: int) -> None:
+        with self._lock:
+            self.buffered -= size
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         delivery = environ.get("PATH_INFO", "").startswith("/hooks/")
@@ -141,6 +159,19 @@ class BufferedBodies:
             return _too_large(environ, start_response, limit)
         if not _has_body(environ) or _declared_length(environ) > limit:
             return self.app(environ, start_response)
+        size = _declared_length(environ) or limit + 1  # a chunked body may be as large as the limit allows
+        if not self._reserve(size):
+            close_after_response(environ)
+            return _reply(start_response, "503 Service Unavailable",
+                          {"error": "too many request bodies are arriving at once; try again shortly"},
+                          ("Retry-After", "5"))
+        try:
+            return self._buffered(environ, start_response, limit, delivery)
+        finally:
+            self._release(size)
+
+    def _buffered(self, environ: dict[str, Any], start_response: Callable[..., Any], limit: int,
+                  delivery: bool) -> Iterable[bytes]:
         deadline = gevent.Timeout(self.timeout_s, _Expired) if _cooperative() else nullcontext()
         try:
             with deadline:
@@ -160,9 +191,14 @@ class BufferedBodies:
 def _too_large(environ: dict[str, Any], start_response: Callable[..., Any], limit: int) -> list[bytes]:
     """Answer 413 and close: the rest of the body is not read."""
     close_after_response(environ)
-    reply = json.dumps({"error": f"the body is larger than {limit} bytes"}).encode()
-    start_response("413 Request Entity Too Large", [("Content-Type", "application/json"),
-                                                    ("Content-Length", str(len(reply))), ("Connection", "close")])
+    return _reply(start_response, "413 Request Entity Too Large", {"error": f"the body is larger than {limit} bytes"})
+
+
+def _reply(start_response: Callable[..., Any], status: str, body: dict[str, str], *headers: tuple[str, str]) -> list[bytes]:
+    """A JSON answer on a connection that then closes."""
+    reply = json.dumps(body).encode()
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(reply))),
+                            ("Connection", "close"), *headers])
     return [reply]
 
 
