@@ -14,6 +14,7 @@ import pytest
 from webhook import create_app
 from webhook.config import Config, parse_config
 from webhook.services import Services
+from webhook.store import BuildStore, create_db_engine
 
 from .helpers.configs import SECRETS_ENV, Clock, repo_table
 from .helpers.gitrepo import Repo
@@ -151,6 +152,15 @@ def db_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'state.sqlite'}"
     return request.getfixturevalue("fresh_postgres_url")
+
+
+@pytest.fixture
+def db(db_url):
+    """A database with pushbuild's tables, on SQLite and (under ./dev test) PostgreSQL."""
+    engine = create_db_engine(db_url)
+    BuildStore(engine).create_schema()
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from webhook.config import ADMIN_TOKEN_ENV
 from webhook.errors import ConfigError
 from webhook.health import HealthChecks
 from webhook.store import BuildState
+from webhook.web import csrf
 
 from .helpers.configs import repo_table
 from .helpers.support import API_REPO, API_SHA, OPERATE_TOKEN, READ_TOKEN, bearer, finish, record, signed_in
@@ -87,21 +88,21 @@ def test_tokens_are_kept_out_of_replies_and_redacted_from_text(app):
     """A token is a secret of the configuration: the redactor masks it, replies name only the token's name."""
     services = app.extensions["pushbuild"]
     assert READ_TOKEN not in services.redact(f"token={READ_TOKEN}")
-    body = signed_in(app, OPERATE_TOKEN).get("/").json
+    body = signed_in(app, OPERATE_TOKEN).get("/api/me").json
     assert body == {"signed_in_as": "operator", "scope": "operate", "builds_url": "/api/builds", "can_operate": True}
 
 
 # --- the sign-in link -------------------------------------------------------------------------------------
 
-def test_the_sign_in_link_sets_a_strict_cookie_and_drops_the_token_from_the_address(app, built):
-    """/?token=… answers 303 to / with an HttpOnly, SameSite=Strict cookie; the browser is then signed in."""
+def test_the_sign_in_link_sets_a_lax_cookie_and_drops_the_token_from_the_address(app, built):
+    """/?token=… answers 303 to / with an HttpOnly, SameSite=Lax cookie (a link from chat opens signed in)."""
     client = app.test_client()
     response = client.get(f"/?token={READ_TOKEN}")
     assert response.status_code == 303 and response.headers["Location"] == "/"
     cookie = response.headers["Set-Cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Max-Age=43200" in cookie
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Max-Age=43200" in cookie and "Secure" not in cookie
     assert response.headers["Referrer-Policy"] == "no-referrer"
-    assert client.get("/").json["signed_in_as"] == "reader"
+    assert client.get("/api/me").json["signed_in_as"] == "reader"
     assert client.get(f"/api/builds/{built.id}").status_code == 200
 
 
@@ -111,7 +112,7 @@ def test_another_site_cannot_swap_a_signed_in_browsers_session(app):
     client.get(f"/?token={OPERATE_TOKEN}")
     response = client.get(f"/?token={READ_TOKEN}", headers={"Sec-Fetch-Site": "cross-site"})
     assert response.status_code == 303 and "Set-Cookie" not in response.headers
-    assert client.get("/").json["signed_in_as"] == "operator"
+    assert client.get("/api/me").json["signed_in_as"] == "operator"
 
 
 def test_a_wrong_sign_in_link_sets_nothing(app):
@@ -129,7 +130,12 @@ def test_a_cookie_operates_only_from_this_sites_own_pages(app):
     assert client.post(url, headers={"Origin": "https://evil.example"}).status_code == 403
     assert client.post(url).status_code == 403  # no Origin, no Sec-Fetch-Site: not known to be ours
     assert app.extensions["pushbuild"].store.get(failed.id).state is BuildState.FAILED
-    assert client.post(url, headers={"Origin": "http://localhost"}).status_code == 202
+    assert client.post(url, headers={"Origin": "http://localhost"}).status_code == 403  # same site, but no CSRF token
+    assert app.extensions["pushbuild"].store.get(failed.id).state is BuildState.FAILED
+    client.get("/", headers={"Accept": "text/html"})  # a page gives the browser its CSRF token
+    token = client.get_cookie(csrf.COOKIE).value
+    assert client.post(url, headers={"Origin": "http://localhost", csrf.HEADER: "x" + token[1:]}).status_code == 403
+    assert client.post(url, headers={"Origin": "http://localhost", csrf.HEADER: token}).status_code == 202
 
 
 # --- an SSO proxy's header ---------------------------------------------------------------------------------
@@ -147,7 +153,9 @@ def test_a_trusted_proxy_names_the_user(make_config):
     finish(app, build, BuildState.FAILED)
     client = proxied(app, "10.1.2.3")
     client.environ_base["HTTP_ORIGIN"] = "http://localhost"
-    assert client.get("/", headers={"X-Forwarded-User": "bob"}).json["scope"] == "read"
+    assert client.get("/api/me", headers={"X-Forwarded-User": "bob"}).json["scope"] == "read"
+    client.get(f"/builds/{build.id}", headers={"X-Forwarded-User": "alice"})  # its page gives the browser its CSRF token
+    client.environ_base["HTTP_X_CSRF_TOKEN"] = client.get_cookie(csrf.COOKIE).value
     assert client.post(f"/api/builds/{build.id}/retry", headers={"X-Forwarded-User": "bob"}).status_code == 403
     assert client.post(f"/api/builds/{build.id}/retry", headers={"X-Forwarded-User": "alice"}).status_code == 202
     assert "--- queued again by alice ---" in app.extensions["pushbuild"].store.log(build.id)[0]
@@ -184,7 +192,7 @@ def test_the_header_from_anyone_else_is_ignored(make_config):
 
 @pytest.mark.parametrize(("auth", "env", "problem"), [
     ({"tokens": [{"name": "a", "token_env": "T", "scope": "read"}]}, {"T": "short"}, "at least 32"),
-    ({"tokens": [{"name": "a", "token_env": "T", "scope": "admin"}]}, {"T": "x" * 40}, "must be one of read, operate"),
+    ({"tokens": [{"name": "a", "token_env": "T", "scope": "admin"}]}, {"T": "x" * 40}, "must be one of metrics, read, operate"),
     ({"tokens": [{"name": "a", "token_env": "T"}]}, {"T": "x" * 40}, "scope: is required"),
     ({"tokens": [{"name": "a", "token_env": "T", "scope": "read"}, {"name": "a", "token_env": "U", "scope": "read"}]},
      {"T": "x" * 40, "U": "y" * 40}, "given to more than one token"),
@@ -209,6 +217,6 @@ def test_the_admin_token_may_come_from_the_environment_alone(make_config):
     """$PUSHBUILD_ADMIN_TOKEN is an operate token named admin, with no configuration file (./dev serve)."""
     token = "admin-token-from-the-environment-0123456789"
     config = make_config(repo_table(REPO), auth={}, env={ADMIN_TOKEN_ENV: token})
-    assert signed_in(create_app(config), token).get("/").json["signed_in_as"] == "admin"
+    assert signed_in(create_app(config), token).get("/api/me").json["signed_in_as"] == "admin"
     with pytest.raises(ConfigError, match="at least 32"):
         make_config(repo_table(REPO), auth={}, env={ADMIN_TOKEN_ENV: "short"})

@@ -32,7 +32,7 @@ def test_a_given_dispatcher_is_used(make_config, config):
 
 
 def test_the_blueprints_and_the_body_buffer_are_in_place(app):
-    assert set(app.blueprints) == {"hooks", "api"}
+    assert set(app.blueprints) == {"hooks", "api", "console", "metrics"}
     rules = {rule.rule for rule in app.url_map.iter_rules()}
     assert {"/hooks/<name>", "/healthz", "/api/builds"} <= rules
     assert isinstance(app.wsgi_app, BufferedBodies)

@@ -4,7 +4,7 @@ import ipaddress
 
 import pytest
 
-from webhook.auth import OPERATE, READ, Authenticator, Principal
+from webhook.auth import METRICS, OPERATE, READ, Authenticator, Principal
 
 READER, OPERATOR = "r" * 40, "o" * 40
 PROXY = ipaddress.ip_network("10.1.2.0/24")
@@ -19,6 +19,8 @@ def auth():
 def test_scopes_are_ordered():
     assert Principal("a", OPERATE, "token").may(READ) and Principal("a", OPERATE, "token").may(OPERATE)
     assert Principal("a", READ, "token").may(READ) and not Principal("a", READ, "token").may(OPERATE)
+    assert Principal("a", READ, "token").may(METRICS) and Principal("a", METRICS, "token").may(METRICS)
+    assert not Principal("a", METRICS, "token").may(READ)
 
 
 @pytest.mark.parametrize(("header", "who"), [

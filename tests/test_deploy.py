@@ -17,7 +17,7 @@ import yaml
 from webhook import defaults
 from webhook.cli import main
 from webhook.config import ADMIN_TOKEN_ENV, BROKER_URL_ENV, CONFIG_ENV, DATABASE_URL_ENV
-from webhook.web import api
+from webhook.web import streams
 
 from .helpers.configs import GITHUB_SECRET, SECRETS_ENV
 from .helpers.service import Process, free_port, write_toml
@@ -109,9 +109,9 @@ def test_the_nginx_proxy_buffers_requests_within_pushbuilds_own_limits():
     log_format = conf[conf.index("log_format"):conf.index(";", conf.index("log_format"))]
     assert "$uri" in log_format and not re.search(r"\$(request\b|request_uri|args|query_string|arg_|http_authorization|http_cookie)", log_format)
     assert _nginx("access_log", conf) == ["/dev/stdout pushbuild"]
-    follow = conf[conf.index("location ~ ^/api/builds/[0-9]+/log$"):]
+    follow = conf[conf.index("location ~ ^/(api/builds/[0-9]+/log|builds/[0-9]+/events)$"):]
     assert _nginx("proxy_buffering", follow) == ["off"]
-    assert int(_nginx("proxy_read_timeout", follow)[0].removesuffix("s")) > api.FOLLOW_MAX_S
+    assert int(_nginx("proxy_read_timeout", follow)[0].removesuffix("s")) > streams.MAX_S
 
 
 def test_the_caddyfile_buffers_requests_within_pushbuilds_own_limits():
@@ -123,7 +123,8 @@ def test_the_caddyfile_buffers_requests_within_pushbuilds_own_limits():
     assert re.search(r"^\s*write\b", caddy, re.MULTILINE) is None, "a write timeout would cut followed logs"
     assert re.search(rf"^\s*max_size {defaults.MAX_BODY_BYTES // 2**20}MiB$", caddy, re.MULTILINE)
     assert re.search(rf"^\s*request_buffers {defaults.MAX_BODY_BYTES // 2**20}MiB$", caddy, re.MULTILINE)
-    assert re.search(r"@log_follow path_regexp \^/api/builds/\[0-9\]\+/log\$\n\s*reverse_proxy @log_follow \S+ \{\n\s*flush_interval -1",
+    assert re.search(r"@log_follow path_regexp \^/\(api/builds/\[0-9\]\+/log\|builds/\[0-9\]\+/events\)\$\n"
+                     r"\s*reverse_proxy @log_follow \S+ \{\n\s*flush_interval -1",
                      caddy)
     assert re.search(r"request>uri query \{\n\s*delete token\n", caddy)
     assert caddy.count("header_up -X-Forwarded-User") == caddy.count("reverse_proxy ")  # only an SSO proxy may set it

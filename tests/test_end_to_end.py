@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import requests
 import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks.webhooks import Webhook
 
 from webhook import defaults
@@ -66,6 +67,13 @@ def deliver(service, forge, repo, sha, *, secret=None):
 FORGES = ["github", "gitlab", "gitea", "bitbucket"]
 
 
+def scraped(service, name, **labels):
+    """One sample of the service's /metrics (0 when absent)."""
+    text = requests.get(f"{service.url}/metrics", headers=API_HEADERS, timeout=5).text
+    return next((sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+                 if sample.name == name and sample.labels == labels), 0)
+
+
 @pytest.mark.parametrize("forge", FORGES)
 def test_a_signed_push_ends_as_a_runnable_image_in_the_registry(pushbuild, repo, registry, base_image, docker_client, forge):
     """202, then the API reports succeeded with the digest the registry serves, and the image runs the commit."""
@@ -82,6 +90,13 @@ def test_a_signed_push_ends_as_a_runnable_image_in_the_registry(pushbuild, repo,
     assert output == f"pushed through {forge}\n".encode()
     log = requests.get(build["log_url"], headers=API_HEADERS, timeout=5).text
     assert "COPY message.txt /message.txt" in log and build["digest"] in log
+    assert set(build["timings"]) == {"queue_wait", "fetch", "context", "build", "push"} and build["context_bytes"] > 0
+    assert all(build["timings"][phase] > 0 for phase in ("fetch", "context", "build", "push")), build["timings"]
+    # Counted in two processes: the delivery by the web process, the build by the worker; one scrape shows both.
+    wait_for(lambda: scraped(pushbuild, "pushbuild_builds_finished_total", state="succeeded") == 1, timeout_s=20,
+             what="the worker's counts in the web process's /metrics")
+    assert scraped(pushbuild, "pushbuild_deliveries_total", forge=forge, outcome="accepted") == 1
+    assert scraped(pushbuild, "pushbuild_phase_duration_seconds_count", phase="build") == 1
     listed = requests.get(f"{pushbuild.url}/api/builds", params={"repo": repo.name}, headers=API_HEADERS, timeout=5).json()["builds"]
     assert [b["id"] for b in listed] == [build["id"]]
 

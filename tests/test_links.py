@@ -2,6 +2,7 @@
 
 import pytest
 
+from webhook import links
 from webhook.links import base_url, build_links, build_url
 
 
@@ -18,3 +19,21 @@ def test_a_builds_links():
     assert build_url("https://pb", 7) == "https://pb/api/builds/7"
     assert build_links("https://pb", 7) == {"url": "https://pb/api/builds/7", "log_url": "https://pb/api/builds/7/log",
                                             "deliveries_url": "https://pb/api/builds/7/deliveries"}
+
+
+@pytest.mark.parametrize(("clone_url", "web"), [
+    ("https://github.com/acme/app.git", "https://github.com/acme/app"),
+    ("https://x-access-token:secret@gitlab.example.com:8443/group/app.git/", "https://gitlab.example.com:8443/group/app"),
+    ("http://[::1]:3000/acme/app", "http://[::1]:3000/acme/app"),
+    ("git@github.com:acme/app.git", None),
+    ("ssh://git@example.com/acme/app.git", None),
+    ("file:///srv/git/app", None),
+])
+def test_a_repositorys_web_address_comes_from_an_https_clone_url_without_credentials(clone_url, web):
+    assert links.web_url(clone_url) == web
+
+
+def test_commit_links_follow_each_forges_path():
+    assert links.commit_url("https://gitlab.com/g/app.git", "/-/commit/{sha}", "abc") == "https://gitlab.com/g/app/-/commit/abc"
+    assert links.commit_url("file:///srv/app", "/commit/{sha}", "abc") is None
+    assert links.hook_url("https://ci.example", "gitea") == "https://ci.example/hooks/gitea"

@@ -108,7 +108,7 @@ def test_a_cancel_that_comes_after_the_push_began_leaves_the_truth_on_record(app
     pipeline = services.pipeline()
     digest = "sha256:" + "c" * 64
 
-    def cancelled_while_pushing(running, log):
+    def cancelled_while_pushing(running, log, timer):
         assert operator(app).post(f"/api/builds/{build.id}/cancel").json["state"] == "cancelled"
         return Outcome(BuildState.SUCCEEDED, tags=(f"r/x:{SHA}", "r/x:main"), digest=digest)
 
@@ -280,7 +280,8 @@ def test_cancelling_a_running_build_stops_it_before_anything_is_pushed(service, 
 def test_tokens_never_reach_the_logs(service):
     """Neither the sign-in link's ?token= nor an Authorization header shows in gunicorn's or pushbuild's logs."""
     session = requests.Session()
-    assert session.get(f"{service.url}/?token={ADMIN_TOKEN}", timeout=10).json()["signed_in_as"] == "admin"
+    assert session.get(f"{service.url}/?token={ADMIN_TOKEN}", timeout=10).status_code == 200  # the console, signed in
+    assert session.get(f"{service.url}/api/me", timeout=10).json()["signed_in_as"] == "admin"
     assert requests.get(f"{service.url}/api/builds", headers=API_HEADERS, timeout=10).status_code == 200
     assert requests.get(f"{service.url}/api/builds?token={ADMIN_TOKEN}", timeout=10).status_code == 401
     assert requests.get(f"{service.url}/api/builds", auth=(ADMIN_TOKEN, ""), timeout=10).status_code == 401  # Basic

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import subprocess
 import tempfile
 import threading
@@ -47,6 +48,24 @@ def test_a_push_ends_as_an_image_in_the_registry(pipeline, repo, registry, base_
     assert image.labels["org.opencontainers.image.revision"] == sha
     assert image.labels["org.opencontainers.image.source"].endswith(f"{repo.name}.git")
     assert docker_client.containers.run(f"{name}:{sha}", remove=True, network_mode="none") == b"hello from the commit\n"
+
+
+def test_a_build_records_how_long_each_phase_took(pipeline, repo, base_image):
+    """Queue wait, fetch, context, build and push, in that order, each positive; the log's last line and /metrics say so too."""
+    sha = repo.commit({"Dockerfile": f"FROM {base_image}\nCOPY hello.txt /hello.txt\n", "hello.txt": "hi\n"})
+    services = pipeline()
+    build = run(services, repo, sha)
+    assert build.state is BuildState.SUCCEEDED, build.error
+    assert list(build.timings) == ["queue_wait", "fetch", "context", "build", "push"]
+    assert all(build.timings[phase] > 0 for phase in ("fetch", "context", "build", "push")), build.timings
+    assert build.context_bytes >= 2 * 512 + 1024  # two files' headers and data, and the end-of-archive blocks
+    log, _ = services.store.log(build.id)
+    assert re.search(r"--- took [\d.]+ s \(queued [\d.]+ s\): fetch [\d.]+ s, context [\d.]+ s, build [\d.]+ s, "
+                     r"push [\d.]+ s ---\n$", log), log[-300:]
+    counts = services.metrics.stored()
+    assert counts[("pushbuild_builds_finished", '{"state":"succeeded"}')] == 1
+    assert sum(v for (name, labels), v in counts.items()
+               if name == "pushbuild_phase_duration_seconds_bucket" and '"phase":"build"' in labels) == 1
 
 
 def test_dockerignore_context_and_dockerfile_path_are_honoured(pipeline, repo, registry, base_image, docker_client):

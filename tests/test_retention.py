@@ -25,14 +25,6 @@ HOUR_S = 3600.0
 
 
 @pytest.fixture
-def db(db_url):
-    engine = create_db_engine(db_url)
-    BuildStore(engine).create_schema()
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
 def store(db, clock):
     return BuildStore(db, clock=clock)
 

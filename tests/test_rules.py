@@ -236,3 +236,11 @@ def test_cache_images_named_after_the_ref_are_marked_for_the_ownership_check():
                   default_branch="main", dockerfile="Dockerfile", context=".",
                   cache_from=(f"{IMAGE}:{{branch}}", "r.example.com/base:1"))
     assert result.named_cache == {f"{IMAGE}:main"}
+
+
+def test_a_rule_describes_itself_in_one_line():
+    assert Rule(kind="branch").describe() == "every branch → {sha}, {ref}"
+    assert Rule(kind="branch", globs=("main", "release/*"), latest=True, dockerfile="ops/Dockerfile").describe() == (
+        "branches main, release/* → {sha}, {ref}, latest (dockerfile ops/Dockerfile)")
+    assert Rule(kind="tag", regex=re.compile(r"^v(\d+)"), tags=("v{1}",), semver=True).describe() == (
+        "tags matching /^v(\\d+)/ → v{1}, semver")

@@ -226,3 +226,33 @@ def test_housekeeping_reads_the_newest_build_of_each_ref_and_the_commits_still_b
     assert sorted(b.id for b in store.newest_of_each_ref()) == [new.id, feature.id]
     assert sorted(b.id for b in store.newest_of_each_ref(state=BuildState.SUCCEEDED)) == [old.id, feature.id]
     assert store.unfinished_shas() == {"b" * 40}
+
+
+def test_a_finished_build_keeps_its_phase_timings_and_a_retry_starts_them_afresh(store, clock):
+    """Timings are the last run's: requeue clears them, and the new run's queue wait starts at the requeue."""
+    [build], _ = store.record(push())
+    clock.now += 3
+    store.claim(build.id, owner="w", lease_s=60)
+    store.finish(build.id, BuildState.FAILED, owner="w", error="boom",
+                 timings={"queue_wait": 3.0, "fetch": 0.12345, "build": 1.5}, context_bytes=5 * 2**31)
+    failed = store.get(build.id)
+    assert list(failed.timings.items()) == [("queue_wait", 3.0), ("fetch", 0.12345), ("build", 1.5)]
+    assert failed.to_json()["timings"] == {"queue_wait": 3.0, "fetch": 0.123, "build": 1.5}
+    assert failed.to_json()["context_bytes"] == failed.context_bytes == 5 * 2**31
+    clock.now += 60
+    assert store.requeue(build.id)
+    again = store.get(build.id)
+    assert (again.timings, again.context_bytes, again.queued_at) == ({}, None, clock.now)
+    assert again.to_json()["timings"] == {}
+
+
+def test_counts_by_state_and_the_oldest_queued_build(store, clock):
+    """What /metrics reads at scrape time: every state counted (zeros too), and when the longest wait began."""
+    assert store.oldest_queued_at() is None
+    [first], _ = store.record(push("d1"))
+    clock.now += 10
+    store.record(push("d2", sha="b" * 40))
+    store.claim(first.id, owner="w", lease_s=60)
+    counts = store.count_by_state()
+    assert (counts[BuildState.QUEUED], counts[BuildState.RUNNING], counts[BuildState.FAILED]) == (1, 1, 0)
+    assert store.oldest_queued_at() == clock.now

@@ -7,8 +7,9 @@ Every endpoint but ``/hooks/*`` (signed by the forges) and ``/healthz`` needs a 
 - or, only from a ``trusted_proxies`` address, a user name in ``trusted_header`` (an SSO proxy
   such as oauth2-proxy or Authelia sets it).
 
-Scopes are ordered: ``read`` sees builds, logs, deliveries and metrics; ``operate`` may also
-retry, cancel, redeliver and start builds. Tokens are compared as SHA-256 digests in constant
+Scopes are ordered: ``metrics`` may only scrape ``/metrics`` (a monitoring system's token);
+``read`` sees builds, logs, deliveries and metrics; ``operate`` may also retry, cancel,
+redeliver and start builds. Tokens are compared as SHA-256 digests in constant
 time, and only a token's name is ever shown.
 """
 
@@ -20,8 +21,9 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-READ, OPERATE = "read", "operate"
-SCOPES = (READ, OPERATE)
+METRICS, READ, OPERATE = "metrics", "read", "operate"
+#: Every scope, lowest first: each includes those before it.
+SCOPES = (METRICS, READ, OPERATE)
 #: Shortest token accepted in the configuration: guessing must be hopeless, even without rate limits.
 MIN_TOKEN_CHARS = 32
 

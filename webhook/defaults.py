@@ -75,6 +75,14 @@ WEB_WORKERS = 1
 HEALTH_TIMEOUT_S = 1.5
 #: /healthz answers a result this recent again instead of checking anew.
 HEALTH_CACHE_S = 2.0
+#: Each process adds what it counted for /metrics to the database this often (webhook/metrics.py):
+#: one write per interval, however many deliveries and builds it counted.
+METRICS_FLUSH_S = 2.0
+#: A refused delivery naming a configured repository is noted as its last delivery at most this
+#: often per repository and process, so a flood of them costs no database write each.
+REFUSED_NOTE_EVERY_S = 1.0
+#: A refused delivery's body is searched this far for a configured repository's name (it is never parsed).
+REFUSED_SCAN_BYTES = 1024 * 1024
 
 #: Connections one web process holds at once (webhook.web.serving.Worker: a greenlet each, not a
 #: thread): 1,000 clients sending slowly, or idle, plus real traffic fit. Beyond it, connections

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 
 from . import defaults, forges
 from .config import Config, RepoConfig
-from .errors import NotFound, SignatureError
+from .errors import BadRequest, NotFound, SignatureError
 from .events import Ignored, PushEvent, decode_body
+from .last_delivery import Arrival, LastDeliveries, builds_detail, mentioned_repo
 from .logs import log_context
 from .ordering import is_newer
+from .outcomes import ACCEPTED, BAD_REQUEST, DUPLICATE, IGNORED, REFUSED_SIGNATURE
 from .rules import skip_marker
 from .store import Build, BuildState, BuildStore
 from .worker import Dispatcher
@@ -36,6 +38,18 @@ class Intake:
     created: bool = False
     ignored: str | None = None
 
+    @property
+    def outcome(self) -> str:
+        """The one word for it (:mod:`webhook.outcomes`)."""
+        return IGNORED if self.ignored is not None else ACCEPTED if self.created else DUPLICATE
+
+    @property
+    def detail(self) -> str:
+        """What became of it, for people (a repository's last delivery)."""
+        if self.ignored is not None:
+            return f"ignored: {self.ignored}"
+        return builds_detail((b.id for b in self.builds), created=self.created)
+
 
 def unwanted(event: PushEvent, repo: RepoConfig) -> str | None:
     """Return why a push builds nothing under the repository's rules, or ``None`` if it builds."""
@@ -48,26 +62,53 @@ def unwanted(event: PushEvent, repo: RepoConfig) -> str | None:
 
 
 def receive(config: Config, store: BuildStore, dispatcher: Dispatcher, forge: forges.Forge, *,
-            headers: Mapping[str, str], body: bytes, content_type: str | None, now: float) -> Intake:
+            headers: Mapping[str, str], body: bytes, content_type: str | None, now: float,
+            last: LastDeliveries | None = None) -> Intake:
     """Take one delivery of ``forge`` (``headers`` with lowercased names, the raw ``body``) in.
 
     Raises :class:`~webhook.errors.SignatureError` when no configured repository signed it, or
     when the payload names another repository than one that did; :class:`~webhook.errors.NotFound`
-    for a repository not configured here.
+    for a repository not configured here. What became of it is noted in ``last`` for the
+    configured repository it concerns (see :mod:`webhook.last_delivery`).
     """
-    repos = [r.delivery_keys() for r in config.repos if r.forge == forge.name]
-    signed = forges.signed_for(forge, headers, body, repos,
-                               forges.Clock(now=now, tolerance_s=defaults.SIGNATURE_TOLERANCE_S))
-    parsed = forge.parse(headers, decode_body(body, content_type))
+    arrival = Arrival(last, forge=forge.name, at=now)
+    signed = _signed_for(config, forge, headers=headers, body=body, content_type=content_type, arrival=arrival)
+    try:
+        parsed = forge.parse(headers, decode_body(body, content_type))
+    except BadRequest as exc:
+        for name in sorted(signed):
+            arrival.note(name, BAD_REQUEST, f"refused: {exc.message}")
+        raise
     if isinstance(parsed, Ignored):
+        for name in sorted(signed):  # an ignored event names no repository; each whose secret signed it may be the one
+            arrival.note(name, IGNORED, f"ignored: {parsed.reason}", event="ping" if parsed.reason == "ping" else None)
         return Intake(ignored=parsed.reason)
     repo = config.repo(forge.name, parsed[0].repo)
     if repo is None:
         raise NotFound(f"repository {parsed[0].repo!r} is not configured for {forge.name}")
+    event = "tag_push" if parsed[0].branch is None else "push"
     if repo.name not in signed:
-        raise SignatureError(f"the signature is not valid for repository {repo.name!r}")
+        error = SignatureError(f"the signature is not valid for repository {repo.name!r}")
+        arrival.note(repo.name, REFUSED_SIGNATURE, f"refused: {error.message}", event=event)
+        raise error
     with log_context(forge=forge.name, repo=repo.name, delivery=parsed[0].delivery_id):
-        return take(store, dispatcher, repo, parsed, from_forge=True)
+        taken = take(store, dispatcher, repo, parsed, from_forge=True)
+    arrival.note(repo.name, taken.outcome, taken.detail, event=event, delivery_id=parsed[0].delivery_id,
+                 build_id=taken.builds[0].id if taken.builds else None)
+    return taken
+
+
+def _signed_for(config: Config, forge: forges.Forge, *, headers: Mapping[str, str], body: bytes,
+                content_type: str | None, arrival: Arrival) -> set[str]:
+    """Return the configured repositories whose secrets sign the delivery; a refusal is noted on the one the body names."""
+    repos = [r for r in config.repos if r.forge == forge.name]
+    try:
+        return forges.signed_for(forge, headers, body, [r.delivery_keys() for r in repos],
+                                 forges.Clock(now=arrival.at, tolerance_s=defaults.SIGNATURE_TOLERANCE_S))
+    except SignatureError as exc:
+        if arrival.noting and (named := mentioned_repo([r.name for r in repos], body, content_type)):
+            arrival.note(named, REFUSED_SIGNATURE, f"refused: {exc.message}")
+        raise
 
 
 def take(store: BuildStore, dispatcher: Dispatcher | None, repo: RepoConfig, events: Sequence[PushEvent], *,

@@ -6,6 +6,8 @@ Links start at ``server.public_url`` when it is set; otherwise at the address a 
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from . import defaults
 
 
@@ -23,3 +25,25 @@ def build_links(base: str, build_id: int) -> dict[str, str]:
     """The links a build's API record carries: itself, its log, its statuses and hooks."""
     url = build_url(base, build_id)
     return {"url": url, "log_url": f"{url}/log", "deliveries_url": f"{url}/deliveries"}
+
+
+def web_url(clone_url: str) -> str | None:
+    """The repository's web address behind an HTTPS clone URL (no credentials, no ``.git``); ``None`` otherwise."""
+    parts = urlsplit(clone_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    host = host if parts.port is None else f"{host}:{parts.port}"
+    path = parts.path.rstrip("/").removesuffix(".git")
+    return f"{parts.scheme}://{host}{path}"
+
+
+def commit_url(clone_url: str, commit_path: str, sha: str) -> str | None:
+    """A commit's page on its forge (``commit_path`` as :attr:`webhook.forges.Forge.commit_path`), if it has one."""
+    base = web_url(clone_url)
+    return None if base is None else base + commit_path.format(sha=sha)
+
+
+def hook_url(base: str, forge: str) -> str:
+    """The address a forge delivers a repository's pushes to."""
+    return f"{base}/hooks/{forge}"

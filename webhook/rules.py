@@ -41,6 +41,20 @@ class Rule:
     latest: bool = False
     semver: bool = False
 
+    def describe(self) -> str:
+        """Say in one line which refs this rule builds and what it tags them, as the console shows it."""
+        kind = "branches" if self.kind == "branch" else "tags"
+        if self.regex is not None:
+            which = f"{kind} matching /{self.regex.pattern}/"
+        elif self.globs is None:
+            which = f"every {self.kind}"
+        else:
+            which = f"{kind} {', '.join(self.globs)}"
+        tags = [*self.tags, *(["latest"] if self.latest else []), *(["semver"] if self.semver else [])]
+        extras = [f"{name} {value}" for name, value in (("dockerfile", self.dockerfile), ("context", self.context),
+                                                        ("target", self.target), ("platform", self.platform)) if value]
+        return f"{which} → {', '.join(tags)}" + (f" ({'; '.join(extras)})" if extras else "")
+
     def match(self, ref: str) -> dict[str, str] | None:
         """Return the values a matching ``ref`` gives the templates, or ``None`` if it does not match."""
         if is_branch(ref) != (self.kind == "branch"):

@@ -9,6 +9,8 @@ from .build.engine import Engine
 from .build.mirror import Mirrors
 from .build.pipeline import Pipeline
 from .config import Config
+from .last_delivery import LastDeliveries
+from .metrics import Metrics
 from .notify.deliveries import DeliveryStore
 from .notify.notifier import Notifier
 from .redact import Redactor
@@ -22,6 +24,10 @@ class Services:
     config: Config
     store: BuildStore = field(init=False)
     deliveries: DeliveryStore = field(init=False)
+    #: Each configured repository's last delivery from its forge (the console's repositories page).
+    last_deliveries: LastDeliveries = field(init=False)
+    #: What this process counts for /metrics.
+    metrics: Metrics = field(init=False)
     mirrors: Mirrors = field(init=False)
     redact: Redactor = field(init=False)
 
@@ -31,6 +37,8 @@ class Services:
         db = create_db_engine(server.state_url)
         self.store = BuildStore(db)
         self.deliveries = DeliveryStore(db)
+        self.last_deliveries = LastDeliveries(db)
+        self.metrics = Metrics(db)
         self.store.create_schema()
         self.mirrors = Mirrors(server.mirror_dir, allow_file_urls=server.allow_file_urls,
                                budget_bytes=server.mirror_budget_bytes)
@@ -47,9 +55,10 @@ class Services:
     @functools.cached_property
     def notifier(self) -> Notifier:
         """The sender of commit statuses and redeploy hooks."""
-        return Notifier(config=self.config, builds=self.store, deliveries=self.deliveries, redact=self.redact)
+        return Notifier(config=self.config, builds=self.store, deliveries=self.deliveries, redact=self.redact,
+                        metrics=self.metrics)
 
     def pipeline(self) -> Pipeline:
         """Return a build pipeline wired to this process's collaborators."""
         return Pipeline(config=self.config, store=self.store, mirrors=self.mirrors,
-                        engine=self.engine, redact=self.redact, notifier=self.notifier)
+                        engine=self.engine, redact=self.redact, notifier=self.notifier, metrics=self.metrics)

@@ -12,11 +12,12 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from . import defaults
@@ -56,6 +57,12 @@ builds = sa.Table(
     #: Set when a pruner has chosen the build for deletion (see retention.py): its log is being
     #: deleted, and it can no longer be queued again.
     sa.Column("pruning_at", sa.Float),
+    #: When the build last entered the queue: recorded, or queued again (``requeue``); its queue wait starts here.
+    sa.Column("queued_at", sa.Float),
+    #: How long each phase of its last run took, as JSON {phase: seconds} in the order they ran (build/timings.py).
+    sa.Column("timings", sa.Text),
+    #: The size of the tar stream its last run sent the engine as the build context.
+    sa.Column("context_bytes", sa.BigInteger),
 )
 
 sa.Index("ix_builds_push_key", builds.c.push_key, unique=True)
@@ -144,6 +151,12 @@ class Build:
     started_at: float | None
     finished_at: float | None
     changed_paths: tuple[str, ...] | None = None
+    #: When it last entered the queue (``None`` for records older than the column: ``created_at`` then).
+    queued_at: float | None = None
+    #: Seconds each phase of its last run took, in the order they ran; only phases that ran.
+    timings: dict[str, float] = field(default_factory=dict, hash=False)
+    #: Bytes of build context its last run sent the engine, if it sent one.
+    context_bytes: int | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Build:
@@ -156,6 +169,8 @@ class Build:
             error=m["error"], attempts=m["attempts"], created_at=m["created_at"],
             started_at=m["started_at"], finished_at=m["finished_at"],
             changed_paths=None if m["changed_paths"] is None else tuple(json.loads(m["changed_paths"])),
+            queued_at=m["queued_at"], timings=json.loads(m["timings"]) if m["timings"] else {},
+            context_bytes=m["context_bytes"],
         )
 
     @classmethod
@@ -173,6 +188,8 @@ class Build:
             "tags": list(self.tags), "digest": self.digest, "error": self.error,
             "attempts": self.attempts, "created_at": iso_time(self.created_at),
             "started_at": iso_time(self.started_at), "finished_at": iso_time(self.finished_at),
+            "timings": {phase: round(seconds, 3) for phase, seconds in self.timings.items()},
+            "context_bytes": self.context_bytes,
         }
 
 
@@ -216,6 +233,37 @@ def create_db_engine(url: str) -> sa.Engine:
             turns.release()
 
     return engine
+
+
+#: The dialects whose INSERT takes ON CONFLICT DO UPDATE (no driver is imported for them).
+_UPSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+
+
+def upsert(conn: sa.Connection, table: sa.Table, row: Mapping[str, Any], *, keys: Sequence[str],
+           add: Sequence[str] = ()) -> None:
+    """Insert ``row``, or update the row with its ``keys``: columns in ``add`` are added to, the others replaced.
+
+    One statement on SQLite and PostgreSQL (``INSERT … ON CONFLICT DO UPDATE``), so processes
+    writing the same row at once never collide; elsewhere an update, else an insert in a
+    savepoint, updating after all when another process inserted the row meanwhile.
+    """
+    def new_value(name: str, given: Any) -> Any:
+        return table.c[name] + given if name in add else given
+
+    if (insert := _UPSERTS.get(conn.dialect.name)) is not None:
+        statement = insert(table).values(**row)
+        changes = {name: new_value(name, statement.excluded[name]) for name in row if name not in keys}
+        conn.execute(statement.on_conflict_do_update(index_elements=[table.c[k] for k in keys], set_=changes))
+        return
+    where = sa.and_(*(table.c[k] == row[k] for k in keys))
+    changes = {name: new_value(name, value) for name, value in row.items() if name not in keys}
+    if conn.execute(table.update().where(where).values(**changes)).rowcount:
+        return
+    try:
+        with conn.begin_nested():
+            conn.execute(table.insert().values(**row))
+    except IntegrityError:
+        conn.execute(table.update().where(where).values(**changes))
 
 
 class BuildStore:
@@ -269,7 +317,8 @@ class BuildStore:
             repo=e.repo, forge=e.forge, ref=e.ref, sha=e.sha, before=e.before, pusher=e.pusher,
             default_branch=e.default_branch, delivery_key=key, push_key=content, state=BuildState.QUEUED.value,
             changed_paths=None if e.changed_paths is None else json.dumps(list(e.changed_paths)),
-            tags="[]", attempts=0, created_at=self.clock(), dispatched_at=self.clock() if dispatching else None,
+            tags="[]", attempts=0, created_at=self.clock(), queued_at=self.clock(),
+            dispatched_at=self.clock() if dispatching else None,
         ) for e, key, content in zip(events, keys, push_keys, strict=True)]
         delivery_keys, content_keys = [k for k in keys if k], [k for k in push_keys if k]
         try:
@@ -307,11 +356,19 @@ class BuildStore:
             row = conn.execute(builds.select().where(builds.c.id == build_id)).first()
         return Build.from_row(row) if row else None
 
-    def list(self, *, repo: str | None = None, limit: int = 50, before_id: int | None = None) -> list[Build]:
-        """Return builds newest first, optionally of one repository or older than ``before_id``."""
+    def list(self, *, repo: str | None = None, ref: str | None = None, state: BuildState | None = None,
+             limit: int = 50, before_id: int | None = None) -> list[Build]:
+        """Return builds newest first, optionally of one repository, ref or state, or older than ``before_id``.
+
+        ``ref`` is a full ref (``refs/heads/main``) or a branch's or tag's short name (``main``).
+        """
         query = builds.select().order_by(builds.c.id.desc()).limit(limit)
         if repo is not None:
             query = query.where(builds.c.repo == repo)
+        if ref is not None:
+            query = query.where(builds.c.ref.in_([ref, f"refs/heads/{ref}", f"refs/tags/{ref}"]))
+        if state is not None:
+            query = query.where(builds.c.state == state.value)
         if before_id is not None:
             query = query.where(builds.c.id < before_id)
         with self.db.begin() as conn:
@@ -365,8 +422,11 @@ class BuildStore:
             return {row.id for row in conn.execute(sa.select(builds.c.id).where(held))}
 
     def finish(self, build_id: int, state: BuildState, *, owner: str | None = None,
-               tags: Iterable[str] = (), digest: str | None = None, error: str | None = None) -> bool:
+               tags: Iterable[str] = (), digest: str | None = None, error: str | None = None,
+               timings: Mapping[str, float] | None = None, context_bytes: int | None = None) -> bool:
         """End a running build as ``state``; only the lease holder (if given) may. Say whether it did.
+
+        ``timings`` (seconds per phase, in order) and ``context_bytes`` say how the run went.
 
         A build cancelled while it ran, after its push had begun, still ends as what it did: its tags
         moved in the registry, and the record (which ordering reads) must say so.
@@ -384,6 +444,7 @@ class BuildStore:
             build_id, condition,
             state=state.value, tags=json.dumps(list(tags)), digest=digest, error=error,
             finished_at=self.clock(), lease_owner=None, lease_expires_at=None,
+            timings=json.dumps(dict(timings)) if timings else None, context_bytes=context_bytes,
         )
 
     def fail(self, build_id: int, error: str) -> bool:
@@ -505,7 +566,22 @@ class BuildStore:
             build_id, sa.and_(builds.c.state.in_([s.value for s in RETRYABLE]), builds.c.pruning_at.is_(None)),
             state=BuildState.QUEUED.value, tags="[]", digest=None, error=None, attempts=0, started_at=None,
             finished_at=None, dispatched_at=None, lease_owner=None, lease_expires_at=None,
+            queued_at=self.clock(), timings=None, context_bytes=None,
         )
+
+    def count_by_state(self) -> dict[BuildState, int]:
+        """Return how many build records are kept in each state (every state, zero included)."""
+        query = sa.select(builds.c.state, sa.func.count()).group_by(builds.c.state)
+        with self.db.begin() as conn:
+            counted = {BuildState(state): count for state, count in conn.execute(query)}
+        return {state: counted.get(state, 0) for state in BuildState}
+
+    def oldest_queued_at(self) -> float | None:
+        """Return when the build waiting longest in the queue entered it, or ``None`` when none waits."""
+        query = sa.select(sa.func.min(sa.func.coalesce(builds.c.queued_at, builds.c.created_at))).where(
+            builds.c.state == BuildState.QUEUED.value)
+        with self.db.begin() as conn:
+            return conn.execute(query).scalar_one()
 
     def lost(self, *, redispatch_after_s: float) -> list[Build]:
         """Return builds that need dispatching again: expired leases, or queued too long."""
@@ -565,6 +641,26 @@ class BuildStore:
                 cursor = chunk_id
         return "".join(parts), cursor
 
+
+    def log_tail(self, build_id: int, *, limit_chars: int) -> tuple[str, int, bool]:
+        """Return the end of a build's log, about ``limit_chars`` of it, the cursor after it, and whether more came before.
+
+        The text starts at a chunk boundary (holding one chunk at least), so it continues with
+        :meth:`log` from the cursor.
+        """
+        query = (sa.select(build_logs.c.id, build_logs.c.text)
+                 .where(build_logs.c.build_id == build_id).order_by(build_logs.c.id.desc()))
+        parts: list[str] = []
+        size, cursor, earlier = 0, 0, False
+        with self.db.connect() as conn:
+            for chunk_id, text in conn.execution_options(yield_per=16).execute(query):
+                if parts and size + len(text) > limit_chars:
+                    earlier = True
+                    break
+                parts.append(text)
+                size += len(text)
+                cursor = max(cursor, chunk_id)
+        return "".join(reversed(parts)), cursor, earlier
 
 class _Seen(Exception):
     """Raised inside :meth:`BuildStore.record`'s transaction to undo it: a pruned build remembers the delivery."""

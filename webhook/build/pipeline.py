@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from ..config import Config, RepoConfig
 from ..errors import BuildError, Cancelled, ContextError, EngineError, RegistryError
 from ..logs import Log
+from ..metrics import Metrics
 from ..notify.notifier import Notifier
 from ..ordering import higher_release
 from ..redact import Redactor
@@ -29,6 +30,7 @@ from .buildlog import BuildLog
 from .context import DOCKERIGNORE, IgnoreRules, dockerignore_patterns, filtered_tar
 from .engine import Engine
 from .mirror import Mirrors
+from .timings import BUILD, CONTEXT, FETCH, PUSH, QUEUE_WAIT, PhaseTimer, queue_wait_s, summary
 
 #: Label recording the build settings, so a commit built with other settings is rebuilt, not reused.
 PLAN_LABEL = "dev.pushbuild.plan"
@@ -51,9 +53,12 @@ class Pipeline:
     """Runs builds to their end and records the outcome."""
 
     def __init__(self, *, config: Config, store: BuildStore, mirrors: Mirrors, engine: Callable[[], Engine],
-                 redact: Redactor, notifier: Notifier | None = None, clock: Callable[[], float] = time.time,
+                 redact: Redactor, notifier: Notifier | None = None, metrics: Metrics | None = None,
+                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.config = config
+        self.metrics = metrics or Metrics.discarding()
+        self.monotonic = monotonic
         self.sleep = sleep
         self.notifier = notifier
         self.store = store
@@ -68,16 +73,23 @@ class Pipeline:
 
         The log is complete in the store before the build is recorded as finished, so whoever
         sees it finished reads all of it. Once ``stop`` is set (the build was cancelled), the
-        next line of output ends the build, and nothing is tagged or pushed after it.
+        next line of output ends the build, and nothing is tagged or pushed after it. The log
+        ends with how long each phase took (build/timings.py), which the record keeps too.
         """
         stored = BuildLog(self.store, build.id, max_bytes=self.config.server.max_log_bytes)
         stopping = threading.Event()
+        timer = PhaseTimer(clock=self.monotonic)
+        if (waited := queue_wait_s(build.queued_at or build.created_at, build.started_at)) is not None:
+            timer.add(QUEUE_WAIT, waited)
 
-        def log(text: str) -> None:
+        def write(text: str) -> None:
             text = self.redact(text)
             stored.write(text)
             if echo is not None:
                 echo(text)
+
+        def log(text: str) -> None:
+            write(text)
             if stop is not None and stop.is_set() and not stopping.is_set():
                 stopping.set()  # raised once: the lines that report it must not raise again
                 raise Cancelled("the build was cancelled")
@@ -86,7 +98,7 @@ class Pipeline:
             self.notifier.build_started(build)
             self.notifier.deliver_soon(build.id)
         try:
-            outcome = self._run(build, log)
+            outcome = self._run(build, log, timer)
         except Cancelled as exc:
             outcome = Outcome(BuildState.CANCELLED, error=exc.message)
             stopping.set()
@@ -97,27 +109,38 @@ class Pipeline:
         except Exception as exc:  # a defect: still end the build visibly, then let it surface
             outcome = Outcome(BuildState.FAILED, error=f"internal error ({type(exc).__name__}); see the worker's log")
             log(f"error: {outcome.error}\n")
-            stored.close()
-            self.store.finish(build.id, outcome.state, owner=owner, error=outcome.error)
+            self._finish(build, outcome, owner=owner, timer=timer, write=write, stored=stored)
             raise
         finally:
             stored.close()
-        recorded = self.store.finish(build.id, outcome.state, owner=owner, tags=outcome.tags,
-                                     digest=outcome.digest, error=outcome.error)
+        recorded = self._finish(build, outcome, owner=owner, timer=timer, write=write, stored=stored)
         if recorded and self.notifier is not None:
             self.notifier.build_finished(build, state=outcome.state, tags=outcome.tags, digest=outcome.digest,
                                          error=outcome.error)
             self.notifier.deliver_soon(build.id)
         return outcome
 
-    def _run(self, build: Build, log: Log) -> Outcome:
+    def _finish(self, build: Build, outcome: Outcome, *, owner: str | None, timer: PhaseTimer, write: Log,
+                stored: BuildLog) -> bool:
+        """Close the log with the phases' times, record how the run ended, and count it; say whether it was recorded."""
+        write(summary(timer.seconds))
+        stored.close()
+        recorded = self.store.finish(build.id, outcome.state, owner=owner, tags=outcome.tags, digest=outcome.digest,
+                                     error=outcome.error, timings=timer.seconds, context_bytes=timer.context_bytes)
+        if recorded:
+            self.metrics.build_finished(outcome.state.value, timer.seconds)
+        return recorded
+
+    def _run(self, build: Build, log: Log, timer: PhaseTimer) -> Outcome:
         """Do the work of one build; raise :class:`BuildError` on any failure."""
         repo = self.config.repo(build.forge, build.repo)
         if repo is None:
             raise BuildError(f"{build.repo} is no longer configured for {build.forge}")
         log(f"building {build.repo} {build.ref or 'commit'} {build.sha} (attempt {build.attempts})\n")
-        sha = self.mirrors.fetch_commit(repo, sha=build.sha, ref=build.ref or None, log=log)
-        if repo.paths is not None and (unchanged := self._nothing_changed_under_paths(repo, build, sha, log)):
+        with timer.phase(FETCH):
+            sha = self.mirrors.fetch_commit(repo, sha=build.sha, ref=build.ref or None, log=log)
+            unchanged = repo.paths is not None and self._nothing_changed_under_paths(repo, build, sha, log)
+        if unchanged:
             return Outcome(BuildState.SKIPPED, error=unchanged)
         plan = repo.plan(build.ref, sha, default_branch=build.default_branch)
         if plan is None:
@@ -129,19 +152,19 @@ class Pipeline:
                 f"(attempt {attempt + 1} of {server.engine_attempts})\n")
             engine.wait_until_up(timeout_s=server.engine_wait_s, sleep=self.sleep)
 
-        return retry(lambda _: self._build_and_push(build, repo, sha, plan, engine, log),
+        return retry(lambda _: self._build_and_push(build, repo, sha, plan, engine, log, timer),
                      attempts=server.engine_attempts, retry_on=EngineError, retryable=lambda exc: exc.unreachable,
                      before_retry=wait_for_engine)
 
     def _build_and_push(self, build: Build, repo: RepoConfig, sha: str, plan: BuildPlan, engine: Engine,
-                        log: Log) -> Outcome:
+                        log: Log, timer: PhaseTimer) -> Outcome:
         """Build (or reuse) the image and push its tags."""
         image_id = engine.image_id(plan.tags[0])
         wanted = self._labels(repo, sha, plan, stable=True)
         if image_id is not None and wanted.items() <= engine.labels(image_id).items():
             log(f"{plan.tags[0]} was built before from this commit with these settings ({image_id}); adding tags only\n")
         else:
-            image_id = self._build(engine, repo, sha, self._own_cache_only(build, plan, log), log=log)
+            image_id = self._build(engine, repo, sha, self._own_cache_only(build, plan, log), log=log, timer=timer)
         current = self.store.get(build.id)
         if current is None or current.state is not BuildState.RUNNING:
             raise Cancelled("the build was cancelled")
@@ -149,9 +172,10 @@ class Pipeline:
         for tag in tags[1:]:
             engine.tag(image_id, tag)
         digest = None
-        for tag in tags:
-            pushed = self._push(engine, tag, log)
-            digest = digest or pushed
+        with timer.phase(PUSH):
+            for tag in tags:
+                pushed = self._push(engine, tag, log)
+                digest = digest or pushed
         log(f"pushed {repo.image}@{digest}\n")
         return Outcome(BuildState.SUCCEEDED, tags=tags, digest=digest)
 
@@ -198,6 +222,7 @@ class Pipeline:
         def wait(exc: RegistryError, attempt: int) -> None:
             delay = backoff_s(attempt, base_s=server.push_retry_s, max_s=server.push_retry_max_s)
             log(f"{exc.message}; retrying in {delay:.1f}s\n")
+            self.metrics.push_retried()
             self.sleep(delay)
 
         def give_up(exc: RegistryError, attempt: int) -> RegistryError:
@@ -239,24 +264,31 @@ class Pipeline:
         log(f"skipped: {reason}\n")
         return reason
 
-    def _build(self, engine: Engine, repo: RepoConfig, sha: str, plan: BuildPlan, *, log: Log) -> str:
+    def _build(self, engine: Engine, repo: RepoConfig, sha: str, plan: BuildPlan, *, log: Log,
+               timer: PhaseTimer) -> str:
         """Stream the commit's context to the repository's build backend (``builder``) and return the new image's id."""
+        with timer.phase(CONTEXT):
+            rules = self._ignore_rules(repo, sha, plan)
+        labels = self._labels(repo, sha, plan)
+        server = self.config.server
+        limits = BuildLimits(timeout_s=server.build_timeout_s, memory_bytes=server.build_memory_bytes,
+                             cpu_shares=server.build_cpu_shares)
+        with self.mirrors.archive(repo, sha, plan.context) as tar, timer.phase(BUILD, besides=CONTEXT):
+            context = timer.context(filtered_tar(tar, rules, max_file_bytes=server.max_context_file_bytes,
+                                                 max_bytes=server.max_context_bytes,
+                                                 max_entries=server.max_context_entries))
+            backend = open_backend(repo.builder, engine, auth=self.config.registry.auth(),
+                                   secrets={secret_id: secret.reveal() for secret_id, secret in repo.build_secrets})
+            return backend.build(context, plan=plan, labels=labels, limits=limits, log=log)
+
+    def _ignore_rules(self, repo: RepoConfig, sha: str, plan: BuildPlan) -> IgnoreRules:
+        """Check the context directory and Dockerfile exist at ``sha``, and return its ``.dockerignore`` rules."""
         if not self.mirrors.has_tree(repo, sha, plan.context):
             raise ContextError(f"context directory {plan.context!r} does not exist at {sha}")
         if self.mirrors.read_file(repo, sha, _within(plan.context, plan.dockerfile)) is None:
             raise ContextError(f"no {plan.dockerfile} in {plan.context!r} at {sha}")
         ignore = self.mirrors.read_file(repo, sha, _within(plan.context, DOCKERIGNORE)) or b""
-        rules = IgnoreRules(dockerignore_patterns(ignore.decode("utf-8", "replace")), dockerfile=plan.dockerfile)
-        labels = self._labels(repo, sha, plan)
-        server = self.config.server
-        limits = BuildLimits(timeout_s=server.build_timeout_s, memory_bytes=server.build_memory_bytes,
-                             cpu_shares=server.build_cpu_shares)
-        with self.mirrors.archive(repo, sha, plan.context) as tar:
-            context = filtered_tar(tar, rules, max_file_bytes=server.max_context_file_bytes,
-                                   max_bytes=server.max_context_bytes, max_entries=server.max_context_entries)
-            backend = open_backend(repo.builder, engine, auth=self.config.registry.auth(),
-                                   secrets={secret_id: secret.reveal() for secret_id, secret in repo.build_secrets})
-            return backend.build(context, plan=plan, labels=labels, limits=limits, log=log)
+        return IgnoreRules(dockerignore_patterns(ignore.decode("utf-8", "replace")), dockerfile=plan.dockerfile)
 
 
 def _within(context: str, path: str) -> str:

@@ -97,6 +97,10 @@ class Forge:
     status_apis: tuple[StatusApi, ...]
     #: The user name git gives beside an access token over HTTPS (a repository's ``git_username`` overrides it).
     git_username: str
+    #: Where a commit's page is below a repository's web address (``{sha}`` is the commit).
+    commit_path: str = "/commit/{sha}"
+    #: How to add the webhook in the forge's settings, step by step (``{url}`` is pushbuild's endpoint).
+    webhook_steps: tuple[str, ...] = ()
     #: Other names for the same forge (Forgejo and Gogs for Gitea), accepted wherever ``name`` is.
     aliases: tuple[str, ...] = ()
     #: Whether a repository may give ``signing_token_env`` (Standard Webhooks), beside or instead of its secret.

@@ -109,4 +109,10 @@ FORGE = Forge(
     parse=parse_bitbucket,
     status_apis=(CLOUD_STATUS_API, DATACENTER_STATUS_API),
     git_username="x-token-auth",
+    commit_path="/commits/{sha}",
+    webhook_steps=(
+        "Open Repository settings → Webhooks → Add webhook (Data Center: Create webhook).",
+        "URL: {url}; Secret: the value of {secret}.",
+        "Triggers: Repository: Push.",
+    ),
 )

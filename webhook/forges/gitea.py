@@ -87,5 +87,11 @@ FORGE = Forge(
     parse=parse_gitea,
     status_apis=(STATUS_API,),
     git_username="oauth2",
+    webhook_steps=(
+        "Open the repository's Settings → Webhooks → Add webhook → Gitea (or Forgejo, Gogs).",
+        "Target URL: {url}; POST content type: application/json.",
+        "Secret: the value of {secret}.",
+        "Trigger on: Push events.",
+    ),
     aliases=("forgejo", "gogs"),
 )

@@ -78,4 +78,10 @@ FORGE = Forge(
     parse=parse_github,
     status_apis=(STATUS_API,),
     git_username="x-access-token",
+    webhook_steps=(
+        "Open the repository's Settings → Webhooks → Add webhook.",
+        "Payload URL: {url}; Content type: application/json.",
+        "Secret: the value of {secret}.",
+        "Which events: Just the push event. Add webhook: GitHub's ping is answered 200.",
+    ),
 )

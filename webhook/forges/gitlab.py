@@ -94,6 +94,13 @@ FORGE = Forge(
     status_apis=(STATUS_API,),
     git_username="oauth2",
     signing_token=True,
+    commit_path="/-/commit/{sha}",
+    webhook_steps=(
+        "Open the project's Settings → Webhooks → Add new webhook.",
+        "URL: {url}; Secret token: the value of {secret}.",
+        "Trigger: Push events, and Tag push events to build tags.",
+        "GitLab 19 and later: set a signing token too, and give it as signing_token_env.",
+    ),
     unsigned_warning=("is verified by its secret token alone, a header anyone who sees one delivery can reuse to sign "
                       "pushes of their own (choosing the commit, the ref and `before`); give it a signing token too "
                       "(signing_token_env)"),

@@ -24,6 +24,7 @@ import requests
 
 from .. import defaults, links
 from ..config import Config, HookConfig, RepoConfig
+from ..metrics import Metrics
 from ..redact import Redactor
 from ..refs import is_branch, matches_any, short_name
 from ..retrying import backoff_s
@@ -41,6 +42,9 @@ CLAIM_MARGIN_S = 60.0
 #: Deliveries one call of ``deliver_due`` sends at most.
 _DELIVERY_BATCH = 20
 _RETRYABLE = {408, 425, 429}
+#: What an attempt that left its delivery in a state counts as (metrics.NOTIFICATION_OUTCOMES).
+_ATTEMPT_OUTCOMES = {DeliveryState.DELIVERED: "delivered", DeliveryState.PENDING: "retrying",
+                     DeliveryState.FAILED: "failed"}
 
 
 def claim_hold_s(config: Config) -> float:
@@ -59,8 +63,9 @@ class Notifier:
 
     def __init__(self, *, config: Config, builds: BuildStore, deliveries: DeliveryStore, redact: Redactor,
                  session: requests.Session | None = None, clock: Callable[[], float] = time.time,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, metrics: Metrics | None = None) -> None:
         self.config = config
+        self.metrics = metrics or Metrics.discarding()
         self.builds = builds
         self.deliveries = deliveries
         self.redact = redact
@@ -184,6 +189,7 @@ class Notifier:
                 error: str | None, retry_at: float | None = None) -> None:
         self.deliveries.record_attempt(delivery, state=state, at=started, duration_s=self.clock() - started,
                                        status_code=status_code, error=error, retry_at=retry_at)
+        self.metrics.notification(delivery.kind, _ATTEMPT_OUTCOMES[state])
         log.info("delivery=%s build=%s kind=%s target=%s state=%s status=%s error=%s", delivery.id,
                  delivery.build_id, delivery.kind, delivery.target, state.value, status_code, error)
 

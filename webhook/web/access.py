@@ -1,8 +1,9 @@
-"""The web edge of :mod:`webhook.auth`: every request but hooks and health is signed in first.
+"""The web edge of :mod:`webhook.auth`: every request but hooks, health and sign-in is signed in first.
 
-``/?token=…`` is the sign-in link ``./dev serve`` prints (as Jupyter's): a valid token becomes
-an HttpOnly, SameSite=Strict cookie and the browser is sent on to ``/`` without it in the
-address. A request the cookie signs in must come from this site to change anything.
+``/?token=…`` is the sign-in link ``./dev serve`` prints (as Jupyter's), and ``POST /signin``
+the form's: a valid token becomes an HttpOnly, SameSite=Lax cookie (Secure behind HTTPS) and the
+browser is sent on without the token in its address. A request the cookie (or an SSO proxy)
+signs in must come from this site, with its CSRF token (:mod:`.csrf`), to change anything.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, g, jsonify, redirect, request
 
-from ..auth import OPERATE, READ, Authenticator, Principal
+from ..auth import METRICS, OPERATE, READ, Authenticator, Principal
 from ..errors import Forbidden, Unauthorized
+from . import csrf
 
 COOKIE = "pushbuild_token"
-#: Paths anyone may reach: the forges' deliveries (signed) and the readiness probe.
-PUBLIC_PREFIXES = ("/hooks/",)
-PUBLIC_PATHS = frozenset({"/healthz"})
+#: Paths anyone may reach: the forges' deliveries (signed), the readiness probe, signing in and
+#: the console's own scripts and styles.
+PUBLIC_PREFIXES = ("/hooks/", "/static/")
+PUBLIC_PATHS = frozenset({"/healthz", "/signin"})
 #: Twelve hours: a browser signed in at the start of a working day stays signed in through it.
 COOKIE_MAX_AGE_S = 12 * 3600
 
@@ -39,15 +42,18 @@ def require(scope: str) -> Principal:
         raise Unauthorized(_unauthorized_message())
     if not who.may(scope):
         raise Forbidden(f"{who.name} has the {who.scope} scope; this needs {scope}")
-    if scope != READ and who.via != "token" and not _same_site():  # a cookie, ours or an SSO proxy's, rides along
-        raise Forbidden("a browser may only change things from this site's own pages")
+    if scope == OPERATE and who.via != "token":  # a cookie, ours or an SSO proxy's, rides along
+        if not _same_site():
+            raise Forbidden("a browser may only change things from this site's own pages")
+        if not csrf.valid():
+            raise Forbidden("this form has expired or did not come from this site's pages: reload the page and try again")
     return who
 
 
 def _same_site() -> bool:
     """Say whether a browser request comes from a page of this site (Origin, or Sec-Fetch-Site)."""
     origin = request.headers.get("Origin")
-    if origin:
+    if origin and origin != "null":  # "null": a page whose referrer policy hides where it is (Sec-Fetch-Site says)
         parts = urlsplit(origin)
         return f"{parts.scheme}://{parts.netloc}" == request.host_url.rstrip("/")
     return request.headers.get("Sec-Fetch-Site") in ("same-origin", "none")
@@ -79,34 +85,63 @@ def _before_request() -> Any:
     g.principal = _identify()
     if request.path == "/" and "token" in request.args:
         return _sign_in(request.args["token"])
-    require(READ)
+    require(METRICS if request.path == "/metrics" else READ)  # auth.METRICS: a scraper's token reads /metrics only
     return None
 
 
-def _sign_in(token: str) -> Response:
-    """Turn ``/?token=…`` into a cookie and send the browser on to ``/`` (the token leaves the address bar)."""
+def _sign_in(token: str, *, then: str = "/") -> Response:
+    """Turn a token (``/?token=…`` or the form's) into a cookie and send the browser on (the token leaves the address)."""
     who = _authenticator().by_token(token, via="cookie")
     if who is None:
-        raise Unauthorized("this sign-in link's token is not valid here")
-    response = redirect("/", code=303)
+        raise Unauthorized("this token is not valid here" if token else "enter a token to sign in")
+    response = redirect(then, code=303)
+    response.headers["Referrer-Policy"] = "no-referrer"  # the address held the token
     current = request.cookies.get(COOKIE)
     if current and _authenticator().by_token(current) is not None and not _same_site():
         return response  # another site cannot swap the session a browser already has for its own token's
-    response.set_cookie(COOKIE, token, max_age=COOKIE_MAX_AGE_S, httponly=True, samesite="Strict",
-                        secure=request.is_secure, path="/")
+    response.set_cookie(COOKIE, token, max_age=COOKIE_MAX_AGE_S, httponly=True, samesite="Lax",
+                        secure=secure_cookies(), path="/")
     return response
 
 
+def sign_in_form() -> Response:
+    """Sign in with the sign-in form's token, then go on to the page the form names."""
+    if not _same_site():  # another site's form would sign this browser in as that site's user (login CSRF)
+        raise Forbidden("sign in from this site's own sign-in page")
+    return _sign_in(request.form.get("token", "").strip(), then=_local_path(request.form.get("next")))
+
+
+def sign_out() -> Response:
+    """Forget the browser's session (its cookie) and send it to the sign-in page."""
+    response = redirect("/signin", code=303)
+    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="Lax", secure=secure_cookies())
+    return response
+
+
+def secure_cookies() -> bool:
+    """Say whether cookies must be Secure: the request came over HTTPS, or the public URL is HTTPS."""
+    public_url = current_app.extensions["pushbuild"].config.server.public_url or ""
+    return request.is_secure or public_url.startswith("https://")
+
+
+def _local_path(path: str | None) -> str:
+    """Return ``path`` if it is a path on this site (never ``//other.example`` or a URL), else ``/``."""
+    if not path or not path.startswith("/") or path.startswith(("//", "/\\")) or any(c in path for c in "\r\n\\"):
+        return "/"
+    return path
+
+
 def _after_request(response: Response) -> Response:
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    csrf.set_cookie(response, secure=secure_cookies())
+    response.headers.setdefault("Referrer-Policy", "same-origin")  # no other site learns a console address
     response.headers.setdefault("Cache-Control", "no-store")
     if response.status_code == 401 and not request.path.startswith(PUBLIC_PREFIXES):  # hooks: a signature's 401
         response.headers.setdefault("WWW-Authenticate", 'Bearer realm="pushbuild"')
     return response
 
 
-def _index() -> Any:
-    """Say who is signed in and where the API is (the web console comes here later)."""
+def _me() -> Any:
+    """Say who is signed in, with which scope, and where the API is."""
     who = require(READ)
     return jsonify(signed_in_as=who.name, scope=who.scope, builds_url="/api/builds",
                    can_operate=who.may(OPERATE))
@@ -117,4 +152,4 @@ def install(app: Flask, authenticator: Authenticator) -> None:
     app.extensions["pushbuild.auth"] = authenticator
     app.before_request(_before_request)
     app.after_request(_after_request)
-    app.add_url_rule("/", "index", _index)
+    app.add_url_rule("/api/me", "me", _me)

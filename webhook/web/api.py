@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from .. import defaults, links, operations
 from ..auth import OPERATE
-from ..errors import BadRequest, NotFound, TooManyRequests
+from ..errors import BadRequest, NotFound
 from ..health import OK
 from ..services import Services
-from ..store import FINISHED, Build
+from ..store import Build
 from ..worker import Dispatcher
+from . import streams
 from .access import principal, require
 
 bp = Blueprint("api", __name__)
-#: How often a followed log polls for new lines.
-FOLLOW_POLL_S = 0.5
-#: A followed log ends after this long even if the build has not: a client that went away
-#: cannot be noticed while nothing is written, and must not hold a thread for ever.
-FOLLOW_MAX_S = 600.0
 #: A larger id in a path names nothing (404); a larger query argument is a bad request (400).
 MAX_ID = defaults.MAX_DATABASE_ID
 
@@ -89,46 +83,13 @@ def get_log(build_id: int) -> Response:
         more = bool(text) and bool(store.log(build_id, after=cursor, limit_chars=1)[0])
         return Response(text, mimetype="text/plain", headers={"X-Log-Cursor": str(cursor), "X-Log-More": str(int(more))})
 
-    followers: threading.BoundedSemaphore = current_app.extensions["pushbuild.followers"]
-    if not followers.acquire(blocking=False):
-        raise TooManyRequests(f"{_services().config.server.max_log_followers} clients follow logs here already; "
-                              "read the log without follow=1, or try again later")
-
-    def follow() -> Iterator[str]:
+    def text() -> Iterator[str]:
         yield ""  # send the headers now, even while the build is still queued
-        cursor = after
-        deadline = time.monotonic() + FOLLOW_MAX_S
-        while time.monotonic() < deadline:
-            finished = store.get(build_id).state in FINISHED
-            while True:  # page by page: a long log is never read whole
-                text, cursor = store.log(build_id, after=cursor)
-                if not text:
-                    break
-                yield text
-            if finished:
-                return
-            time.sleep(FOLLOW_POLL_S)
+        for chunk, _cursor, _state in streams.follow(store, build_id, after):
+            if chunk:
+                yield chunk
 
-    return Response(_Holding(follow(), followers.release), mimetype="text/plain")
-
-
-class _Holding:
-    """A response body that gives back its follower's place when the server closes it, however it ended."""
-
-    def __init__(self, chunks: Iterator[str], release: Callable[[], None]) -> None:
-        self._chunks = chunks
-        self._release: Callable[[], None] | None = release
-
-    def __iter__(self) -> Iterator[str]:
-        return self._chunks
-
-    def close(self) -> None:
-        try:
-            self._chunks.close()
-        finally:
-            if self._release is not None:
-                self._release, release = None, self._release
-                release()
+    return Response(streams.holding_place(text()), mimetype="text/plain")
 
 
 def _dispatcher() -> Dispatcher:

@@ -13,7 +13,7 @@ from ..health import HealthChecks, broker_ping
 from ..logs import configure_logging
 from ..services import Services
 from ..worker import Dispatcher, make_celery
-from . import access, api, http_errors, receive
+from . import access, api, console, http_errors, metrics, receive
 from .serving import BufferedBodies
 
 
@@ -35,6 +35,8 @@ def create_app(test_config: Config | None = None, *, dispatcher: Dispatcher | No
     http_errors.register(app)
     app.register_blueprint(receive.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(metrics.bp)
+    app.register_blueprint(console.bp)
     app.wsgi_app = BufferedBodies(app.wsgi_app, timeout_s=config.server.request_timeout_s,
                                   max_bytes=config.server.max_body_bytes,
                                   max_buffered_bytes=config.server.max_buffered_bytes)

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Blueprint, Request, current_app, jsonify, request
 
-from .. import forges, links
+from .. import forges, links, outcomes
 from ..errors import BadRequest, NotFound, PayloadTooLarge, SignatureError, UnknownForge, UnsupportedMediaType
 from ..events import FORM_TYPE, JSON_TYPE, media_type
 from ..intake import receive as receive_delivery
@@ -48,11 +48,24 @@ def _body(max_bytes: int) -> bytes:
 
 @bp.post("/<name>")
 def receive(name: str) -> Any:
-    """Answer a delivery: 202 with the build, 200 for ignored or duplicate ones, 4xx when refused."""
+    """Answer a delivery: 202 with the build, 200 for ignored or duplicate ones, 4xx when refused; count each by outcome."""
+    metrics = current_app.extensions["pushbuild"].metrics
     try:
         forge = forges.forge(name)  # Forgejo and Gogs are Gitea
     except UnknownForge:
+        metrics.delivery(None, outcomes.UNKNOWN_FORGE)
         raise NotFound(f"no such forge endpoint: {name}") from None
+    try:
+        answer, outcome = _answer(forge)
+    except Exception as exc:
+        metrics.delivery(forge.name, outcomes.refusal(exc))
+        raise
+    metrics.delivery(forge.name, outcome)
+    return answer
+
+
+def _answer(forge: forges.Forge) -> tuple[Any, str]:
+    """Take the delivery in; return the answer and its outcome (:mod:`webhook.outcomes`)."""
     services: Services = current_app.extensions["pushbuild"]
     config = services.config
     if media_type(request.content_type) not in (JSON_TYPE, FORM_TYPE):
@@ -61,11 +74,11 @@ def receive(name: str) -> Any:
     # Verify the raw bytes first (FORGES.md: request.data is empty for form bodies).
     taken = receive_delivery(config, services.store, current_app.extensions["pushbuild.dispatcher"], forge,
                              headers=headers, body=_body(config.server.max_body_bytes),
-                             content_type=request.content_type, now=time.time())
+                             content_type=request.content_type, now=time.time(), last=services.last_deliveries)
     if taken.ignored is not None:
-        return jsonify(ignored=taken.ignored), 200
+        return (jsonify(ignored=taken.ignored), 200), taken.outcome
     if not taken.created:
-        return jsonify(duplicate=taken.builds[0].id), 200
-    return jsonify(build=taken.builds[0].id, builds=[b.id for b in taken.builds],
-                   status_url=links.build_url(links.base_url(config.server.public_url, request.host_url),
-                                              taken.builds[0].id)), 202
+        return (jsonify(duplicate=taken.builds[0].id), 200), taken.outcome
+    return (jsonify(build=taken.builds[0].id, builds=[b.id for b in taken.builds],
+                    status_url=links.build_url(links.base_url(config.server.public_url, request.host_url),
+                                               taken.builds[0].id)), 202), taken.outcome

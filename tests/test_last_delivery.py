@@ -1,0 +1,128 @@
+"""Each configured repository's last delivery: what arrived, and what became of it, for the console's /repos."""
+
+import json
+from urllib.parse import quote
+
+import pytest
+
+from webhook.last_delivery import LastDeliveries, LastDelivery, mentioned_repo
+
+from .helpers.configs import GITHUB_SECRET, Clock, repo_table
+from .helpers.support import API_REPO, fixture, github_headers, github_push, signed_in
+from .test_metrics import writes
+
+SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
+
+
+@pytest.fixture
+def last(db):
+    return LastDeliveries(db, monotonic=Clock())
+
+
+def refused(at, repo="acme/app"):
+    return LastDelivery(forge="github", repo=repo, at=at, delivery_id=None, event=None, outcome="refused_signature",
+                        detail="refused: X-Hub-Signature-256 does not match the body")
+
+
+def test_a_repository_keeps_only_its_last_delivery(last):
+    """One row per (forge, repository): a later delivery replaces the earlier one; other repositories keep theirs."""
+    accepted = LastDelivery(forge="github", repo="acme/app", at=1.0, delivery_id="g-1", event="push",
+                            outcome="accepted", detail="build 3 queued", build_id=3)
+    other = LastDelivery(forge="gitlab", repo="acme/app", at=2.0, delivery_id=None, event="ping", outcome="ignored",
+                         detail="ignored: ping")
+    assert last.note(accepted) and last.note(other)
+    assert last.all() == {("github", "acme/app"): accepted, ("gitlab", "acme/app"): other}
+    assert last.note(refused(5.0))
+    assert last.all()[("github", "acme/app")] == refused(5.0)
+    assert last.all()[("github", "acme/app")].to_json()["at"].startswith("1970-01-01T00:00:05")
+
+
+def test_deliveries_that_build_nothing_are_noted_at_most_once_a_second_per_repository(last):
+    """A flood of refused deliveries costs one write a second per repository; an accepted one is always noted."""
+    with writes(last.db) as statements:
+        results = [last.note(refused(at=float(i))) for i in range(100)]
+    assert results.count(True) == 1 and len(statements) == 1
+    assert last.note(refused(at=0.0, repo="acme/other"))  # each repository has its own second
+    accepted = LastDelivery(forge="github", repo="acme/app", at=200.0, delivery_id="g-2", event="push",
+                            outcome="accepted", detail="build 4 queued", build_id=4)
+    assert last.note(accepted)
+    last.monotonic.now += 1.0
+    assert last.note(refused(at=300.0))
+
+
+@pytest.mark.parametrize(("body", "content_type", "found"), [
+    (b'{"ref": "refs/heads/main", "repository": {"full_name": "acme/app"}}', "application/json", "acme/app"),
+    (b'{"repository": {"full_name": "acme/app-2"}}', "application/json", None),  # a prefix of a name is no name
+    (b'{"repository": {"full_name": "acme/lib"}, "commits": [{"message": "see \\"acme/app\\""}]}', "application/json",
+     "acme/lib"),
+    (b"payload=" + quote(json.dumps({"repository": {"full_name": "acme/lib"}})).encode(),
+     "application/x-www-form-urlencoded", "acme/lib"),
+    (b"\xff\xfe not json at all", "application/json", None),
+    (b'{"full_name": "acme/app"}', "application/json; charset=utf-8", "acme/app"),
+])
+def test_a_refused_body_is_searched_not_parsed_for_the_repository_it_names_first(body, content_type, found):
+    assert mentioned_repo(["acme/app", "acme/lib"], body, content_type) == found
+
+
+def test_only_the_first_bytes_of_a_refused_body_are_searched():
+    body = b" " * 100 + b'"acme/app"'
+    assert mentioned_repo(["acme/app"], body, "application/json", scan_bytes=100) is None
+
+
+# --- what deliveries note ----------------------------------------------------------
+
+
+@pytest.fixture
+def app(make_config):
+    from webhook import create_app
+
+    return create_app(make_config(repo_table(API_REPO), repo_table("acme/lib", secret_env="GITLAB_TOKEN")))
+
+
+def post(app, payload, *, secret=GITHUB_SECRET, event="push"):
+    body = json.dumps(payload).encode()
+    return signed_in(app).post("/hooks/github", data=body, headers=github_headers(body, secret, event=event,
+                                                                                   delivery="d-42"))
+
+
+def noted(app):
+    return app.extensions["pushbuild"].last_deliveries.all()
+
+
+def test_an_accepted_push_is_noted_with_its_build(app):
+    """The console shows the push's delivery id, its build, and that it was queued."""
+    build_id = post(app, github_push(repo=API_REPO, sha=SHA)).json["build"]
+    note = noted(app)[("github", API_REPO)]
+    assert (note.event, note.outcome, note.detail, note.build_id) == ("push", "accepted", f"build {build_id} queued",
+                                                                      build_id)
+    assert note.delivery_id.endswith(":d-42")
+
+
+def test_a_ping_is_noted_as_ignored_for_the_repository_whose_secret_signed_it(app):
+    """A ping names no repository the forges agree on: the one whose secret signs it gets the note."""
+    assert post(app, fixture("github/ping.json"), event="ping").status_code == 200
+    assert list(noted(app)) == [("github", API_REPO)]
+    assert (noted(app)[("github", API_REPO)].event, noted(app)[("github", API_REPO)].detail) == ("ping", "ignored: ping")
+
+
+def test_a_wrong_secret_is_noted_on_the_repository_the_delivery_names(app):
+    """What an operator needs to debug a wrong secret: the refusal, on the repository it was meant for."""
+    assert post(app, github_push(repo=API_REPO, sha=SHA), secret="the wrong one").status_code == 401
+    note = noted(app)[("github", API_REPO)]
+    assert (note.outcome, note.detail) == ("refused_signature", "refused: X-Hub-Signature-256 does not match the body")
+    assert "the wrong one" not in note.detail
+
+
+def test_another_repositorys_secret_is_noted_as_refused_for_the_named_repository(app):
+    """acme/lib's secret does not sign for Hello-World: the refusal is noted on Hello-World, with the reason."""
+    from .helpers.configs import GITLAB_TOKEN
+
+    assert post(app, github_push(repo=API_REPO, sha=SHA), secret=GITLAB_TOKEN).status_code == 401
+    assert noted(app)[("github", API_REPO)].detail == f"refused: the signature is not valid for repository {API_REPO!r}"
+
+
+def test_deliveries_for_repositories_not_configured_note_nothing(app):
+    """A stranger naming any repository they like cannot grow the table, signed or not."""
+    assert post(app, github_push(repo="stranger/repo", sha=SHA), secret="whatever").status_code == 401
+    assert post(app, github_push(repo="stranger/repo", sha=SHA)).status_code == 404
+    assert noted(app) == {}

@@ -1,0 +1,164 @@
+"""The last delivery each configured repository received from its forge, and what became of it.
+
+One row per configured (forge, repository), overwritten by each delivery: what an operator
+setting up a webhook needs to see ("ping: ignored", "refused: the signature does not match").
+Only configured repositories are noted, so strangers cannot grow the table. A delivery that
+records builds is always noted (it writes its builds anyway); any other is noted at most once
+per ``REFUSED_NOTE_EVERY_S`` per repository and process, counted in memory, so a flood of
+refused or replayed deliveries costs no database write each.
+
+A refused delivery's body is never parsed (it is not verified): :func:`mentioned_repo` searches
+it for the quoted name of a configured repository, so a wrong secret still shows on the
+repository it was meant for. A body naming several is noted on the one named first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+import sqlalchemy as sa
+
+from . import defaults
+from .events import FORM_TYPE, media_type
+from .outcomes import ACCEPTED
+from .store import metadata, upsert
+from .timestamps import iso_time
+
+log = logging.getLogger(__name__)
+
+last_deliveries = sa.Table(
+    "last_deliveries", metadata,
+    sa.Column("forge", sa.String(32), primary_key=True),
+    sa.Column("repo", sa.String(512), primary_key=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("delivery_id", sa.String(256)),
+    sa.Column("event", sa.String(64)),
+    sa.Column("outcome", sa.String(32), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    #: The first build it recorded (no foreign key: retention prunes builds).
+    sa.Column("build_id", sa.Integer),
+)
+
+
+@dataclass(frozen=True)
+class LastDelivery:
+    """What one repository last received from its forge, and what became of it."""
+
+    forge: str
+    repo: str
+    #: When it arrived (Unix time).
+    at: float
+    #: The delivery id pushbuild deduplicates on (GitHub: hook id:delivery id), for verified pushes only.
+    delivery_id: str | None
+    #: ``push``, ``tag_push`` or ``ping`` when pushbuild knows; ``None`` for refused and other deliveries.
+    event: str | None
+    #: One word of :mod:`webhook.outcomes`: ``accepted``, ``ignored``, ``refused_signature``, ...
+    outcome: str
+    #: What became of it, for people: "build 12 queued", "ignored: ping", "refused: ...". Never a secret.
+    detail: str
+    build_id: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the delivery as the API shows it."""
+        return {"forge": self.forge, "repo": self.repo, "at": iso_time(self.at), "delivery_id": self.delivery_id,
+                "event": self.event, "outcome": self.outcome, "detail": self.detail, "build": self.build_id}
+
+
+class LastDeliveries:
+    """Notes each configured repository's last delivery, and reads them back."""
+
+    def __init__(self, db: sa.Engine, *, every_s: float = defaults.REFUSED_NOTE_EVERY_S,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.db = db
+        self.every_s = every_s
+        self.monotonic = monotonic
+        self._last_noted: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def note(self, delivery: LastDelivery) -> bool:
+        """Store ``delivery`` as its repository's last, unless it builds nothing and one was noted too recently; say whether it was.
+
+        Never raises: a delivery is answered whether or not its note is stored.
+        """
+        if delivery.outcome != ACCEPTED and not self._due(delivery.forge, delivery.repo):
+            return False
+        try:
+            with self.db.begin() as conn:
+                upsert(conn, last_deliveries, _row(delivery), keys=("forge", "repo"))
+        except Exception:
+            log.warning("noting the last delivery of %s failed", delivery.repo, exc_info=True)
+            return False
+        return True
+
+    def _due(self, forge: str, repo: str) -> bool:
+        """Say whether a delivery that builds nothing may be noted for the repository now (and count it as noted)."""
+        now = self.monotonic()
+        with self._lock:
+            if now - self._last_noted.get((forge, repo), float("-inf")) < self.every_s:
+                return False
+            self._last_noted[forge, repo] = now
+        return True
+
+    def all(self) -> dict[tuple[str, str], LastDelivery]:
+        """Return every repository's last delivery by (forge, repository); repositories never delivered to are absent."""
+        with self.db.begin() as conn:
+            rows = conn.execute(sa.select(last_deliveries)).all()
+        return {(row.forge, row.repo): LastDelivery(
+            forge=row.forge, repo=row.repo, at=row.at, delivery_id=row.delivery_id, event=row.event,
+            outcome=row.outcome, detail=row.detail, build_id=row.build_id) for row in rows}
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """One delivery of ``forge`` that arrived ``at``, noted as its repository's last in ``last`` (``None``: nowhere)."""
+
+    last: LastDeliveries | None
+    forge: str
+    at: float
+
+    @property
+    def noting(self) -> bool:
+        """Say whether notes are kept (so a refusal's body is searched only then)."""
+        return self.last is not None
+
+    def note(self, repo: str, outcome: str, detail: str, *, event: str | None = None, delivery_id: str | None = None,
+             build_id: int | None = None) -> None:
+        """Note what became of the delivery for the configured repository ``repo``."""
+        if self.last is not None:
+            self.last.note(LastDelivery(forge=self.forge, repo=repo, at=self.at, delivery_id=delivery_id, event=event,
+                                        outcome=outcome, detail=detail, build_id=build_id))
+
+
+def _row(delivery: LastDelivery) -> dict[str, Any]:
+    return {"forge": delivery.forge, "repo": delivery.repo, "at": delivery.at, "delivery_id": delivery.delivery_id,
+            "event": delivery.event, "outcome": delivery.outcome, "detail": delivery.detail,
+            "build_id": delivery.build_id}
+
+
+def mentioned_repo(names: Sequence[str], body: bytes, content_type: str | None, *,
+                   scan_bytes: int = defaults.REFUSED_SCAN_BYTES) -> str | None:
+    """Return the configured repository name (of ``names``) that an unverified body names first as a JSON string, if any.
+
+    The body is searched, not parsed: only its first ``scan_bytes`` (a form body's percent-decoded),
+    for ``"<name>"``. Forges put the repository before the commits in most payloads.
+    """
+    head = body[:scan_bytes]
+    if media_type(content_type) == FORM_TYPE:
+        head = unquote_to_bytes(head.replace(b"+", b" "))
+    found = [(position, name) for name in names
+             if (position := head.find(json.dumps(name, ensure_ascii=False).encode())) >= 0]
+    return min(found)[1] if found else None
+
+
+def builds_detail(build_ids: Iterable[int], *, created: bool) -> str:
+    """Say what a delivery that recorded builds did: ``build 12 queued``, ``duplicate of build 12``."""
+    ids = list(build_ids)
+    named = f"build {ids[0]}" if len(ids) == 1 else "builds " + ", ".join(str(i) for i in ids)
+    return f"{named} queued" if created else f"duplicate of {named}"
