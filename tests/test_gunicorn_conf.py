@@ -22,7 +22,7 @@ def settings(monkeypatch):
         module = importlib.reload(gunicorn_conf)
         cfg = Config()
         for name in ("bind", "workers", "worker_class", "worker_connections", "timeout", "accesslog",
-                     "access_log_format", "logger_class"):
+                     "access_log_format", "logger_class", "control_socket_disable"):
             cfg.set(name, getattr(module, name))
         return cfg
 
@@ -36,6 +36,7 @@ def test_the_defaults_and_the_classes_gunicorn_loads(settings):
     assert cfg.bind == [defaults.BIND] and cfg.workers == defaults.WEB_WORKERS
     assert cfg.worker_connections == defaults.WEB_WORKER_CONNECTIONS
     assert cfg.worker_class is Worker and cfg.logger_class is AccessLogger
+    assert cfg.control_socket_disable  # nothing written under the home directory, nothing shared between services
 
 
 def test_port_and_web_concurrency_come_from_the_environment(settings):

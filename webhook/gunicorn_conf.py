@@ -26,3 +26,6 @@ accesslog = "-"
 access_log_format = '%(h)s %(l)s - %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 #: Control characters a client sent (a %0a in the path) are escaped, so they cannot forge log lines.
 logger_class = "webhook.web.access_log.AccessLogger"
+#: No control socket (gunicorn 25.1+ opens one in $XDG_RUNTIME_DIR or ~/.gunicorn by default): it
+#: would depend on the home directory, be shared by every pushbuild on the machine, and nothing uses it.
+control_socket_disable = True
