@@ -1,5 +1,6 @@
 """The web console's pages, forms and live log, through Flask's test client (the browser tests drive chromium)."""
 
+import json
 import re
 
 import pytest
@@ -8,8 +9,17 @@ from webhook import create_app
 from webhook.build.buildlog import CUT_NOTE
 from webhook.store import BuildState
 
-from .helpers.configs import repo_table
-from .helpers.support import OPERATE_TOKEN, READ_TOKEN, finish, record, signed_in
+from .helpers.configs import GITHUB_SECRET, repo_table
+from .helpers.support import (
+    API_REPO,
+    OPERATE_TOKEN,
+    READ_TOKEN,
+    finish,
+    github_headers,
+    github_push,
+    record,
+    signed_in,
+)
 
 HTML = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 SAME_SITE = {**HTML, "Origin": "http://localhost"}
@@ -292,3 +302,15 @@ def test_a_build_form_for_a_ref_no_rule_builds_is_refused_before_asking_the_forg
     page = client.post("/repos/build", data={"csrf": page_csrf(client, "/repos"), "repo": "acme/app",
                                              "kind": "branch", "name": "feature"}, headers=SAME_SITE)
     assert page.status_code == 422 and "no build rule matches branch" in page.text
+
+
+def test_a_repository_shows_its_last_delivery_and_a_refusal_since(app, client):
+    """What an operator setting up a webhook needs: the build a push became, and that a later one was refused."""
+    body = json.dumps(github_push(repo=API_REPO, sha="c" * 40)).encode()
+    build_id = client.post("/hooks/github", data=body, headers=github_headers(body, GITHUB_SECRET)).json["build"]
+    page = client.get("/repos", headers=HTML).text
+    assert f"push, <span class=\"outcome accepted\">build {build_id} queued</span>" in page and "Refused since" not in page
+    client.post("/hooks/github", data=body, headers=github_headers(body, "not the secret"))
+    page = client.get("/repos", headers=HTML).text
+    assert f"build {build_id} queued" in page  # a stranger's refusal never hides the real last delivery
+    assert "Refused since" in page and "X-Hub-Signature-256 does not match the body" in page

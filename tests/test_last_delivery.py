@@ -5,11 +5,10 @@ from urllib.parse import quote
 
 import pytest
 
-from webhook.last_delivery import LastDeliveries, LastDelivery, mentioned_repo
+from webhook.last_delivery import Heard, LastDeliveries, LastDelivery, mentioned_repo
 
 from .helpers.configs import GITHUB_SECRET, Clock, repo_table
-from .helpers.support import API_REPO, fixture, github_headers, github_push, signed_in
-from .test_metrics import writes
+from .helpers.support import API_REPO, fixture, github_headers, github_push, signed_in, writes
 
 SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
 
@@ -21,20 +20,25 @@ def last(db):
 
 def refused(at, repo="acme/app"):
     return LastDelivery(forge="github", repo=repo, at=at, delivery_id=None, event=None, outcome="refused_signature",
-                        detail="refused: X-Hub-Signature-256 does not match the body")
+                        detail="refused: X-Hub-Signature-256 does not match the body", verified=False)
 
 
-def test_a_repository_keeps_only_its_last_delivery(last):
-    """One row per (forge, repository): a later delivery replaces the earlier one; other repositories keep theirs."""
+def test_a_repository_keeps_its_last_verified_and_its_last_refused_delivery(last):
+    """Each kind replaces the one before it; a refusal (anyone can send one) never replaces the last verified delivery."""
     accepted = LastDelivery(forge="github", repo="acme/app", at=1.0, delivery_id="g-1", event="push",
                             outcome="accepted", detail="build 3 queued", build_id=3)
     other = LastDelivery(forge="gitlab", repo="acme/app", at=2.0, delivery_id=None, event="ping", outcome="ignored",
                          detail="ignored: ping")
     assert last.note(accepted) and last.note(other)
-    assert last.all() == {("github", "acme/app"): accepted, ("gitlab", "acme/app"): other}
+    assert last.all() == {("github", "acme/app"): Heard(last=accepted), ("gitlab", "acme/app"): Heard(last=other)}
     assert last.note(refused(5.0))
-    assert last.all()[("github", "acme/app")] == refused(5.0)
-    assert last.all()[("github", "acme/app")].to_json()["at"].startswith("1970-01-01T00:00:05")
+    heard = last.all()[("github", "acme/app")]
+    assert heard == Heard(last=accepted, refused=refused(5.0)) and heard.refused_since == refused(5.0)
+    assert heard.refused_since.to_json()["at"].startswith("1970-01-01T00:00:05")
+    later = LastDelivery(forge="github", repo="acme/app", at=9.0, delivery_id="g-2", event="push",
+                         outcome="accepted", detail="build 4 queued", build_id=4)
+    assert last.note(later)
+    assert last.all()[("github", "acme/app")].refused_since is None  # the secret matches again
 
 
 def test_deliveries_that_build_nothing_are_noted_at_most_once_a_second_per_repository(last):
@@ -92,7 +96,7 @@ def noted(app):
 def test_an_accepted_push_is_noted_with_its_build(app):
     """The console shows the push's delivery id, its build, and that it was queued."""
     build_id = post(app, github_push(repo=API_REPO, sha=SHA)).json["build"]
-    note = noted(app)[("github", API_REPO)]
+    note = noted(app)[("github", API_REPO)].last
     assert (note.event, note.outcome, note.detail, note.build_id) == ("push", "accepted", f"build {build_id} queued",
                                                                       build_id)
     assert note.delivery_id.endswith(":d-42")
@@ -102,13 +106,14 @@ def test_a_ping_is_noted_as_ignored_for_the_repository_whose_secret_signed_it(ap
     """A ping names no repository the forges agree on: the one whose secret signs it gets the note."""
     assert post(app, fixture("github/ping.json"), event="ping").status_code == 200
     assert list(noted(app)) == [("github", API_REPO)]
-    assert (noted(app)[("github", API_REPO)].event, noted(app)[("github", API_REPO)].detail) == ("ping", "ignored: ping")
+    ping = noted(app)[("github", API_REPO)].last
+    assert (ping.event, ping.detail) == ("ping", "ignored: ping")
 
 
 def test_a_wrong_secret_is_noted_on_the_repository_the_delivery_names(app):
     """What an operator needs to debug a wrong secret: the refusal, on the repository it was meant for."""
     assert post(app, github_push(repo=API_REPO, sha=SHA), secret="the wrong one").status_code == 401
-    note = noted(app)[("github", API_REPO)]
+    note = noted(app)[("github", API_REPO)].refused_since
     assert (note.outcome, note.detail) == ("refused_signature", "refused: X-Hub-Signature-256 does not match the body")
     assert "the wrong one" not in note.detail
 
@@ -118,7 +123,7 @@ def test_another_repositorys_secret_is_noted_as_refused_for_the_named_repository
     from .helpers.configs import GITLAB_TOKEN
 
     assert post(app, github_push(repo=API_REPO, sha=SHA), secret=GITLAB_TOKEN).status_code == 401
-    assert noted(app)[("github", API_REPO)].detail == f"refused: the signature is not valid for repository {API_REPO!r}"
+    assert noted(app)[("github", API_REPO)].refused.detail == f"refused: the signature is not valid for repository {API_REPO!r}"
 
 
 def test_deliveries_for_repositories_not_configured_note_nothing(app):

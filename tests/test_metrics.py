@@ -2,7 +2,6 @@
 
 import json
 import time
-from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
@@ -22,6 +21,7 @@ from .helpers.support import (
     github_push,
     record,
     signed_in,
+    writes,
 )
 
 METRICS_TOKEN = "test-metrics-token-4f1a9c7e2b8d5a3c6e0f"
@@ -150,22 +150,6 @@ def test_the_flusher_thread_writes_counts_without_being_asked(db):
 def _stored_rows(db):
     with db.connect() as conn:
         return [tuple(row) for row in conn.execute(sa.text("SELECT name, labels, value FROM metric_counts"))]
-
-
-@contextmanager
-def writes(db):
-    """Collect the statements that write to ``db`` while the block runs."""
-    statements = []
-
-    def seen(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().split(" ", 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
-            statements.append(statement)
-
-    sa.event.listen(db, "before_cursor_execute", seen)
-    try:
-        yield statements
-    finally:
-        sa.event.remove(db, "before_cursor_execute", seen)
 
 
 # --- the endpoint ---------------------------------------------------------------

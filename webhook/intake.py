@@ -89,7 +89,7 @@ def receive(config: Config, store: BuildStore, dispatcher: Dispatcher, forge: fo
     event = "tag_push" if parsed[0].branch is None else "push"
     if repo.name not in signed:
         error = SignatureError(f"the signature is not valid for repository {repo.name!r}")
-        arrival.note(repo.name, REFUSED_SIGNATURE, f"refused: {error.message}", event=event)
+        arrival.note(repo.name, REFUSED_SIGNATURE, f"refused: {error.message}", event=event, verified=False)
         raise error
     with log_context(forge=forge.name, repo=repo.name, delivery=parsed[0].delivery_id):
         taken = take(store, dispatcher, repo, parsed, from_forge=True)
@@ -107,7 +107,7 @@ def _signed_for(config: Config, forge: forges.Forge, *, headers: Mapping[str, st
                                  forges.Clock(now=arrival.at, tolerance_s=defaults.SIGNATURE_TOLERANCE_S))
     except SignatureError as exc:
         if arrival.noting and (named := mentioned_repo([r.name for r in repos], body, content_type)):
-            arrival.note(named, REFUSED_SIGNATURE, f"refused: {exc.message}")
+            arrival.note(named, REFUSED_SIGNATURE, f"refused: {exc.message}", verified=False)
         raise
 
 

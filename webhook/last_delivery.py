@@ -1,7 +1,10 @@
 """The last delivery each configured repository received from its forge, and what became of it.
 
-One row per configured (forge, repository), overwritten by each delivery: what an operator
-setting up a webhook needs to see ("ping: ignored", "refused: the signature does not match").
+Two rows per configured (forge, repository), each overwritten by the next of its kind: the last
+*verified* delivery (signed with the repository's secret: accepted, duplicate, ignored) and the
+last *refused* one, which anyone can send. What an operator setting up a webhook needs to see
+("ping: ignored", "refused: the signature does not match"), and a stranger who knows a public
+repository's name cannot make its real last delivery disappear.
 Only configured repositories are noted, so strangers cannot grow the table. A delivery that
 records builds is always noted (it writes its builds anyway); any other is noted at most once
 per ``REFUSED_NOTE_EVERY_S`` per repository and process, counted in memory, so a flood of
@@ -19,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -37,6 +40,8 @@ last_deliveries = sa.Table(
     "last_deliveries", metadata,
     sa.Column("forge", sa.String(32), primary_key=True),
     sa.Column("repo", sa.String(512), primary_key=True),
+    #: Signed with the repository's own secret; a refused delivery's row is apart, so it never replaces this one.
+    sa.Column("verified", sa.Boolean, primary_key=True),
     sa.Column("at", sa.Float, nullable=False),
     sa.Column("delivery_id", sa.String(256)),
     sa.Column("event", sa.String(64)),
@@ -64,11 +69,29 @@ class LastDelivery:
     #: What became of it, for people: "build 12 queued", "ignored: ping", "refused: ...". Never a secret.
     detail: str
     build_id: int | None = None
+    #: Signed with the repository's own secret (``False``: refused, and anyone could have sent it).
+    verified: bool = True
 
     def to_json(self) -> dict[str, Any]:
         """Return the delivery as the API shows it."""
         return {"forge": self.forge, "repo": self.repo, "at": iso_time(self.at), "delivery_id": self.delivery_id,
-                "event": self.event, "outcome": self.outcome, "detail": self.detail, "build": self.build_id}
+                "event": self.event, "outcome": self.outcome, "detail": self.detail, "build": self.build_id,
+                "verified": self.verified}
+
+
+@dataclass(frozen=True)
+class Heard:
+    """What one repository last heard from its forge: its last verified delivery, and its last refused one."""
+
+    last: LastDelivery | None = None
+    refused: LastDelivery | None = None
+
+    @property
+    def refused_since(self) -> LastDelivery | None:
+        """The last refused delivery when it came after the last verified one (a secret that stopped matching)."""
+        if self.refused is None or (self.last is not None and self.last.at >= self.refused.at):
+            return None
+        return self.refused
 
 
 class LastDeliveries:
@@ -79,7 +102,7 @@ class LastDeliveries:
         self.db = db
         self.every_s = every_s
         self.monotonic = monotonic
-        self._last_noted: dict[tuple[str, str], float] = {}
+        self._last_noted: dict[tuple[str, str, bool], float] = {}
         self._lock = threading.Lock()
 
     def note(self, delivery: LastDelivery) -> bool:
@@ -87,32 +110,41 @@ class LastDeliveries:
 
         Never raises: a delivery is answered whether or not its note is stored.
         """
-        if delivery.outcome != ACCEPTED and not self._due(delivery.forge, delivery.repo):
+        if delivery.outcome != ACCEPTED and not self._due(delivery.forge, delivery.repo, delivery.verified):
             return False
         try:
             with self.db.begin() as conn:
-                upsert(conn, last_deliveries, _row(delivery), keys=("forge", "repo"))
+                upsert(conn, last_deliveries, _row(delivery), keys=("forge", "repo", "verified"))
         except Exception:
             log.warning("noting the last delivery of %s failed", delivery.repo, exc_info=True)
             return False
         return True
 
-    def _due(self, forge: str, repo: str) -> bool:
-        """Say whether a delivery that builds nothing may be noted for the repository now (and count it as noted)."""
+    def _due(self, forge: str, repo: str, verified: bool) -> bool:
+        """Say whether a delivery that builds nothing may be noted for the repository now (and count it as noted).
+
+        Verified and refused deliveries have a second each: a flood of refusals never delays the note of a ping.
+        """
         now = self.monotonic()
+        key = (forge, repo, verified)
         with self._lock:
-            if now - self._last_noted.get((forge, repo), float("-inf")) < self.every_s:
+            if now - self._last_noted.get(key, float("-inf")) < self.every_s:
                 return False
-            self._last_noted[forge, repo] = now
+            self._last_noted[key] = now
         return True
 
-    def all(self) -> dict[tuple[str, str], LastDelivery]:
-        """Return every repository's last delivery by (forge, repository); repositories never delivered to are absent."""
+    def all(self) -> dict[tuple[str, str], Heard]:
+        """Return what each repository last heard, by (forge, repository); repositories never delivered to are absent."""
         with self.db.begin() as conn:
             rows = conn.execute(sa.select(last_deliveries)).all()
-        return {(row.forge, row.repo): LastDelivery(
-            forge=row.forge, repo=row.repo, at=row.at, delivery_id=row.delivery_id, event=row.event,
-            outcome=row.outcome, detail=row.detail, build_id=row.build_id) for row in rows}
+        heard: dict[tuple[str, str], Heard] = {}
+        for row in rows:
+            delivery = LastDelivery(forge=row.forge, repo=row.repo, at=row.at, delivery_id=row.delivery_id,
+                                    event=row.event, outcome=row.outcome, detail=row.detail, build_id=row.build_id,
+                                    verified=row.verified)
+            before = heard.get((row.forge, row.repo), Heard())
+            heard[row.forge, row.repo] = replace(before, **{"last" if row.verified else "refused": delivery})
+        return heard
 
 
 @dataclass(frozen=True)
@@ -129,15 +161,16 @@ class Arrival:
         return self.last is not None
 
     def note(self, repo: str, outcome: str, detail: str, *, event: str | None = None, delivery_id: str | None = None,
-             build_id: int | None = None) -> None:
-        """Note what became of the delivery for the configured repository ``repo``."""
+             build_id: int | None = None, verified: bool = True) -> None:
+        """Note what became of the delivery for the configured repository ``repo`` (``verified``: signed by its secret)."""
         if self.last is not None:
             self.last.note(LastDelivery(forge=self.forge, repo=repo, at=self.at, delivery_id=delivery_id, event=event,
-                                        outcome=outcome, detail=detail, build_id=build_id))
+                                        outcome=outcome, detail=detail, build_id=build_id, verified=verified))
 
 
 def _row(delivery: LastDelivery) -> dict[str, Any]:
-    return {"forge": delivery.forge, "repo": delivery.repo, "at": delivery.at, "delivery_id": delivery.delivery_id,
+    return {"forge": delivery.forge, "repo": delivery.repo, "verified": delivery.verified, "at": delivery.at,
+            "delivery_id": delivery.delivery_id,
             "event": delivery.event, "outcome": delivery.outcome, "detail": delivery.detail,
             "build_id": delivery.build_id}
 

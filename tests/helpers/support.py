@@ -7,10 +7,13 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import requests
+import sqlalchemy as sa
 
 from webhook.events import PushEvent
 from webhook.signatures import hmac_hex, sign_github, sign_standard_webhook
@@ -223,3 +226,19 @@ def finish(app: Any, build: Any, state: Any = None) -> None:
     store.claim(build.id, owner="w", lease_s=60)
     store.finish(build.id, state or BuildState.SUCCEEDED, owner="w", tags=[f"r/x:{build.sha}"],
                  digest="sha256:" + "a" * 64)
+
+
+@contextmanager
+def writes(db: Any) -> Iterator[list[str]]:
+    """Collect the statements that write to ``db`` while the block runs."""
+    statements = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().split(" ", 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
+            statements.append(statement)
+
+    sa.event.listen(db, "before_cursor_execute", seen)
+    try:
+        yield statements
+    finally:
+        sa.event.remove(db, "before_cursor_execute", seen)

@@ -251,9 +251,9 @@ def repos() -> Any:
     """Each repository: its webhook address and the forge's steps, the last delivery, its rules, a build form."""
     access.require(READ)
     base = _base_url()
-    last = _services().last_deliveries.all()
+    heard = _services().last_deliveries.all()
     shown = [{"repo": repo, "forge": forges.forge(repo.forge), "hook_url": links.hook_url(base, repo.forge),
-              "web_url": links.web_url(repo.clone_url), "last": last.get((repo.forge, repo.name)),
+              "web_url": links.web_url(repo.clone_url), "heard": heard.get((repo.forge, repo.name)),
               "rules": [rule.describe() for rule in repo.rules]}
              for repo in _services().config.repos]
     return render_template("repos.html", nav="repos", shown=shown, hooks_base=f"{base}/hooks/")
