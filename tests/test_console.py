@@ -314,3 +314,49 @@ def test_a_repository_shows_its_last_delivery_and_a_refusal_since(app, client):
     page = client.get("/repos", headers=HTML).text
     assert f"build {build_id} queued" in page  # a stranger's refusal never hides the real last delivery
     assert "Refused since" in page and "X-Hub-Signature-256 does not match the body" in page
+
+
+@pytest.mark.parametrize("elsewhere", ["/\t/evil.example/login", "/\x0b/evil.example", " //evil.example", "/\n/evil.example"])
+def test_a_next_address_with_invisible_characters_cannot_leave_the_site(app, elsewhere):
+    """URL parsers drop tabs and newlines: /<tab>/evil.example would become //evil.example."""
+    response = app.test_client().post("/signin", data={"token": READ_TOKEN, "next": elsewhere}, headers=SAME_SITE)
+    assert response.headers["Location"] == "/"
+
+
+def test_behind_a_proxy_that_ends_tls_the_public_urls_origin_is_this_sites(make_config):
+    """The request says http:// (the proxy spoke plain HTTP to pushbuild); the browser's Origin says https://."""
+    app = create_app(make_config(repo_table("acme/app"), server={"public_url": "https://ci.example"}))
+    response = app.test_client().post("/signin", data={"token": READ_TOKEN}, base_url="http://ci.example",
+                                      headers={**HTML, "Origin": "https://ci.example"})
+    assert response.status_code == 303
+    refused = app.test_client().post("/signin", data={"token": READ_TOKEN}, base_url="http://ci.example",
+                                     headers={**HTML, "Origin": "https://evil.example"})
+    assert refused.status_code == 403
+
+
+def test_sec_fetch_site_decides_when_the_browser_sends_it(app):
+    for site, status in (("same-origin", 303), ("same-site", 403), ("cross-site", 403)):
+        response = app.test_client().post("/signin", data={"token": READ_TOKEN},
+                                          headers={**HTML, "Origin": "http://localhost", "Sec-Fetch-Site": site})
+        assert response.status_code == status, site
+
+
+def test_a_log_line_no_parser_can_read_still_leaves_the_page_readable(app, client, built):
+    """A pusher's build prints an escape with 4,400 digits (past int()'s limit) and an unterminated title."""
+    store = app.extensions["pushbuild"].store
+    store.append_log(built.id, "\x1b[" + "9" * 4400 + "mafter\n\x1b]0;title never ended\nthe next line\n")
+    page = client.get(f"/builds/{built.id}", headers=HTML)
+    assert page.status_code == 200 and "after" in page.text and "the next line" in page.text
+    assert "the next line" in events(client, built.id)
+
+
+def test_a_metrics_token_cannot_sign_in_to_the_console(make_config):
+    config = make_config(repo_table("acme/app"), auth={"tokens": [
+        {"name": "scraper", "token_env": "TEST_READ_TOKEN", "scope": "metrics"}]})
+    response = create_app(config).test_client().get(f"/?token={READ_TOKEN}", headers=HTML)
+    assert response.status_code == 403 and "Set-Cookie" not in response.headers
+
+
+def test_the_sign_in_page_of_a_link_with_a_tab_offers_no_way_off_the_site(app):
+    page = app.test_client().get("/%09/evil.example/login", headers=HTML).text
+    assert 'name="next" value="/"' in page

@@ -7,8 +7,9 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
+from webhook.events import PushEvent
 from webhook.metrics import DELIVERIES, Metrics, Series, scrape
-from webhook.store import BuildStore, create_db_engine
+from webhook.store import BuildState, BuildStore, create_db_engine
 
 from .helpers.configs import GITHUB_SECRET
 from .helpers.support import (
@@ -87,8 +88,8 @@ def test_every_declared_series_is_listed_at_zero_and_gauges_come_from_the_record
 def test_phase_durations_are_a_histogram_of_finished_builds(db):
     """Two builds' phases land in their buckets; buckets are cumulative, with a count and a sum per phase."""
     metrics = Metrics(db, flush_every_s=3600)
-    metrics.build_finished("succeeded", {"queue_wait": 0.05, "fetch": 0.3, "build": 40.0, "push": 2.0})
-    metrics.build_finished("failed", {"queue_wait": 0.2, "fetch": 7.0})
+    metrics.phases({"queue_wait": 0.05, "fetch": 0.3, "build": 40.0, "push": 2.0})
+    metrics.phases({"queue_wait": 0.2, "fetch": 7.0})
     found = scraped(metrics, db)
     bucket = "pushbuild_phase_duration_seconds_bucket"
     assert found[(bucket, (("le", "0.1"), ("phase", "queue_wait")))] == 1
@@ -99,7 +100,26 @@ def test_phase_durations_are_a_histogram_of_finished_builds(db):
     assert found[("pushbuild_phase_duration_seconds_count", (("phase", "fetch"),))] == 2
     assert found[("pushbuild_phase_duration_seconds_sum", (("phase", "fetch"),))] == pytest.approx(7.3)
     assert found[("pushbuild_phase_duration_seconds_count", (("phase", "context"),))] == 0
-    assert found[("pushbuild_builds_finished_total", (("state", "failed"),))] == 1
+
+
+def test_every_way_a_build_ends_is_counted_once(db):
+    """Finished by its worker, failed by the reconciler, cancelled queued or running: each counted once, by how."""
+    metrics = Metrics(db, flush_every_s=3600)
+    store = BuildStore(db, ended=metrics.build_ended)
+    events = [PushEvent(forge="github", repo="acme/app", ref="refs/heads/main", sha=f"{n:040x}", before="0" * 40,
+                        pusher="p", delivery_id=None) for n in range(4)]
+    finished, gave_up, cancelled_queued, cancelled_running = store.record(events)[0]
+    for build in (finished, cancelled_running):
+        store.claim(build.id, owner="w", lease_s=60)
+    assert store.finish(finished.id, BuildState.SUCCEEDED, owner="w")
+    assert store.fail(gave_up.id, "gave up") and not store.fail(gave_up.id, "again")
+    assert store.cancel(cancelled_queued.id, "superseded") and store.cancel(cancelled_running.id, "by x", running=True)
+    assert not store.finish(cancelled_running.id, BuildState.FAILED, owner="w", timings={"fetch": 0.5})
+    assert store.get(cancelled_running.id).timings == {"fetch": 0.5}  # what the run did before it stopped
+    found = scraped(metrics, db)
+    ended = {state: found[("pushbuild_builds_finished_total", (("state", state),))]
+             for state in ("succeeded", "failed", "cancelled", "skipped")}
+    assert ended == {"succeeded": 1, "failed": 1, "cancelled": 2, "skipped": 0}
 
 
 def test_a_label_value_not_declared_is_a_defect_and_an_unknown_forge_is_other(db):

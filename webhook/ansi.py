@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass, replace
 
 #: CSI sequences (``ESC [ … final``), OSC sequences (``ESC ] … BEL|ST``), and two-byte escapes.
-_ESCAPE = re.compile(r"\x1b\[([0-9;:?]*)([@-~])|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]?")
+#: Parameters are bounded (a longer run is no sequence, and shows as text), and an unterminated OSC ends at the line.
+_ESCAPE = re.compile(r"\x1b\[([0-9;:?]{0,64})([@-~])|\x1b\][^\x07\x1b\n]{0,512}(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]?")
 #: The 16 basic colours as RGB, in SGR order (30–37, then 90–97), for mapping richer colours onto them.
 _BASIC_RGB = (
     (0, 0, 0), (205, 49, 49), (13, 188, 121), (229, 229, 16), (36, 114, 200), (188, 63, 188), (17, 168, 205),
@@ -67,7 +68,7 @@ def _extended(params: list[int]) -> tuple[int | None, int]:
 
 def apply_sgr(style: Style, raw: str) -> Style:
     """Return ``style`` after an SGR sequence with parameters ``raw`` (such as ``"1;31"``)."""
-    params = [int(p) if p.isdigit() else 0 for p in re.split("[;:]", raw)] if raw else [0]
+    params = [int(p[:4]) if p.isdigit() else 0 for p in re.split("[;:]", raw)] if raw else [0]
     i = 0
     while i < len(params):
         code, i = params[i], i + 1

@@ -123,9 +123,12 @@ class Metrics:
         forge_label = forge if forge in forges.REGISTRY else OTHER_FORGE
         self._add(DELIVERIES.name, DELIVERIES.key({"forge": forge_label, "outcome": outcome}))
 
-    def build_finished(self, state: str, timings: Mapping[str, float]) -> None:
-        """Count a build run that ended as ``state``, and observe how long each of its phases took."""
-        self._add(BUILDS_FINISHED.name, BUILDS_FINISHED.key({"state": state}))
+    def build_ended(self, state: BuildState) -> None:
+        """Count a build that ended as ``state`` (:attr:`webhook.store.BuildStore.ended`)."""
+        self._add(BUILDS_FINISHED.name, BUILDS_FINISHED.key({"state": state.value}))
+
+    def phases(self, timings: Mapping[str, float]) -> None:
+        """Observe how long each phase of a build run took, however the run ended."""
         for phase, seconds in timings.items():
             self._observe(PHASE_DURATION, {"phase": phase}, seconds)
 

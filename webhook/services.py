@@ -35,10 +35,10 @@ class Services:
         server = self.config.server
         server.data_dir.mkdir(parents=True, exist_ok=True)
         db = create_db_engine(server.state_url)
-        self.store = BuildStore(db)
+        self.metrics = Metrics(db)
+        self.store = BuildStore(db, ended=self.metrics.build_ended)
         self.deliveries = DeliveryStore(db)
         self.last_deliveries = LastDeliveries(db)
-        self.metrics = Metrics(db)
         self.store.create_schema()
         self.mirrors = Mirrors(server.mirror_dir, allow_file_urls=server.allow_file_urls,
                                budget_bytes=server.mirror_budget_bytes)

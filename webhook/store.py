@@ -269,9 +269,12 @@ def upsert(conn: sa.Connection, table: sa.Table, row: Mapping[str, Any], *, keys
 class BuildStore:
     """Reads and writes build records and their logs."""
 
-    def __init__(self, db: sa.Engine, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, db: sa.Engine, *, clock: Callable[[], float] = time.time,
+                 ended: Callable[[BuildState], None] | None = None) -> None:
         self.db = db
         self.clock = clock
+        #: Told each time a build ends (finished, failed, cancelled), once per ending: what metrics count.
+        self.ended = ended or (lambda state: None)
 
     def create_schema(self) -> None:
         """Create the tables if they do not exist, and add columns and indexes newer versions added.
@@ -440,20 +443,29 @@ class BuildStore:
             condition = sa.or_(condition, cancelled_too_late)
             error = error or sa.case((cancelled_too_late, "cancelled after its push had begun: the image was pushed"),
                                      else_=None)
-        return self._update(
+        finished = self._update(
             build_id, condition,
             state=state.value, tags=json.dumps(list(tags)), digest=digest, error=error,
             finished_at=self.clock(), lease_owner=None, lease_expires_at=None,
             timings=json.dumps(dict(timings)) if timings else None, context_bytes=context_bytes,
         )
+        if finished:
+            self.ended(state)
+        elif timings:  # cancelled while it ran: the record keeps what the run did until it stopped
+            self._update(build_id, sa.and_(builds.c.state == BuildState.CANCELLED.value, builds.c.timings.is_(None)),
+                         timings=json.dumps(dict(timings)), context_bytes=context_bytes)
+        return finished
 
     def fail(self, build_id: int, error: str) -> bool:
         """End a build that is not finished as failed with ``error``, whoever holds it."""
-        return self._update(
+        failed = self._update(
             build_id, builds.c.state.in_([BuildState.QUEUED.value, BuildState.RUNNING.value]),
             state=BuildState.FAILED.value, error=error, finished_at=self.clock(),
             lease_owner=None, lease_expires_at=None,
         )
+        if failed:
+            self.ended(BuildState.FAILED)
+        return failed
 
     def of_ref(self, forge: str, repo: str, ref: str, *, state: BuildState | None = None,
                recent: int = defaults.ORDERING_WINDOW) -> list[Build]:
@@ -541,8 +553,11 @@ class BuildStore:
         A running build's worker notices at its next lease renewal or before it pushes, and stops.
         """
         states = [BuildState.QUEUED.value] + ([BuildState.RUNNING.value] if running else [])
-        return self._update(build_id, builds.c.state.in_(states), state=BuildState.CANCELLED.value,
-                            error=reason, finished_at=self.clock(), lease_owner=None, lease_expires_at=None)
+        cancelled = self._update(build_id, builds.c.state.in_(states), state=BuildState.CANCELLED.value,
+                                 error=reason, finished_at=self.clock(), lease_owner=None, lease_expires_at=None)
+        if cancelled:
+            self.ended(BuildState.CANCELLED)
+        return cancelled
 
     def refs_of_commit(self, forge: str, repo: str, sha: str) -> list[str]:
         """Return the branches and tags pushes of commit ``sha`` were recorded for."""

@@ -125,11 +125,9 @@ class Pipeline:
         """Close the log with the phases' times, record how the run ended, and count it; say whether it was recorded."""
         write(summary(timer.seconds))
         stored.close()
-        recorded = self.store.finish(build.id, outcome.state, owner=owner, tags=outcome.tags, digest=outcome.digest,
-                                     error=outcome.error, timings=timer.seconds, context_bytes=timer.context_bytes)
-        if recorded:
-            self.metrics.build_finished(outcome.state.value, timer.seconds)
-        return recorded
+        self.metrics.phases(timer.seconds)
+        return self.store.finish(build.id, outcome.state, owner=owner, tags=outcome.tags, digest=outcome.digest,
+                                 error=outcome.error, timings=timer.seconds, context_bytes=timer.context_bytes)
 
     def _run(self, build: Build, log: Log, timer: PhaseTimer) -> Outcome:
         """Do the work of one build; raise :class:`BuildError` on any failure."""

@@ -21,7 +21,7 @@ COOKIE = "pushbuild_token"
 #: Paths anyone may reach: the forges' deliveries (signed), the readiness probe, signing in and
 #: the console's own scripts and styles.
 PUBLIC_PREFIXES = ("/hooks/", "/static/")
-PUBLIC_PATHS = frozenset({"/healthz", "/signin"})
+PUBLIC_PATHS = frozenset({"/healthz", "/signin", "/signout"})
 #: Twelve hours: a browser signed in at the start of a working day stays signed in through it.
 COOKIE_MAX_AGE_S = 12 * 3600
 
@@ -51,12 +51,24 @@ def require(scope: str) -> Principal:
 
 
 def _same_site() -> bool:
-    """Say whether a browser request comes from a page of this site (Origin, or Sec-Fetch-Site)."""
+    """Say whether a browser request comes from a page of this site.
+
+    ``Sec-Fetch-Site``, which a browser sets and no page can, decides when it is there; else
+    ``Origin`` must be this site's, as the request reached it or as ``public_url`` names it
+    (behind a proxy that ends TLS, the request may say ``http://`` while the browser says ``https://``).
+    """
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site:
+        return fetch_site in ("same-origin", "none")
     origin = request.headers.get("Origin")
-    if origin and origin != "null":  # "null": a page whose referrer policy hides where it is (Sec-Fetch-Site says)
-        parts = urlsplit(origin)
-        return f"{parts.scheme}://{parts.netloc}" == request.host_url.rstrip("/")
-    return request.headers.get("Sec-Fetch-Site") in ("same-origin", "none")
+    if not origin or origin == "null":
+        return False
+    ours = {request.host_url.rstrip("/")}
+    if public_url := current_app.extensions["pushbuild"].config.server.public_url:
+        parts = urlsplit(public_url)
+        ours.add(f"{parts.scheme}://{parts.netloc}")
+    parts = urlsplit(origin)
+    return f"{parts.scheme}://{parts.netloc}" in ours
 
 
 def _unauthorized_message() -> str:
@@ -94,6 +106,8 @@ def _sign_in(token: str, *, then: str = "/") -> Response:
     who = _authenticator().by_token(token, via="cookie")
     if who is None:
         raise Unauthorized("this token is not valid here" if token else "enter a token to sign in")
+    if not who.may(READ):
+        raise Forbidden(f"{who.name} may read /metrics only: it cannot sign in to the console")
     response = redirect(then, code=303)
     response.headers["Referrer-Policy"] = "no-referrer"  # the address held the token
     current = request.cookies.get(COOKIE)
@@ -108,7 +122,7 @@ def sign_in_form() -> Response:
     """Sign in with the sign-in form's token, then go on to the page the form names."""
     if not _same_site():  # another site's form would sign this browser in as that site's user (login CSRF)
         raise Forbidden("sign in from this site's own sign-in page")
-    return _sign_in(request.form.get("token", "").strip(), then=_local_path(request.form.get("next")))
+    return _sign_in(request.form.get("token", "").strip(), then=local_path(request.form.get("next")))
 
 
 def sign_out() -> Response:
@@ -124,9 +138,16 @@ def secure_cookies() -> bool:
     return request.is_secure or public_url.startswith("https://")
 
 
-def _local_path(path: str | None) -> str:
-    """Return ``path`` if it is a path on this site (never ``//other.example`` or a URL), else ``/``."""
-    if not path or not path.startswith("/") or path.startswith(("//", "/\\")) or any(c in path for c in "\r\n\\"):
+def local_path(path: str | None) -> str:
+    """Return ``path`` if it is a path on this site (never ``//other.example`` or a URL), else ``/``.
+
+    Only printable ASCII without spaces or backslashes: browsers and URL parsers drop tabs and
+    newlines, and read ``\\`` as ``/``, which would turn ``/\t/evil.example`` into ``//evil.example``.
+    """
+    if not path or not all("!" <= c <= "~" and c != "\\" for c in path):
+        return "/"
+    parts = urlsplit(path)
+    if not path.startswith("/") or path.startswith("//") or parts.scheme or parts.netloc:
         return "/"
     return path
 

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from .. import defaults, links, operations
-from ..auth import OPERATE
+from ..auth import OPERATE, READ
 from ..errors import BadRequest, NotFound
 from ..health import OK
 from ..services import Services
@@ -178,5 +178,6 @@ def healthz() -> Any:
     health = current_app.extensions["pushbuild.health"]
     checks = health.run()
     healthy = all(v == OK for v in checks.values())
-    detail = {"reasons": health.reasons(checks)} if principal() is not None and not healthy else {}
+    who = principal()
+    detail = {"reasons": health.reasons(checks)} if who is not None and who.may(READ) and not healthy else {}
     return jsonify(ok=healthy, **checks, **detail), 200 if healthy else 503

@@ -8,6 +8,7 @@ from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from ..errors import RequestError
+from .access import local_path
 
 #: Paths whose clients are programs: they always get JSON.
 MACHINE_PREFIXES = ("/api/", "/hooks/", "/healthz", "/metrics", "/static/")
@@ -25,7 +26,7 @@ def _reply(status: int, message: str) -> tuple[Response | str, int]:
     if not _wants_page():
         return jsonify(error=message), status
     if status == 401:
-        back = request.full_path.rstrip("?") if request.method == "GET" and "token" not in request.args else "/"
+        back = local_path(request.full_path.rstrip("?")) if request.method == "GET" and "token" not in request.args else "/"
         return render_template("signin.html", next=back,
                                message=None if request.full_path.rstrip("?") == "/" else message), 401
     try:
