@@ -22,6 +22,8 @@ COOKIE = "pushbuild_token"
 #: the console's own scripts and styles.
 PUBLIC_PREFIXES = ("/hooks/", "/static/")
 PUBLIC_PATHS = frozenset({"/healthz", "/signin", "/signout"})
+#: What a request without any credential is told (a browser gets the sign-in form instead).
+SIGN_IN = "sign in: send Authorization: Bearer <token>"
 #: Twelve hours: a browser signed in at the start of a working day stays signed in through it.
 COOKIE_MAX_AGE_S = 12 * 3600
 
@@ -75,7 +77,7 @@ def _unauthorized_message() -> str:
     if not _authenticator().configured:
         return ("no API tokens are configured, so only /hooks/* and /healthz answer; "
                 "add one under [[auth.tokens]] (docs/security.md)")
-    return "sign in: send Authorization: Bearer <token>"
+    return SIGN_IN
 
 
 def _identify() -> Principal | None:

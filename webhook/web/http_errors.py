@@ -8,7 +8,7 @@ from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from ..errors import RequestError
-from .access import local_path
+from .access import SIGN_IN, local_path
 
 #: Paths whose clients are programs: they always get JSON.
 MACHINE_PREFIXES = ("/api/", "/hooks/", "/healthz", "/metrics", "/static/")
@@ -28,7 +28,7 @@ def _reply(status: int, message: str) -> tuple[Response | str, int]:
     if status == 401:
         back = local_path(request.full_path.rstrip("?")) if request.method == "GET" and "token" not in request.args else "/"
         return render_template("signin.html", next=back,
-                               message=None if request.full_path.rstrip("?") == "/" else message), 401
+                               message=None if message == SIGN_IN else message), 401
     try:
         title = HTTPStatus(status).phrase
     except ValueError:
