@@ -91,6 +91,7 @@ class ServerConfig:
     mirror_budget_bytes: int = defaults.MIRROR_BUDGET_BYTES
     allow_file_urls: bool = False
     worker_concurrency: int = defaults.WORKER_CONCURRENCY
+    broker_poll_s: float = defaults.BROKER_POLL_S
     lease_s: float = defaults.LEASE_S
     heartbeat_s: float = defaults.HEARTBEAT_S
     reconcile_every_s: float = defaults.RECONCILE_EVERY_S
@@ -443,6 +444,7 @@ def _server(table: object, problems: list[str], env: Mapping[str, str]) -> Serve
         mirror_budget_bytes=_positive(r, "mirror_budget_bytes", d.mirror_budget_bytes, int),
         allow_file_urls=r.get("allow_file_urls", bool, False),
         worker_concurrency=_positive(r, "worker_concurrency", d.worker_concurrency, int),
+        broker_poll_s=_positive(r, "broker_poll_s", d.broker_poll_s),
         lease_s=_positive(r, "lease_s", d.lease_s),
         heartbeat_s=_positive(r, "heartbeat_s", d.heartbeat_s),
         reconcile_every_s=_positive(r, "reconcile_every_s", d.reconcile_every_s),

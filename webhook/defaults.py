@@ -102,6 +102,10 @@ MAX_LOG_FOLLOWERS = 32
 # --- building --------------------------------------------------------------
 #: Build threads per worker process.
 WORKER_CONCURRENCY = 2
+#: How often an idle worker asks a SQL broker other than the embedded SQLite file (PostgreSQL)
+#: for a build: the longest a build waits for an idle worker there (kombu's own default is a
+#: second). The SQLite file is watched instead (webhook.broker); Redis blocks.
+BROKER_POLL_S = 0.05
 #: A running build whose lease was not renewed for this long is taken as lost.
 LEASE_S = 60.0
 #: The worker renews the leases of its running builds this often.

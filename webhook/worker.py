@@ -21,7 +21,7 @@ from celery import Celery
 from celery.exceptions import SecurityWarning
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from . import defaults
+from . import broker, defaults
 from .build.housekeeping import Housekeeper
 from .config import Config
 from .errors import EngineError
@@ -35,8 +35,15 @@ log = logging.getLogger(__name__)
 
 
 def make_celery(config: Config) -> Celery:
-    """Create the Celery app for ``config``'s broker; the web side only sends, the worker consumes."""
-    app = Celery("pushbuild", broker=config.server.celery_broker_url, set_as_current=False)
+    """Create the Celery app for ``config``'s broker; the web side only sends, the worker consumes.
+
+    A SQL broker goes through :mod:`webhook.broker`'s transport, so an idle worker hears of a
+    queued build within milliseconds on the embedded SQLite broker (``broker_poll_s`` on another).
+    """
+    url = config.server.celery_broker_url
+    app = Celery("pushbuild", broker=url.removeprefix(broker.SQL_PREFIX), set_as_current=False)
+    if url.startswith(broker.SQL_PREFIX):
+        app.conf.broker_transport = broker.transport_for(config.server.broker_poll_s)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],  # never pickle: a message is a build id, nothing a broker could turn into code
@@ -47,7 +54,7 @@ def make_celery(config: Config) -> Celery:
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
     )
-    if not config.server.celery_broker_url.startswith("sqla+"):
+    if not url.startswith(broker.SQL_PREFIX):
         # Redis and SQS redeliver unacknowledged messages after this long; it must outlast a
         # build. (The SQLAlchemy transport passes these options to create_engine instead.)
         app.conf.broker_transport_options = {"visibility_timeout": max(3600, int(config.server.lease_s * 4))}

@@ -1,0 +1,103 @@
+"""How an idle worker learns of a queued build on a SQL broker, fast and without querying it all day.
+
+kombu's SQLAlchemy transport asks the broker for a message once a second, each time a
+write-locking transaction on SQLite: a build waited up to a second for an idle worker. Here:
+
+* The embedded SQLite broker is a file on this host. The worker looks at the file (and its
+  journal and WAL) every :data:`WATCH_S`, a ``stat`` each, and queries only when one of them
+  changed, or when :data:`FALLBACK_S` passed without a query: a queued build waits about
+  ``WATCH_S`` for an idle worker, and an idle worker costs next to nothing.
+* Any other SQL broker (PostgreSQL) is queried every ``server.broker_poll_s``.
+
+(kombu's own ``polling_interval`` option cannot be used: its SQLAlchemy transport hands every
+transport option to ``create_engine``, which refuses it.) Redis blocks until a message comes
+and needs none of this.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from queue import Empty
+from typing import Any
+
+from kombu.transport.sqlalchemy import Channel as SQLChannel
+from kombu.transport.sqlalchemy import Transport as SQLTransport
+from sqlalchemy.engine import make_url
+
+#: How often a worker looks at the SQLite broker's files.
+WATCH_S = 0.02
+#: The longest a worker goes without asking the SQLite broker itself (a change it could not see).
+FALLBACK_S = 1.0
+#: The Celery broker URL prefix of kombu's SQLAlchemy transport.
+SQL_PREFIX = "sqla+"
+
+
+def sqlite_files(url: str) -> tuple[str, ...] | None:
+    """Return the files whose changes show a write to the SQLite database at ``url``, or ``None`` if it is no file."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return tuple(parsed.database + suffix for suffix in ("", "-journal", "-wal"))
+
+
+def stamp(files: tuple[str, ...]) -> tuple[tuple[int, int] | None, ...]:
+    """What the files look like now: each one's modification time and size (``None`` for a missing one)."""
+    seen: list[tuple[int, int] | None] = []
+    for path in files:
+        try:
+            status = os.stat(path)
+        except FileNotFoundError:
+            seen.append(None)
+        else:
+            seen.append((status.st_mtime_ns, status.st_size))
+    return tuple(seen)
+
+
+class Watch:
+    """Says whether a SQLite broker may have a new message: its files changed, or the fallback came due."""
+
+    def __init__(self, files: tuple[str, ...], *, fallback_s: float = FALLBACK_S, clock: Any = time.monotonic) -> None:
+        self.files = files
+        self.fallback_s = fallback_s
+        self.clock = clock
+        self._looked: dict[str, tuple[Any, float]] = {}
+
+    def worth_asking(self, queue: str) -> bool:
+        """Say whether to query ``queue`` now (and remember what the files looked like when it was)."""
+        now, seen = self.clock(), stamp(self.files)
+        before = self._looked.get(queue)
+        if before is not None and before[0] == seen and now - before[1] < self.fallback_s:
+            return False
+        self._looked[queue] = (seen, now)
+        return True
+
+
+class WatchingChannel(SQLChannel):
+    """kombu's SQLAlchemy channel, asking a SQLite broker only when its files say something changed."""
+
+    def _get(self, queue: str) -> Any:
+        watch: Watch | None = self.connection.watch
+        if watch is not None and not watch.worth_asking(queue):
+            raise Empty()
+        return super()._get(queue)
+
+
+class WatchingSQLTransport(SQLTransport):
+    """kombu's SQLAlchemy transport: a SQLite broker watched (see the module), any other polled."""
+
+    Channel = WatchingChannel
+    #: Set per Celery app by :func:`transport_for` (``server.broker_poll_s``).
+    polling_interval = 0.05
+
+    def __init__(self, client: Any, **kwargs: Any) -> None:
+        super().__init__(client, **kwargs)
+        files = sqlite_files(client.hostname)
+        self.watch = None if files is None else Watch(files)
+        if self.watch is not None:
+            self.polling_interval = WATCH_S
+
+
+def transport_for(poll_s: float) -> type[WatchingSQLTransport]:
+    """The transport class for a Celery app whose SQL broker, if not a SQLite file, is asked every ``poll_s``."""
+    return type("WatchingSQLTransport", (WatchingSQLTransport,), {"polling_interval": poll_s})
