@@ -477,6 +477,7 @@ def report(args: argparse.Namespace, cases: list[Case], warmup: list[Run], runs:
         failures += [f"target not met: {unmet}" for unmet in judge(figures, cases)]
     if not failures:
         print(f"all {len(warmup) + len(runs)} builds succeeded with the digest the registry serves")
+    sys.stdout.flush()  # the report first, then what failed
     for failure in failures:
         print(f"FAIL: {failure}", file=sys.stderr)
     return 1 if failures else 0
