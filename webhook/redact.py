@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
 MASK = "***"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROLS = "".join(map(chr, (*range(0x00, 0x20), *range(0x7F, 0xA0))))
+
+
+@functools.lru_cache(maxsize=16)
+def _controls_but(keep: str) -> re.Pattern[str]:
+    """The control characters not in ``keep``, as one character class (so a kept newline costs no call)."""
+    escaped = "".join(c for c in _CONTROLS if c not in keep)
+    return re.compile(f"[{re.escape(escaped)}]" if escaped else "(?!)")
 
 
 def printable(text: str, *, keep: str = "") -> str:
@@ -15,7 +23,7 @@ def printable(text: str, *, keep: str = "") -> str:
     For a log file, whose lines a ``\n`` could forge, or a terminal, which an escape sequence
     in a pusher's build output could drive.
     """
-    return _CONTROL.sub(lambda m: m.group() if m.group() in keep else f"\\x{ord(m.group()):02x}", text)
+    return _controls_but(keep).sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 class Redactor:
