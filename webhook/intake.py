@@ -93,8 +93,9 @@ def receive(config: Config, store: BuildStore, dispatcher: Dispatcher, forge: fo
         raise error
     with log_context(forge=forge.name, repo=repo.name, delivery=parsed[0].delivery_id):
         taken = take(store, dispatcher, repo, parsed, from_forge=True)
-    arrival.note(repo.name, taken.outcome, taken.detail, event=event, delivery_id=parsed[0].delivery_id,
-                 build_id=taken.builds[0].id if taken.builds else None)
+    if not taken.created:  # a delivery that recorded builds is read back from them (webhook.last_delivery)
+        arrival.note(repo.name, taken.outcome, taken.detail, event=event, delivery_id=parsed[0].delivery_id,
+                     build_id=taken.builds[0].id if taken.builds else None)
     return taken
 
 

@@ -6,9 +6,10 @@ last *refused* one, which anyone can send. What an operator setting up a webhook
 ("ping: ignored", "refused: the signature does not match"), and a stranger who knows a public
 repository's name cannot make its real last delivery disappear.
 Only configured repositories are noted, so strangers cannot grow the table. A delivery that
-records builds is always noted (it writes its builds anyway); any other is noted at most once
-per ``REFUSED_NOTE_EVERY_S`` per repository and process, counted in memory, so a flood of
-refused or replayed deliveries costs no database write each.
+recorded builds is not noted at all: its newest build is read back as that repository's last
+delivery (no second write on the webhook's path). Any other is noted at most once per
+``REFUSED_NOTE_EVERY_S`` per repository and process, counted in memory, so a flood of refused or
+replayed deliveries costs no database write each.
 
 A refused delivery's body is never parsed (it is not verified): :func:`mentioned_repo` searches
 it for the quoted name of a configured repository, so a wrong secret still shows on the
@@ -31,7 +32,7 @@ import sqlalchemy as sa
 from . import defaults
 from .events import FORM_TYPE, media_type
 from .outcomes import ACCEPTED
-from .store import metadata, upsert
+from .store import builds, metadata, upsert
 from .timestamps import iso_time
 
 log = logging.getLogger(__name__)
@@ -106,11 +107,11 @@ class LastDeliveries:
         self._lock = threading.Lock()
 
     def note(self, delivery: LastDelivery) -> bool:
-        """Store ``delivery`` as its repository's last, unless it builds nothing and one was noted too recently; say whether it was.
+        """Store ``delivery`` as its repository's last of its kind, unless one was noted too recently; say whether it was.
 
         Never raises: a delivery is answered whether or not its note is stored.
         """
-        if delivery.outcome != ACCEPTED and not self._due(delivery.forge, delivery.repo, delivery.verified):
+        if not self._due(delivery.forge, delivery.repo, delivery.verified):
             return False
         try:
             with self.db.begin() as conn:
@@ -121,7 +122,7 @@ class LastDeliveries:
         return True
 
     def _due(self, forge: str, repo: str, verified: bool) -> bool:
-        """Say whether a delivery that builds nothing may be noted for the repository now (and count it as noted).
+        """Say whether a delivery may be noted for the repository now (and count it as noted).
 
         Verified and refused deliveries have a second each: a flood of refusals never delays the note of a ping.
         """
@@ -135,8 +136,13 @@ class LastDeliveries:
 
     def all(self) -> dict[tuple[str, str], Heard]:
         """Return what each repository last heard, by (forge, repository); repositories never delivered to are absent."""
+        newest = (sa.select(sa.func.max(builds.c.id)).where(builds.c.push_key.is_not(None))  # a forge's delivery
+                  .group_by(builds.c.forge, builds.c.repo))
         with self.db.begin() as conn:
             rows = conn.execute(sa.select(last_deliveries)).all()
+            accepted = conn.execute(sa.select(builds.c.id, builds.c.forge, builds.c.repo, builds.c.ref,
+                                              builds.c.delivery_key, builds.c.created_at)
+                                    .where(builds.c.id.in_(newest))).all()
         heard: dict[tuple[str, str], Heard] = {}
         for row in rows:
             delivery = LastDelivery(forge=row.forge, repo=row.repo, at=row.at, delivery_id=row.delivery_id,
@@ -144,6 +150,10 @@ class LastDeliveries:
                                     verified=row.verified)
             before = heard.get((row.forge, row.repo), Heard())
             heard[row.forge, row.repo] = replace(before, **{"last" if row.verified else "refused": delivery})
+        for row in accepted:
+            before = heard.get((row.forge, row.repo), Heard())
+            if before.last is None or before.last.at < row.created_at:
+                heard[row.forge, row.repo] = replace(before, last=_accepted(row))
         return heard
 
 
@@ -166,6 +176,15 @@ class Arrival:
         if self.last is not None:
             self.last.note(LastDelivery(forge=self.forge, repo=repo, at=self.at, delivery_id=delivery_id, event=event,
                                         outcome=outcome, detail=detail, build_id=build_id, verified=verified))
+
+
+def _accepted(build: Any) -> LastDelivery:
+    """The delivery that recorded ``build`` (a ``builds`` row), as a repository's last delivery."""
+    prefix = f"{build.forge}:{build.repo}:"
+    delivery_id = build.delivery_key[len(prefix):] if (build.delivery_key or "").startswith(prefix) else None
+    return LastDelivery(forge=build.forge, repo=build.repo, at=build.created_at, delivery_id=delivery_id,
+                        event="tag_push" if build.ref.startswith("refs/tags/") else "push", outcome=ACCEPTED,
+                        detail=builds_detail([build.id], created=True), build_id=build.id)
 
 
 def _row(delivery: LastDelivery) -> dict[str, Any]:
