@@ -38,6 +38,8 @@ def test_fetches_the_pushed_commit_into_a_bare_mirror(repo, git_server, mirrors)
     assert (path / "HEAD").exists() and not (path / ".git").exists()
     assert mirrors.read_file(cfg, sha, "hello.txt") == b"hi\n"
     assert mirrors.read_file(cfg, sha, "missing") is None
+    assert mirrors.read_files(cfg, sha, ["Dockerfile", "missing", "hello.txt"]) == {
+        "Dockerfile": b"FROM scratch\n", "missing": None, "hello.txt": b"hi\n"}
     assert all(git_server.url("") not in line for line in lines), "the clone URL is not logged"
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from webhook.build.pipeline import PLAN_LABEL, REVISION_LABEL, SOURCE_LABEL
 from webhook.config import parse_config
 from webhook.events import PushEvent
 from webhook.services import Services
@@ -95,6 +96,16 @@ def test_the_same_commit_is_built_once_and_later_pushes_add_tags(pipeline, repo,
     assert second.digest == first.digest == registry_digest(registry, repo.name, "release")
     log, _ = services.store.log(second.id)
     assert "adding tags only" in log
+
+
+def test_an_image_carries_its_commit_repository_and_settings_and_nothing_that_changes_per_build(pipeline, repo, docker_client, base_image):
+    """No build time among the labels: each classic-builder label is a step, and one differing every build costs a container."""
+    sha = repo.commit({"Dockerfile": f"FROM {base_image}\nCMD true\n"})
+    build = run(pipeline(), repo, sha)
+    assert build.state is BuildState.SUCCEEDED, build.error
+    labels = docker_client.images.get(build.tags[0]).labels
+    assert set(labels) == {REVISION_LABEL, SOURCE_LABEL, PLAN_LABEL}
+    assert labels[REVISION_LABEL] == sha
 
 
 def test_a_failing_run_step_fails_with_the_engines_error_and_pushes_nothing(pipeline, repo, registry, base_image):
@@ -375,19 +386,22 @@ def test_a_build_survives_its_engine_restarting(repo, git_server, registry):
             "repos": [{"name": repo.name, "forge": "github", "secret_env": "GITHUB_SECRET",
                        "clone_url": git_server.url(f"{repo.name}.git"), "image": f"{registry}/{repo.name}"}],
         }, SECRETS_ENV))
-        sha = repo.commit({"Dockerfile": f"FROM {ENGINE_BASE_IMAGE}\nLABEL run={repo.name}\nRUN sleep 3\n"})
+        # The step ends when dockerd, stopping, signals its container: the engine goes away with the
+        # build under way, whatever else the engine finishes while it stops.
+        sha = repo.commit({"Dockerfile": f"FROM {ENGINE_BASE_IMAGE}\nLABEL run={repo.name}\n"
+                                         "RUN trap 'exit 143' TERM; sleep 5 & wait\n"})
         [build], _ = services.store.record([PushEvent(forge="github", repo=repo.name, ref="refs/heads/main", sha=sha,
                                                       before="0" * 40, pusher="t", delivery_id=None)])
         claimed = services.store.claim(build.id, owner="t", lease_s=600)
         worker = threading.Thread(target=services.pipeline().run, args=(claimed,), kwargs={"owner": "t"})
         worker.start()
-        wait_for(lambda: "RUN sleep 3" in services.store.log(build.id)[0], what="the RUN step to start")
+        wait_for(lambda: "RUN trap" in services.store.log(build.id)[0], what="the RUN step to start")
         engine.restart()
         worker.join(timeout=300)
         ended = services.store.get(build.id)
         log, _ = services.store.log(build.id)
         assert ended.state is BuildState.SUCCEEDED, log
-        assert "waiting for the engine to come back" in log
+        assert "waiting for the engine to come back" in log, log
         assert ended.digest == registry_digest(registry, repo.name, sha)
     finally:
         engine.remove()

@@ -14,7 +14,7 @@ import re
 import shlex
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
@@ -248,26 +248,39 @@ class Mirrors:
 
     def read_file(self, repo: RepoConfig, sha: str, path: str, *,
                   max_bytes: int = defaults.MAX_BUILD_FILE_BYTES) -> bytes | None:
-        """Return the content of regular file ``path`` at ``sha``; ``None`` if absent.
+        """Return the content of regular file ``path`` at ``sha``; ``None`` if absent (see :meth:`read_files`)."""
+        return self.read_files(repo, sha, [path], max_bytes=max_bytes)[path]
+
+    def read_files(self, repo: RepoConfig, sha: str, paths: Iterable[str], *,
+                   max_bytes: int = defaults.MAX_BUILD_FILE_BYTES) -> dict[str, bytes | None]:
+        """Return the content of each regular file of ``paths`` at ``sha`` (``None`` if absent), read with one git.
 
         A symlink is refused: it may point outside the repository. So is a file over
         ``max_bytes``, judged by its size before any of it is read.
         """
+        found: dict[str, bytes | None] = {}
         with self._open(repo) as mirror:
             try:
-                blob = mirror.commit(sha).tree / path
-            except KeyError:
-                return None
+                tree = mirror.commit(sha).tree
             except (ValueError, BadName, GitCommandError) as exc:
-                raise GitError(f"cannot read {path} at {sha}: {exc}") from exc
-            if blob.type != "blob":
-                raise ContextError(f"{path} is a {blob.type}, not a file")
-            if blob.mode == _SYMLINK_MODE:
-                raise ContextError(f"{path} is a symbolic link; it must be a regular file")
-            if blob.size > max_bytes:
-                raise ContextError(f"{path} is {blob.size} bytes, over the {max_bytes}-byte limit for a file "
-                                   "pushbuild reads itself (the Dockerfile, .dockerignore)")
-            return blob.data_stream.read()
+                raise GitError(f"cannot read {sha}: {exc}") from exc
+            for path in paths:
+                try:
+                    blob = tree / path
+                except KeyError:
+                    found[path] = None
+                    continue
+                except (ValueError, GitCommandError) as exc:
+                    raise GitError(f"cannot read {path} at {sha}: {exc}") from exc
+                if blob.type != "blob":
+                    raise ContextError(f"{path} is a {blob.type}, not a file")
+                if blob.mode == _SYMLINK_MODE:
+                    raise ContextError(f"{path} is a symbolic link; it must be a regular file")
+                if blob.size > max_bytes:
+                    raise ContextError(f"{path} is {blob.size} bytes, over the {max_bytes}-byte limit for a file "
+                                       "pushbuild reads itself (the Dockerfile, .dockerignore)")
+                found[path] = blob.data_stream.read()
+        return found
 
     def has_tree(self, repo: RepoConfig, sha: str, path: str) -> bool:
         """Say whether ``path`` is a directory at ``sha`` (``.`` is the root)."""

@@ -23,7 +23,6 @@ from ..refs import ZERO_SHA, matches_any, short_name
 from ..retrying import backoff_s, retry
 from ..rules import BuildPlan
 from ..store import Build, BuildState, BuildStore
-from ..timestamps import rfc3339
 from ..urls import redacted_url
 from .backends import BuildLimits, open_backend
 from .buildlog import BuildLog
@@ -54,7 +53,7 @@ class Pipeline:
 
     def __init__(self, *, config: Config, store: BuildStore, mirrors: Mirrors, engine: Callable[[], Engine],
                  redact: Redactor, notifier: Notifier | None = None, metrics: Metrics | None = None,
-                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
+                 monotonic: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.config = config
         self.metrics = metrics or Metrics.discarding()
@@ -65,7 +64,6 @@ class Pipeline:
         self.mirrors = mirrors
         self.engine = engine
         self.redact = redact
-        self.clock = clock
 
     def run(self, build: Build, *, owner: str | None = None, echo: Log | None = None,
             stop: threading.Event | None = None) -> Outcome:
@@ -158,7 +156,7 @@ class Pipeline:
                         log: Log, timer: PhaseTimer) -> Outcome:
         """Build (or reuse) the image and push its tags."""
         image_id = engine.image_id(plan.tags[0])
-        wanted = self._labels(repo, sha, plan, stable=True)
+        wanted = self._labels(repo, sha, plan)
         if image_id is not None and wanted.items() <= engine.labels(image_id).items():
             log(f"{plan.tags[0]} was built before from this commit with these settings ({image_id}); adding tags only\n")
         else:
@@ -166,14 +164,13 @@ class Pipeline:
         current = self.store.get(build.id)
         if current is None or current.state is not BuildState.RUNNING:
             raise Cancelled("the build was cancelled")
+        with timer.phase(PUSH):  # the commit's own tag first: it is what a push waits for, whatever else moves
+            digest = self._push(engine, plan.tags[0], log)
         tags = self._tags_to_move(build, plan, log)
-        for tag in tags[1:]:
-            engine.tag(image_id, tag)
-        digest = None
         with timer.phase(PUSH):
-            for tag in tags:
-                pushed = self._push(engine, tag, log)
-                digest = digest or pushed
+            for tag in tags[1:]:
+                engine.tag(image_id, tag)
+                self._push(engine, tag, log)
         log(f"pushed {repo.image}@{digest}\n")
         return Outcome(BuildState.SUCCEEDED, tags=tags, digest=digest)
 
@@ -230,20 +227,18 @@ class Pipeline:
         return retry(push, attempts=server.push_attempts, retry_on=RegistryError, retryable=lambda exc: exc.temporary,
                      before_retry=wait, give_up=give_up)
 
-    def _labels(self, repo: RepoConfig, sha: str, plan: BuildPlan, *, stable: bool = False) -> dict[str, str]:
-        """The labels an image built from ``sha`` under ``plan`` carries; ``stable``: only those a rebuild repeats.
+    def _labels(self, repo: RepoConfig, sha: str, plan: BuildPlan) -> dict[str, str]:
+        """The labels an image built from ``sha`` under ``plan`` carries.
 
-        An image on the engine is reused only when it carries all the stable ones: built from
-        this commit, of this repository, with these settings. A tag on the engine proves nothing.
+        An image on the engine is reused only when it carries them all: built from this commit,
+        of this repository, with these settings. A tag on the engine proves nothing.
+
+        Nothing that changes from one build to the next (no ``org.opencontainers.image.created``;
+        the image's own ``Created`` says when): the classic builder makes each label a step of
+        its own, and each step after the first that differs runs a container (about 85 ms on a
+        2-core machine). A rebuild of the same commit with the same settings is the same image.
         """
-        labels = {
-            REVISION_LABEL: sha,
-            SOURCE_LABEL: redacted_url(repo.clone_url),
-            PLAN_LABEL: plan.fingerprint(),
-        }
-        if not stable:
-            labels["org.opencontainers.image.created"] = rfc3339(self.clock(), whole_seconds=True)
-        return labels
+        return {REVISION_LABEL: sha, SOURCE_LABEL: redacted_url(repo.clone_url), PLAN_LABEL: plan.fingerprint()}
 
     def _nothing_changed_under_paths(self, repo: RepoConfig, build: Build, sha: str, log: Log) -> str | None:
         """Say why the push changed nothing under ``paths``, or ``None`` if it must be built.
@@ -283,9 +278,11 @@ class Pipeline:
         """Check the context directory and Dockerfile exist at ``sha``, and return its ``.dockerignore`` rules."""
         if not self.mirrors.has_tree(repo, sha, plan.context):
             raise ContextError(f"context directory {plan.context!r} does not exist at {sha}")
-        if self.mirrors.read_file(repo, sha, _within(plan.context, plan.dockerfile)) is None:
+        dockerfile, dockerignore = _within(plan.context, plan.dockerfile), _within(plan.context, DOCKERIGNORE)
+        files = self.mirrors.read_files(repo, sha, [dockerfile, dockerignore])
+        if files[dockerfile] is None:
             raise ContextError(f"no {plan.dockerfile} in {plan.context!r} at {sha}")
-        ignore = self.mirrors.read_file(repo, sha, _within(plan.context, DOCKERIGNORE)) or b""
+        ignore = files[dockerignore] or b""
         return IgnoreRules(dockerignore_patterns(ignore.decode("utf-8", "replace")), dockerfile=plan.dockerfile)
 
 
