@@ -1,9 +1,12 @@
 """The SQL broker transport: the embedded SQLite broker is watched, not queried all day."""
 
-import pytest
+import sqlite3
 
-from webhook.broker import FALLBACK_S, WATCH_S, Watch, WatchingSQLTransport, sqlite_files
-from webhook.worker import make_celery
+import pytest
+from kombu.transport.sqlalchemy import Channel
+
+from webhook.broker import FALLBACK_S, WATCH_S, Watch, WatchingChannel, WatchingSQLTransport, sqlite_files
+from webhook.worker import TASK_NAME, make_celery
 
 from .helpers.configs import Clock
 
@@ -53,3 +56,25 @@ def test_a_message_goes_through_the_embedded_brokers_watching_transport(make_con
 def test_a_sql_broker_that_cannot_be_watched_is_polled_every_broker_poll_s(make_config):
     config = make_config(server={"broker_url": "sqla+postgresql+psycopg://u@db.example/pb", "broker_poll_s": 0.3})
     assert make_celery(config).conf.broker_transport.polling_interval == 0.3
+
+
+def test_a_published_message_is_the_row_kombus_own_publishing_makes(make_config):
+    """One INSERT … SELECT stores what kombu's ORM would (visible, version 1, the queue's id), and a worker gets it."""
+    config = make_config()
+    config.server.data_dir.mkdir(parents=True)
+    celery = make_celery(config)
+    celery.send_task(TASK_NAME, args=[1])  # the queue does not exist yet: kombu's own way creates it
+    celery.send_task(TASK_NAME, args=[2])  # one statement
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(WatchingChannel, "_put", Channel._put)
+        celery.send_task(TASK_NAME, args=[3])  # kombu's own, to compare with
+    path = config.server.data_dir / "broker.sqlite"
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT visible, timestamp, version, queue_id, json_extract(payload, '$.headers.argsrepr') "
+                          "FROM kombu_message ORDER BY id").fetchall()
+        mode = db.execute("PRAGMA journal_mode").fetchone()[0]
+    assert rows == [(1, None, 1, 1, "[1]"), (1, None, 1, 1, "[2]"), (1, None, 1, 1, "[3]")]
+    assert mode == "wal"  # a commit syncs one file, not a rollback journal and the database
+    with celery.connection_for_write() as connection:
+        got = [connection.default_channel._get("celery") for _ in range(3)]
+    assert [message["headers"]["argsrepr"] for message in got] == ["[1]", "[2]", "[3]"]

@@ -41,6 +41,15 @@ def test_malformed_bodies_are_refused(body, content_type, error):
 def test_brackets_inside_strings_do_not_count_as_nesting():
     """Depth is counted outside strings only."""
     assert decode_body(b'{"a": "' + b"[" * 200 + b'"}', "application/json") == {"a": "[" * 200}
+    assert decode_body(b'{"a": "\\"' + b"{" * 200 + b'\\\\", "b": [[1]]}', "application/json") == {
+        "a": '"' + "{" * 200 + "\\", "b": [[1]]}
+
+
+def test_an_escaped_quote_does_not_end_a_string_that_hides_nesting():
+    """A backslash escaped before a quote leaves the quote to end the string: the brackets after it count."""
+    deep = b"[" * 100 + b"]" * 100
+    with pytest.raises(BadRequest, match="nested deeper"):
+        decode_body(b'{"a": "x\\\\", "b": ' + deep + b"}", "application/json")
 
 
 def test_form_payload_bytes_are_the_exact_json_signed():

@@ -2,7 +2,9 @@
 
 from dataclasses import dataclass
 
-from webhook.ordering import is_newer
+import pytest
+
+from webhook.ordering import is_newer, superseded
 
 
 @dataclass
@@ -42,3 +44,23 @@ def test_cycles_in_before_links_end():
     """Malformed links (a cycle) do not loop forever."""
     x, y = P(1, A, B), P(2, B, A)
     assert is_newer(x, y, [x, y]) is True  # and it returned: the walk stops at a commit seen before
+
+
+def _unread():
+    raise AssertionError("the branch's pushes were read")
+
+
+def test_a_push_replaces_the_queued_build_of_the_commit_it_names_without_reading_more():
+    """B names A as the commit it replaced: A's queued build is superseded, and no other push is looked at."""
+    assert superseded(P(2, B, A), [P(1, A, "0" * 40)], _unread) == [P(1, A, "0" * 40)]
+    assert superseded(P(2, B, A), [P(2, B, A), P(3, B, C)], _unread) == []  # itself, and its own commit
+
+
+@pytest.mark.parametrize("waiting, replaced", [
+    ([P(1, A, None)], [P(1, A, None)]),  # C replaced B, which replaced A
+    ([P(4, "d" * 40, C)], []),  # D was pushed after C: a later push, delivered first
+])
+def test_other_queued_builds_are_judged_by_the_branchs_pushes(waiting, replaced):
+    """A queued build that is not the commit the new push names is judged by following the links."""
+    pushes = [P(1, A, None), P(2, B, A), P(4, "d" * 40, C)]
+    assert superseded(P(3, C, B), waiting, lambda: pushes) == replaced

@@ -293,6 +293,15 @@ def test_bitbucket_push_of_two_refs_records_two_builds(app, client, config):
     assert (again.status_code, again.json) == (200, {"duplicate": response.json["build"]})
 
 
+def test_a_push_naming_the_same_change_twice_records_it_once(app, client, config):
+    """A Bitbucket push listing one branch change twice is one build, accepted (not a server error)."""
+    body = json.dumps(bitbucket_push(repo=BB_REPO, changes=[("branch", "main", SHA), ("branch", "main", SHA)])).encode()
+    response = client.post("/hooks/bitbucket", data=body, headers=bitbucket_headers(body, BITBUCKET_SECRET))
+    assert response.status_code == 202, response.json
+    assert [(b.ref, b.sha) for b in builds(app)] == [("refs/heads/main", SHA)]
+    assert queued(config) == response.json["builds"] == [response.json["build"]]
+
+
 def test_bad_bitbucket_signature_is_401(app, client, config):
     """Bitbucket's X-Hub-Signature must be sha256= over the raw body."""
     body = json.dumps(bitbucket_push(repo=BB_REPO, changes=[("branch", "main", SHA)])).encode()

@@ -256,3 +256,84 @@ def test_counts_by_state_and_the_oldest_queued_build(store, clock):
     counts = store.count_by_state()
     assert (counts[BuildState.QUEUED], counts[BuildState.RUNNING], counts[BuildState.FAILED]) == (1, 1, 0)
     assert store.oldest_queued_at() == clock.now
+
+
+def branch_push(delivery, sha, before="0" * 40, ref="refs/heads/main"):
+    return [PushEvent(forge="github", repo="acme/app", ref=ref, sha=sha, before=before, pusher="someone",
+                      delivery_id=delivery)]
+
+
+def test_accepting_a_newer_push_cancels_the_queued_one_it_replaces_in_the_same_transaction(store):
+    """B (after A) is recorded and A cancelled at once; the result names the pair, and the ending is counted once."""
+    ended = []
+    store.ended = ended.append
+    a = store.accept(branch_push("a", "a" * 40), dispatching=True, from_forge=True, supersede=True)
+    b = store.accept(branch_push("b", "b" * 40, before="a" * 40), dispatching=True, from_forge=True, supersede=True)
+    [old], [new] = a.builds, b.builds
+    assert (a.cancelled, b.cancelled) == ((), ((old.id, new.id),))
+    assert b.builds == (store.get(new.id),)  # the build returned is the one stored, though not read back
+    assert store.get(old.id).state is BuildState.CANCELLED
+    assert store.get(old.id).error == f"superseded by build {new.id} ({'b' * 12}) of refs/heads/main"
+    assert ended == [BuildState.CANCELLED]
+
+
+@pytest.mark.parametrize(("supersede", "ref", "cancelled"), [
+    (False, "refs/heads/main", False),  # the repository opted out
+    (True, "refs/tags/v1", False),      # tags are releases
+    (True, "refs/heads/main", True),
+])
+def test_only_branch_builds_are_superseded_and_only_when_asked(store, supersede, ref, cancelled):
+    """cancel_superseded = false and tag pushes leave the queued build alone."""
+    [old] = store.accept(branch_push("a", "a" * 40, ref=ref), supersede=supersede).builds
+    store.accept(branch_push("b", "b" * 40, before="a" * 40, ref=ref), supersede=supersede)
+    assert store.get(old.id).state is (BuildState.CANCELLED if cancelled else BuildState.QUEUED)
+
+
+def test_an_older_push_delivered_late_cancels_nothing(store):
+    """A push that the queued one follows from is older: both stay queued."""
+    [newer] = store.accept(branch_push("b", "b" * 40, before="a" * 40), from_forge=True, supersede=True).builds
+    late = store.accept(branch_push("a", "a" * 40), from_forge=True, supersede=True)
+    assert late.created and late.cancelled == ()
+    assert store.get(newer.id).state is BuildState.QUEUED
+
+
+def test_a_replayed_delivery_cancels_nothing_and_writes_nothing(store):
+    """The duplicate of an accepted push returns its build, changes no record, and supersedes nothing."""
+    store.accept(branch_push("a", "a" * 40), from_forge=True, supersede=True)
+    [b] = store.accept(branch_push("b", "b" * 40, before="a" * 40), from_forge=True, supersede=True).builds
+    before = store.list()
+    again = store.accept(branch_push("b", "b" * 40, before="a" * 40), from_forge=True, supersede=True)
+    replayed = store.accept(branch_push("b-replayed", "b" * 40, before="a" * 40), from_forge=True, supersede=True)
+    assert (again.created, again.builds, again.cancelled) == (False, (b,), ())
+    assert (replayed.created, replayed.builds) == (False, (b,))
+    assert store.list() == before
+
+
+def test_concurrent_deliveries_and_their_replays_are_each_recorded_exactly_once(store):
+    """Forty threads at once: twenty pushes to one branch and a replay of each; twenty builds, one left queued."""
+    pushes = [branch_push(f"d{i}", f"{i + 1:040x}") for i in range(20)]
+    results, failures = all_at_once(
+        lambda events: store.accept(events, dispatching=True, from_forge=True, supersede=True), pushes + pushes)
+    assert failures == []
+    assert sum(r.created for r in results) == 20
+    recorded = store.list(limit=100)
+    assert len(recorded) == 20 and {b.sha for b in recorded} == {e.sha for [e] in pushes}
+    by_delivery = {}
+    for result in results:
+        by_delivery.setdefault(result.builds[0].sha, set()).add(result.builds[0].id)
+    assert all(len(ids) == 1 for ids in by_delivery.values())  # a replay is answered with the original's build
+    # The newest push supersedes every older queued one: exactly one build is left waiting.
+    assert [b.id for b in recorded if b.state is BuildState.QUEUED] == [max(b.id for b in recorded)]
+    assert sum(len(r.cancelled) for r in results) == 19
+
+
+def test_an_accepted_push_survives_a_new_connection(db_url, clock):
+    """What accept returned is on disk: another engine (another process) reads the same builds."""
+    engine = create_db_engine(db_url)
+    store = BuildStore(engine, clock=clock)
+    store.create_schema()
+    accepted = store.accept(branch_push("a", "a" * 40), dispatching=True, from_forge=True, supersede=True)
+    engine.dispose()
+    other = BuildStore(create_db_engine(db_url), clock=clock)
+    assert [other.get(b.id) for b in accepted.builds] == list(accepted.builds)
+    other.db.dispose()

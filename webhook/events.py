@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import binascii
 import json
+import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -148,25 +149,24 @@ def decode_body(body: bytes, content_type: str | None) -> Mapping[str, Any]:
 
 
 def _check_depth(text: str) -> None:
-    """Refuse JSON nested deeper than :data:`MAX_JSON_DEPTH`, counting brackets outside strings."""
+    """Refuse JSON nested deeper than :data:`MAX_JSON_DEPTH`, counting brackets outside strings.
+
+    The strings go first, in one regular-expression pass; only the brackets left are counted.
+    (A loop over every character in Python cost a millisecond on a GitHub push payload.)
+    """
     depth = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
+    for bracket in _BRACKETS.findall(_JSON_STRING.sub("", text)):
+        if bracket in "[{":
             depth += 1
             if depth > MAX_JSON_DEPTH:
                 raise BadRequest(f"JSON is nested deeper than {MAX_JSON_DEPTH} levels")
-        elif char in "]}":
+        else:
             depth -= 1
+
+
+#: A JSON string, escapes included (an unterminated one matches nothing: its brackets count, and the parser refuses it).
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_BRACKETS = re.compile(r"[\[\]{}]")
 
 
 #: What a forge's parser (``Forge.parse``) makes of a verified delivery: the pushes to build, or why none.

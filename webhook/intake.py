@@ -21,10 +21,9 @@ from .errors import BadRequest, NotFound, SignatureError
 from .events import Ignored, PushEvent, decode_body
 from .last_delivery import Arrival, LastDeliveries, builds_detail, mentioned_repo
 from .logs import log_context
-from .ordering import is_newer
 from .outcomes import ACCEPTED, BAD_REQUEST, DUPLICATE, IGNORED, REFUSED_SIGNATURE
 from .rules import skip_marker
-from .store import Build, BuildState, BuildStore
+from .store import Build, BuildStore
 from .worker import Dispatcher
 
 log = logging.getLogger(__name__)
@@ -122,26 +121,16 @@ def take(store: BuildStore, dispatcher: Dispatcher | None, repo: RepoConfig, eve
     wanted = [event for event, reason in zip(events, reasons, strict=True) if reason is None]
     if not wanted:
         return Intake(ignored="; ".join(r for r in reasons if r))
-    builds, created = store.record(wanted, dispatching=dispatcher is not None, from_forge=from_forge)
-    if not created:
-        return Intake(builds=tuple(builds))
-    for build, event in zip(builds, wanted, strict=True):
-        if repo.cancel_superseded and event.branch is not None:
-            cancel_superseded(store, build)
+    recorded = store.accept(wanted, dispatching=dispatcher is not None, from_forge=from_forge,
+                            supersede=repo.cancel_superseded)
+    if not recorded.created:
+        return Intake(builds=recorded.builds)
+    for build in recorded.builds:  # fewer than the events when a delivery named the same change twice
+        for cancelled, by in recorded.cancelled:
+            if by == build.id:
+                log.info("cancelled build=%s: superseded by build=%s", cancelled, build.id)
         if dispatcher is not None:
             dispatcher.dispatch(build.id, marked=True)
         log.info("accepted forge=%s repo=%s ref=%s sha=%s build=%s delivery=%s pusher=%s",
-                 build.forge, repo.name, event.ref, event.sha, build.id, event.delivery_id, event.pusher)
-    return Intake(builds=tuple(builds), created=True)
-
-
-def cancel_superseded(store: BuildStore, newest: Build) -> None:
-    """Cancel queued builds of the same branch that ``newest`` replaces (tag builds are never cancelled)."""
-    waiting = [b for b in store.of_ref(newest.forge, newest.repo, newest.ref, state=BuildState.QUEUED) if b.id != newest.id]
-    if not waiting:
-        return  # the common case: one query, nothing to compare
-    pushes = store.of_ref(newest.forge, newest.repo, newest.ref)
-    for build in waiting:
-        if is_newer(newest, build, pushes):
-            if store.cancel(build.id, f"superseded by build {newest.id} ({newest.sha[:12]}) of {newest.ref}"):
-                log.info("cancelled build=%s: superseded by build=%s", build.id, newest.id)
+                 build.forge, repo.name, build.ref, build.sha, build.id, wanted[0].delivery_id, build.pusher)
+    return Intake(builds=recorded.builds, created=True)

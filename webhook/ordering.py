@@ -8,7 +8,7 @@ deliveries) does acceptance order decide.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from .refs import short_name
@@ -45,6 +45,26 @@ def is_newer(candidate: Push, than: Push, pushes: Iterable[Push]) -> bool:
     if _reaches(than, candidate.sha, by_sha):
         return False
     return candidate.id > than.id
+
+
+def superseded(newest: Push, waiting: Iterable[Push], known: Callable[[], Iterable[Push]]) -> list[Push]:
+    """Return the pushes of ``waiting`` (queued builds of ``newest``'s branch) that ``newest`` is newer than.
+
+    ``known`` returns the branch's known pushes (:func:`is_newer`). It is called only when a
+    waiting push is not the very commit ``newest`` replaced, which needs no more to be proved
+    older: a branch pushed to faster than it builds reads nothing more. ``newest`` itself is
+    never among the result.
+    """
+    candidates = [push for push in waiting if push.id != newest.id and push.sha != newest.sha]
+    if all(newest.before == push.sha for push in candidates):
+        return candidates
+    pushes = list(known())
+    return [push for push in candidates if is_newer(newest, push, pushes)]
+
+
+def superseded_reason(newest_id: int, newest_sha: str, ref: str) -> str:
+    """The error of a queued build cancelled because build ``newest_id`` (of ``newest_sha``) replaced it on ``ref``."""
+    return f"superseded by build {newest_id} ({newest_sha[:12]}) of {ref}"
 
 
 class Release(Push, Protocol):

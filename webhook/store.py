@@ -8,6 +8,7 @@ lease it renews, so a build whose worker died can be found and run again.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import json
 import threading
@@ -22,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from . import defaults
 from .events import PushEvent
-from .ordering import is_newer
+from .ordering import is_newer, superseded, superseded_reason
 from .refs import TAG_PREFIX, is_branch, short_name
 from .timestamps import iso_time
 
@@ -193,6 +194,17 @@ class Build:
         }
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """What :meth:`BuildStore.accept` did with a push: its builds (new, or recorded before), and what they replaced."""
+
+    builds: tuple[Build, ...]
+    #: ``False``: the push was recorded before (a duplicate), and ``builds`` are what it recorded then.
+    created: bool
+    #: (cancelled build, the new build that replaced it) for each queued build a new one superseded.
+    cancelled: tuple[tuple[int, int], ...] = ()
+
+
 def create_db_engine(url: str) -> sa.Engine:
     """Create an SQLAlchemy engine; SQLite gets WAL, a busy timeout and write-locking transactions."""
     if not url.startswith("sqlite"):
@@ -285,7 +297,7 @@ class BuildStore:
         """
         with self.db.begin() as conn:
             if conn.dialect.name == "postgresql":
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+                conn.execute(_ADVISORY_LOCK, {"key": _SCHEMA_LOCK_KEY})
             metadata.create_all(conn)
             _add_missing_columns(conn)
 
@@ -298,10 +310,24 @@ class BuildStore:
                from_forge: bool = False) -> tuple[list[Build], bool]:
         """Record the refs of one accepted push as queued builds, all or none; return them and whether they are new.
 
+        See :meth:`accept`, which this is without cancelling anything.
+        """
+        recorded = self.accept(events, dispatching=dispatching, from_forge=from_forge)
+        return list(recorded.builds), recorded.created
+
+    def accept(self, events: Sequence[PushEvent], *, dispatching: bool = False, from_forge: bool = False,
+               supersede: bool = False) -> Recorded:
+        """Record the refs of one accepted push as queued builds, all or none, in one transaction; say what became of it.
+
         A delivery already recorded (same forge, repository and delivery id) returns the
-        existing builds with ``False``: forges resend deliveries, and each builds once. With
+        existing builds, not created: forges resend deliveries, and each builds once. With
         ``from_forge``, so does a push already recorded (same forge, repository, ref, before and
         after), whatever its delivery id: a captured delivery replayed under a new id.
+
+        With ``supersede``, each new build of a branch cancels the queued builds of that branch
+        it is newer than (:func:`webhook.ordering.superseded`), in the same transaction: one
+        commit (one sync to disk) per accepted delivery, and no moment at which the new build is
+        recorded but the builds it replaces still look runnable to a worker.
 
         A build pruned since is still remembered (``seen_pushes``): its delivery is a duplicate
         too, answered with the build as remembered (id, state, acceptance time, and the push).
@@ -316,32 +342,72 @@ class BuildStore:
             events = list(unique.values())
         keys = [f"{e.forge}:{e.repo}:{e.delivery_id}" if e.delivery_id else None for e in events]
         push_keys = [push_key(e) if from_forge else None for e in events]
+        now = self.clock()
         rows = [dict(
             repo=e.repo, forge=e.forge, ref=e.ref, sha=e.sha, before=e.before, pusher=e.pusher,
             default_branch=e.default_branch, delivery_key=key, push_key=content, state=BuildState.QUEUED.value,
             changed_paths=None if e.changed_paths is None else json.dumps(list(e.changed_paths)),
-            tags="[]", attempts=0, created_at=self.clock(), queued_at=self.clock(),
-            dispatched_at=self.clock() if dispatching else None,
+            tags="[]", attempts=0, created_at=now, queued_at=now,
+            dispatched_at=now if dispatching else None,
         ) for e, key, content in zip(events, keys, push_keys, strict=True)]
         delivery_keys, content_keys = [k for k in keys if k], [k for k in push_keys if k]
+        seen_keys = {"delivery_keys": delivery_keys, "push_keys": content_keys}
+        insert = _insert_new(self.db.dialect.name)
+        cancelled: list[tuple[int, int]] = []
         try:
             with self.db.begin() as conn:
-                ids = [conn.execute(builds.insert().values(**row)).inserted_primary_key[0] for row in rows]
-                if (delivery_keys or content_keys) and conn.execute(
-                        sa.select(seen_pushes.c.id).where(_seen(delivery_keys, content_keys)).limit(1)).first():
+                if supersede and conn.dialect.name == "postgresql":
+                    # SQLite runs write transactions one at a time; PostgreSQL's would not see each
+                    # other's new builds, and two pushes of a branch at once would both stay queued.
+                    for key in sorted({_branch_lock_key(e) for e in events if is_branch(e.ref)}):
+                        conn.execute(_ADVISORY_LOCK, {"key": key})
+                made: list[Build] = []
+                for row in rows:
+                    if insert is None:
+                        made.append(_inserted(conn.execute(_INSERT, row).inserted_primary_key[0], row))
+                        continue
+                    build_id = conn.execute(insert, row).scalar()
+                    if build_id is None and not made:  # recorded before: answered in this transaction, which wrote nothing
+                        return Recorded(builds=tuple(self._recorded(conn, events, keys, push_keys)), created=False)
+                    if build_id is None:
+                        raise _Seen()  # all or none: undo what this delivery inserted
+                    made.append(_inserted(build_id, row))
+                if (delivery_keys or content_keys) and conn.execute(_SEEN, seen_keys).first():
                     raise _Seen()
+                if supersede:
+                    for build in made:
+                        if is_branch(build.ref):
+                            cancelled += ((old, build.id) for old in self._supersede(conn, build))
         except (IntegrityError, _Seen):
-            return self._recorded(events, keys, push_keys), False
-        return [self.get(build_id) for build_id in ids], True
+            with self.db.begin() as conn:
+                return Recorded(builds=tuple(self._recorded(conn, events, keys, push_keys)), created=False)
+        for _ in cancelled:
+            self.ended(BuildState.CANCELLED)
+        return Recorded(builds=tuple(made), created=True, cancelled=tuple(cancelled))
 
-    def _recorded(self, events: Sequence[PushEvent], keys: Sequence[str | None],
+    def _supersede(self, conn: sa.Connection, newest: Build) -> list[int]:
+        """Cancel, in ``conn``'s transaction, the queued builds of ``newest``'s branch that it replaces; return their ids.
+
+        The same pushes as :meth:`of_ref` reads, with only what ordering needs of them (id, commit,
+        ``before``); the whole window is read only when something of the branch is queued.
+        """
+        window = {"forge": newest.forge, "repo": newest.repo, "ref": newest.ref}
+        waiting = [p for p in _pushes_of_ref(conn, window, queued=True) if p.id != newest.id]
+        if not waiting:
+            return []  # the common case: one query, nothing to compare
+        replaced = superseded(newest, waiting, lambda: _pushes_of_ref(conn, window))
+        reason = superseded_reason(newest.id, newest.sha, newest.ref)
+        return [push.id for push in replaced
+                if conn.execute(_CANCEL_QUEUED, {"build_id": push.id, "reason": reason,
+                                                 "finished_at": self.clock()}).rowcount == 1]
+
+    def _recorded(self, conn: sa.Connection, events: Sequence[PushEvent], keys: Sequence[str | None],
                   push_keys: Sequence[str | None]) -> list[Build]:
         """Return the builds, kept or pruned, that earlier deliveries of these events recorded, oldest first."""
         delivery_keys, content_keys = [k for k in keys if k], [k for k in push_keys if k]
-        known = sa.or_(builds.c.delivery_key.in_(delivery_keys), builds.c.push_key.in_(content_keys))
-        with self.db.begin() as conn:
-            found = {row.id: Build.from_row(row) for row in conn.execute(builds.select().where(known))}
-            pruned = conn.execute(sa.select(seen_pushes).where(_seen(delivery_keys, content_keys))).all()
+        seen_keys = {"delivery_keys": delivery_keys, "push_keys": content_keys}
+        found = {row.id: Build.from_row(row) for row in conn.execute(_RECORDED, seen_keys)}
+        pruned = conn.execute(_REMEMBERED, seen_keys).all()
         for row in pruned:
             event = next((e for e, key, content in zip(events, keys, push_keys, strict=True)
                           if (key and key == row.delivery_key) or (content and content == row.push_key)), None)
@@ -681,15 +747,79 @@ class _Seen(Exception):
     """Raised inside :meth:`BuildStore.record`'s transaction to undo it: a pruned build remembers the delivery."""
 
 
-def _seen(delivery_keys: Sequence[str], content_keys: Sequence[str]) -> Any:
-    """The condition selecting remembered pushes with any of these keys."""
-    return sa.or_(seen_pushes.c.delivery_key.in_(delivery_keys), seen_pushes.c.push_key.in_(content_keys))
+def _inserted(build_id: int, row: Mapping[str, Any]) -> Build:
+    """The build just inserted as ``row``, as :meth:`BuildStore.get` would read it back (without reading it)."""
+    return Build(
+        id=build_id, repo=row["repo"], forge=row["forge"], ref=row["ref"], sha=row["sha"], before=row["before"],
+        pusher=row["pusher"], default_branch=row["default_branch"], state=BuildState(row["state"]), tags=(),
+        digest=None, error=None, attempts=row["attempts"], created_at=row["created_at"], started_at=None,
+        finished_at=None,
+        changed_paths=None if row["changed_paths"] is None else tuple(json.loads(row["changed_paths"])),
+        queued_at=row["queued_at"],
+    )
+
+
+def _window(table: sa.Table, id_column: sa.ColumnElement[int], *, queued: bool) -> sa.Select:
+    """A branch's ``ORDERING_WINDOW`` latest pushes in ``table`` (optionally the queued ones): id, commit, ``before``."""
+    query = (sa.select(id_column.label("id"), table.c.sha, table.c.before)
+             .where(table.c.forge == sa.bindparam("forge"), table.c.repo == sa.bindparam("repo"),
+                    table.c.ref == sa.bindparam("ref"))
+             .order_by(id_column.desc()).limit(defaults.ORDERING_WINDOW))
+    return query.where(table.c.state == BuildState.QUEUED.value) if queued else query
+
+
+#: The statements of the webhook's path, made once: building one costs more than running it.
+_INSERT = builds.insert()
+_SEEN = sa.select(seen_pushes.c.id).where(
+    sa.or_(seen_pushes.c.delivery_key.in_(sa.bindparam("delivery_keys", expanding=True)),
+           seen_pushes.c.push_key.in_(sa.bindparam("push_keys", expanding=True)))).limit(1)
+_RECORDED = builds.select().where(
+    sa.or_(builds.c.delivery_key.in_(sa.bindparam("delivery_keys", expanding=True)),
+           builds.c.push_key.in_(sa.bindparam("push_keys", expanding=True))))
+_REMEMBERED = sa.select(seen_pushes).where(
+    sa.or_(seen_pushes.c.delivery_key.in_(sa.bindparam("delivery_keys", expanding=True)),
+           seen_pushes.c.push_key.in_(sa.bindparam("push_keys", expanding=True))))
+_WINDOWS = {queued: (_window(builds, builds.c.id, queued=queued), _window(seen_pushes, seen_pushes.c.build_id,
+                                                                          queued=queued))
+            for queued in (False, True)}
+_CANCEL_QUEUED = (builds.update()
+                  .where(builds.c.id == sa.bindparam("build_id"), builds.c.state == BuildState.QUEUED.value)
+                  .values(state=BuildState.CANCELLED.value, error=sa.bindparam("reason"),
+                          finished_at=sa.bindparam("finished_at"), lease_owner=None, lease_expires_at=None))
+
+
+@functools.cache
+def _insert_new(dialect: str) -> sa.Insert | None:
+    """An insert of a build that inserts nothing when its delivery or push is recorded already, returning the new id.
+
+    ``None`` on a database without ``ON CONFLICT DO NOTHING``: a plain insert then raises instead.
+    """
+    insert = _UPSERTS.get(dialect)
+    return None if insert is None else insert(builds).on_conflict_do_nothing().returning(builds.c.id)
+
+
+def _pushes_of_ref(conn: sa.Connection, window: Mapping[str, str], *, queued: bool = False) -> list[Any]:
+    """What :meth:`BuildStore.of_ref` returns (of the queued builds only, with ``queued``), as rows of id, commit and ``before``."""
+    kept, pruned = _WINDOWS[queued]
+    found = {row.id: row for row in conn.execute(kept, window).all()}
+    for row in conn.execute(pruned, window).all():
+        found.setdefault(row.id, row)
+    return [found[build_id] for build_id in sorted(found)[-defaults.ORDERING_WINDOW:]]
 
 
 def push_key(event: PushEvent) -> str:
     """Identify what a push changed, whatever delivery carried it (see :meth:`BuildStore.record`)."""
     content = "\0".join((event.forge, event.repo, event.ref, event.before, event.sha))
     return hashlib.sha256(content.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+_ADVISORY_LOCK = sa.text("SELECT pg_advisory_xact_lock(:key)")
+
+
+def _branch_lock_key(event: PushEvent) -> int:
+    """The PostgreSQL advisory lock under which pushes of one branch are accepted one at a time (a signed 64-bit key)."""
+    digest = hashlib.sha256(f"{event.forge}\0{event.repo}\0{event.ref}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 #: The PostgreSQL advisory lock processes take turns under while creating the schema ("pushbld").

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from socketserver import ThreadingMixIn
+from typing import IO
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 
@@ -84,10 +87,19 @@ class GitHttpServer:
             "GIT_PROTOCOL": environ.get("HTTP_GIT_PROTOCOL", "") if self.protocol_v2 else "",
             "HTTP_CONTENT_ENCODING": environ.get("HTTP_CONTENT_ENCODING", ""),
         }
-        result = subprocess.run(["git", "http-backend"], input=body, env=cgi_env, capture_output=True, check=False)
-        head, _, payload = result.stdout.partition(b"\r\n\r\n")
-        if not _:
-            head, _, payload = result.stdout.partition(b"\n\n")
+        # Streamed both ways: a pack of hundreds of MiB neither waits whole in this process nor is
+        # handed to wsgiref as one buffer (which it writes by slicing off what the socket took:
+        # quadratic, 5 MiB/s for a large fetch).
+        process = subprocess.Popen(["git", "http-backend"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.DEVNULL, env=cgi_env)
+        threading.Thread(target=_feed, args=(process.stdin, body), daemon=True).start()
+        head = b""
+        while not (ends := re.search(rb"\r?\n\r?\n", head)):
+            chunk = process.stdout.read1(_CHUNK)
+            if not chunk:
+                break
+            head += chunk
+        head, first = (head[:ends.start()], head[ends.end():]) if ends else (head, b"")
         status = "200 OK"
         headers = []
         for line in head.decode("latin-1").splitlines():
@@ -97,4 +109,32 @@ class GitHttpServer:
             elif name:
                 headers.append((name.strip(), value.strip()))
         start_response(status, headers)
-        return [payload]
+        return _rest(process, first)
+
+
+#: The most a response is read from, and written to the client, at a time.
+_CHUNK = 1 << 20
+
+
+def _feed(stdin: IO[bytes], body: bytes) -> None:
+    """Give ``git http-backend`` the request body (in a thread: it may answer before it has read it all)."""
+    try:
+        stdin.write(body)
+    except BrokenPipeError:
+        pass
+    finally:
+        stdin.close()
+
+
+def _rest(process: subprocess.Popen, first: bytes) -> Iterator[bytes]:
+    """The rest of the response, as git writes it; the process is waited for whatever happens to the client."""
+    try:
+        if first:
+            yield first
+        while chunk := process.stdout.read1(_CHUNK):
+            yield chunk
+    finally:
+        process.stdout.close()
+        if process.poll() is None:
+            process.kill()
+        process.wait()
