@@ -164,8 +164,10 @@ def _check_depth(text: str) -> None:
             depth -= 1
 
 
-#: A JSON string, escapes included (an unterminated one matches nothing: its brackets count, and the parser refuses it).
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+#: A JSON string, escapes included. An unterminated one runs to the end (the parser refuses it),
+#: so no quote is a fresh start: one pass, whatever the text (a search that failed at each of
+#: a million escaped quotes would go over the rest of the body a million times).
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
 _BRACKETS = re.compile(r"[\[\]{}]")
 
 
