@@ -295,11 +295,12 @@ class PushEvents:
 class Bench:
     """The services and the running pushbuild every approach's build uses."""
 
-    def __init__(self, services: Services, pushbuild: Pushbuild, pushes: PushEvents, mirrors: Path) -> None:
+    def __init__(self, services: Services, pushbuild: Pushbuild, pushes: PushEvents, mirrors: Path, scratch: Path) -> None:
         self.services = services
         self.pushbuild = pushbuild
         self.pushes = pushes
         self.mirrors = Mirrors(mirrors)
+        self.scratch = scratch  # on tmpfs: the engine alone's fetches
         self.client = docker.APIClient(base_url=services.docker_host, version="auto", timeout=BUILD_TIMEOUT_S)
         # As pushbuild chooses (webhook/build/engine.py): the engine's bridge, or no network when it has none.
         self.network_mode = None if self.client.networks(names=["bridge"]) else "none"
@@ -332,17 +333,23 @@ class Bench:
         return {REVISION_LABEL: sha, SOURCE_LABEL: case.clone_url}
 
     def run_engine_alone(self, case: Case, sha: str, round_: int) -> Run:
-        """The engine's own build and push of the commit's tree, handed to it from memory (after a cold fetch of it, if ``cold``)."""
-        with tempfile.TemporaryDirectory(prefix="pushbuild-bench-fetch-", dir="/dev/shm") as tmp:
-            phases = {}
-            source = case.repo.bare
+        """The engine's own build and push of the commit's tree, handed to it from memory (after a cold fetch of it, if ``cold``).
+
+        Not cold, git's own fetch of the commit into a warm repository is timed too, not counted:
+        what pushbuild's fetch costs at the least.
+        """
+        with tempfile.TemporaryDirectory(prefix="pushbuild-bench-fetch-", dir=self.scratch) as tmp:
+            phases, extra = {}, {}
+            source = Path(tmp) / "cold.git" if case.cold else self.scratch / f"warm-{case.name.replace('/', '_')}.git"
+            if not source.exists():
+                git(self.scratch, "init", "-q", "--bare", str(source))
+            started = time.perf_counter()
+            git(source, "fetch", "-q", "--no-tags", "--no-write-fetch-head", "--depth=1", case.clone_url,
+                f"+{sha}:refs/bench/{sha}")
             if case.cold:
-                source = Path(tmp) / "cold.git"
-                git(Path(tmp), "init", "-q", "--bare", str(source))
-                started = time.perf_counter()
-                git(source, "fetch", "-q", "--no-tags", "--no-write-fetch-head", "--depth=1", case.clone_url,
-                    f"+{sha}:refs/bench/{sha}")
                 phases["fetch"] = time.perf_counter() - started
+            else:
+                extra["git_fetch_s_not_counted"] = time.perf_counter() - started
             started = time.perf_counter()
             tree = subprocess.run(["git", "archive", "--format=tar", f"{sha}^{{tree}}"], cwd=source,
                                   capture_output=True, check=True, env={**os.environ, **GIT_ENV}).stdout
@@ -351,7 +358,7 @@ class Bench:
         phases["build"], phases["push"], digest = self.engine_build_and_push(tree, tag=f"{image}:{sha}",
                                                                              labels=self.labels(case, sha))
         return Run(case.name, ENGINE, round_, sha, sum(phases.values()), phases, digest,
-                   self.registry_digest(image, sha), {"git_archive_s_not_counted": round(archived_s, 3),
+                   self.registry_digest(image, sha), {**extra, "git_archive_s_not_counted": round(archived_s, 3),
                                                       "context_bytes": len(tree)})
 
     def run_naive(self, case: Case, sha: str, round_: int) -> Run:
@@ -530,6 +537,9 @@ def summarise(cases: list[Case], runs: list[Run]) -> dict[str, Any]:
                                       NAIVE: _ratio(medians[NAIVE], medians[ENGINE])},
             "pushbuild_beyond_engine_s": round(medians[PUSHBUILD] - medians[ENGINE], 3)
             if medians[PUSHBUILD] is not None and medians[ENGINE] is not None else None,
+            # git's own fetch of the commit into a warm repository (none on a cold case: the engine alone's includes it)
+            "git_fetch_median_s": _median([r.extra["git_fetch_s_not_counted"] for r in of[ENGINE]
+                                           if "git_fetch_s_not_counted" in r.extra]),
             "pushbuild_beyond_engine_by_phase_s": beyond,
             "largest_difference_in": max(beyond, key=lambda phase: beyond[phase] or 0.0),
         }
@@ -597,6 +607,9 @@ def report(args: argparse.Namespace, cases: list[Case], warmup: list[Run], runs:
         beyond = "  ".join(f"{p} {_fmt(s, '+.3f')}" for p, s in f["pushbuild_beyond_engine_by_phase_s"].items())
         print(f"  {case.label:24} {'beyond':13} {_fmt(f['pushbuild_beyond_engine_s'], '+.3f')} in all: {beyond}; "
               f"most in {f['largest_difference_in']}")
+        if (fetch := f["git_fetch_median_s"]) is not None and f["pushbuild_beyond_engine_s"] is not None:
+            print(f"  {case.label:24} {'':13} git's own fetch of the commit into a warm repository {fetch:.3f}; "
+                  f"beyond the engine and git {f['pushbuild_beyond_engine_s'] - fetch:+.3f}")
     print(f"\nthe worker's peak RSS over every build: {_mib(figures['worker_peak_rss_bytes'])}"
           f" (a cold case's engine alone includes its cold git fetch)")
     waits = figures["queue_wait_s"]
@@ -639,7 +652,8 @@ def main(argv: list[str] | None = None) -> int:
     services = Services.from_environment()
 
     with tempfile.TemporaryDirectory(prefix="pushbuild-bench-pipeline-") as tmp, \
-            tempfile.TemporaryDirectory(prefix="pushbuild-bench-mirrors-", dir="/dev/shm") as mirrors:
+            tempfile.TemporaryDirectory(prefix="pushbuild-bench-mirrors-", dir="/dev/shm") as mirrors, \
+            tempfile.TemporaryDirectory(prefix="pushbuild-bench-fetches-", dir="/dev/shm") as scratch:
         workdir = Path(tmp)
         (workdir / "served").mkdir()
         server = GitHttpServer(workdir / "served").start()
@@ -655,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
                      make_large(server, workdir / "work", services.base_image, mib=args.large_mib)]
             (workdir / "pushbuild").mkdir()
             pushbuild = start_pushbuild(workdir / "pushbuild", services, cases, Path(mirrors))
-            bench = Bench(services, pushbuild, pushes, Path(mirrors))
+            bench = Bench(services, pushbuild, pushes, Path(mirrors), Path(scratch))
             warmup, runs = [], []
             for case in cases:
                 print(f"{case.label}: warm-up round, then {args.rounds} rounds", file=sys.stderr)

@@ -5,6 +5,7 @@ Each forge's parser is tested beside its module, in tests/forges/.
 
 import json
 import random
+import tracemalloc
 from urllib.parse import quote, quote_plus, unquote_to_bytes
 
 import pytest
@@ -50,6 +51,19 @@ def test_an_escaped_quote_does_not_end_a_string_that_hides_nesting():
     deep = b"[" * 100 + b"]" * 100
     with pytest.raises(BadRequest, match="nested deeper"):
         decode_body(b'{"a": "x\\\\", "b": ' + deep + b"}", "application/json")
+
+
+def test_a_string_of_a_million_escapes_is_checked_without_memory_growing_with_it():
+    """A pusher chooses the commit message: a million newlines (escapes) must not cost a backtracking point each."""
+    body = b'{"head_commit": {"message": "' + b"\\n" * 1_000_000 + b'"}}'
+    tracemalloc.start()
+    try:
+        decoded = decode_body(body, "application/json")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert decoded["head_commit"]["message"] == "\n" * 1_000_000
+    assert peak < 8 * len(body)  # the text and what json makes of it; a point an escape was 60 bytes each
 
 
 def test_form_payload_bytes_are_the_exact_json_signed():

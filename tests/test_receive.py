@@ -302,6 +302,16 @@ def test_a_push_naming_the_same_change_twice_records_it_once(app, client, config
     assert queued(config) == response.json["builds"] == [response.json["build"]]
 
 
+def test_a_push_naming_a_branch_twice_builds_its_last_change(app, client, config):
+    """Bitbucket listing main moved twice in one push: one build, of where main ended, not a server error."""
+    other = "b" * 40
+    body = json.dumps(bitbucket_push(repo=BB_REPO, changes=[("branch", "main", SHA), ("branch", "main", other)])).encode()
+    response = client.post("/hooks/bitbucket", data=body, headers=bitbucket_headers(body, BITBUCKET_SECRET))
+    assert response.status_code == 202, response.json
+    assert [(b.ref, b.sha) for b in builds(app)] == [("refs/heads/main", other)]
+    assert queued(config) == response.json["builds"]
+
+
 def test_bad_bitbucket_signature_is_401(app, client, config):
     """Bitbucket's X-Hub-Signature must be sha256= over the raw body."""
     body = json.dumps(bitbucket_push(repo=BB_REPO, changes=[("branch", "main", SHA)])).encode()

@@ -117,6 +117,8 @@ def take(store: BuildStore, dispatcher: Dispatcher | None, repo: RepoConfig, eve
 
     Without a ``dispatcher`` the builds are recorded but not queued: the caller runs them (``pushbuild build``).
     """
+    last_of_ref = {event.ref: event for event in events}  # a delivery naming a ref twice builds its last change
+    events = [event for event in events if last_of_ref[event.ref] is event]
     reasons = [unwanted(event, repo) for event in events]
     wanted = [event for event, reason in zip(events, reasons, strict=True) if reason is None]
     if not wanted:

@@ -352,7 +352,7 @@ class BuildStore:
         ) for e, key, content in zip(events, keys, push_keys, strict=True)]
         delivery_keys, content_keys = [k for k in keys if k], [k for k in push_keys if k]
         seen_keys = {"delivery_keys": delivery_keys, "push_keys": content_keys}
-        insert = _insert_new(self.db.dialect.name)
+        insert = _insert_new(self.db.dialect.name) if self.db.dialect.insert_returning else None  # SQLite < 3.35
         cancelled: list[tuple[int, int]] = []
         try:
             with self.db.begin() as conn:
