@@ -6,7 +6,7 @@ import pytest
 from kombu.transport.sqlalchemy import Channel
 
 from webhook.broker import FALLBACK_S, WATCH_S, Watch, WatchingChannel, WatchingSQLTransport, sqlite_files
-from webhook.worker import TASK_NAME, make_celery
+from webhook.worker import TASK_NAME, declare_queues, make_celery
 
 from .helpers.configs import Clock
 
@@ -78,3 +78,12 @@ def test_a_published_message_is_the_row_kombus_own_publishing_makes(make_config)
     with celery.connection_for_write() as connection:
         got = [connection.default_channel._get("celery") for _ in range(3)]
     assert [message["headers"]["argsrepr"] for message in got] == ["[1]", "[2]", "[3]"]
+
+
+def test_the_sqlite_broker_is_in_wal_mode_from_the_start(make_config):
+    """declare_queues (worker and serve start) switches it, so no webhook's first publish waits on the switch."""
+    config = make_config()
+    config.server.data_dir.mkdir(parents=True)
+    declare_queues(make_celery(config))
+    with sqlite3.connect(config.server.data_dir / "broker.sqlite") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

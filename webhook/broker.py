@@ -98,16 +98,22 @@ class WatchingChannel(SQLChannel):
         engine, _ = self._open()
         if self._put_statement is None:
             self._put_statement = _put_statement(self.message_cls.__table__, self.queue_cls.__table__)
-            if engine.dialect.name == "sqlite":
-                try:
-                    with engine.connect() as conn:
-                        conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-                except sa.exc.OperationalError:  # another process held it: a later start will switch it
-                    log.info("the SQLite broker stays in its journal mode for now", exc_info=True)
+            self.use_wal()  # already done at start (declare_queues), unless this process did not start it
         with engine.begin() as conn:
             stored = conn.execute(self._put_statement, {"payload": dumps(payload), "queue": queue}).rowcount
         if not stored:
             super()._put(queue, payload, **kwargs)
+
+    def use_wal(self) -> None:
+        """Put a SQLite broker in WAL mode (a commit syncs one file once); a broker busy just now stays as it is."""
+        engine, _ = self._open()
+        if engine.dialect.name != "sqlite":
+            return
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        except sa.exc.OperationalError:  # another process held it: a later start or publisher switches it
+            log.info("the SQLite broker stays in its journal mode for now", exc_info=True)
 
     def _get(self, queue: str) -> Any:
         watch: Watch | None = self.connection.watch

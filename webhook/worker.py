@@ -62,7 +62,7 @@ def make_celery(config: Config) -> Celery:
 
 
 def declare_queues(celery: Celery, *, attempts: int = 5) -> None:
-    """Create the broker's queues now, once, whoever else is creating them at the same moment.
+    """Create the broker's queues now, once, whoever else is creating them at the same moment (and a SQLite broker's WAL).
 
     On the SQLite broker kombu creates its tables, then selects a queue's row and inserts it if
     missing: processes starting together (``pushbuild serve``'s web and worker) both create and
@@ -72,8 +72,11 @@ def declare_queues(celery: Celery, *, attempts: int = 5) -> None:
     for attempt in range(1, attempts + 1):
         try:
             with celery.connection_for_write() as connection:
+                channel = connection.default_channel
                 for queue in celery.amqp.queues.values():
-                    queue.bind(connection.default_channel).declare()
+                    queue.bind(channel).declare()
+                if isinstance(channel, broker.WatchingChannel):
+                    channel.use_wal()  # at start, not on a webhook's first publish
             return
         except (IntegrityError, OperationalError):
             if attempt == attempts:
