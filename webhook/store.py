@@ -779,8 +779,8 @@ _RECORDED = builds.select().where(
 _REMEMBERED = sa.select(seen_pushes).where(
     sa.or_(seen_pushes.c.delivery_key.in_(sa.bindparam("delivery_keys", expanding=True)),
            seen_pushes.c.push_key.in_(sa.bindparam("push_keys", expanding=True))))
-_WINDOWS = {queued: (_window(builds, builds.c.id, queued=queued), _window(seen_pushes, seen_pushes.c.build_id, queued=False))
-            for queued in (False, True)}
+_KEPT_WINDOWS = {queued: _window(builds, builds.c.id, queued=queued) for queued in (False, True)}
+_PRUNED_WINDOW = _window(seen_pushes, seen_pushes.c.build_id, queued=False)
 _CANCEL_QUEUED = (builds.update()
                   .where(builds.c.id == sa.bindparam("build_id"), builds.c.state == BuildState.QUEUED.value)
                   .values(state=BuildState.CANCELLED.value, error=sa.bindparam("reason"),
@@ -802,9 +802,8 @@ def _pushes_of_ref(conn: sa.Connection, window: Mapping[str, str], *, queued: bo
 
     Only finished builds are pruned (webhook.retention): the queued ones are all among the kept.
     """
-    kept, pruned = _WINDOWS[queued]
-    found = {row.id: row for row in conn.execute(kept, window).all()}
-    for row in [] if queued else conn.execute(pruned, window).all():
+    found = {row.id: row for row in conn.execute(_KEPT_WINDOWS[queued], window).all()}
+    for row in [] if queued else conn.execute(_PRUNED_WINDOW, window).all():
         found.setdefault(row.id, row)
     return [found[build_id] for build_id in sorted(found)[-defaults.ORDERING_WINDOW:]]
 
