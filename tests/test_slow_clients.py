@@ -262,3 +262,36 @@ def test_a_client_that_sends_requests_but_never_reads_the_answers_is_dropped(str
     wait_for(lambda: all(server_side_state(sock, strict.port) != established for sock in readers), timeout_s=20,
              what="the server to drop every client that reads nothing")
     assert deliver(strict).status_code == 202
+
+
+def test_a_connection_pipelining_thousands_of_requests_takes_turns_with_a_delivery(web):
+    """3000 requests sent at once on one connection do not all go before a delivery sent on another just after.
+
+    gunicorn reads a connection's next request from what it has buffered without yielding: until
+    each answered request yielded, one client kept every other connection waiting for as long as
+    it kept requests coming (the delivery was answered after all 3000). The access log says in
+    which order the server answered.
+    """
+    count = 3000
+    hog = socket.create_connection(("127.0.0.1", web.port), timeout=ANSWER_WITHIN_S * 4)
+    hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+
+    def drain() -> None:  # read every answer as it comes, so the server never waits to write one (which yields)
+        marker, tail, seen = b"HTTP/1.1 404", b"", 0
+        while seen < count and (chunk := hog.recv(1 << 20)):
+            seen += (tail + chunk).count(marker)
+            tail = chunk[-(len(marker) - 1):]
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        hog.sendall(b"GET /nothing-here HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * count)
+        reply = deliver(web)
+        assert reply.status_code == 202, reply.text
+        reader.join(timeout=60)
+    finally:
+        hog.close()
+    wait_for(lambda: web.web.log.read_text().count('"GET /nothing-here') == count, what="every request's access log line")
+    answered = [line for line in web.web.log.read_text().splitlines() if '"GET /nothing-here' in line or '"POST /hooks/github' in line]
+    before_delivery = next(i for i, line in enumerate(answered) if '"POST /hooks/github' in line)
+    assert before_delivery < count // 2, f"the delivery was answered after {before_delivery} of the pipelined requests"

@@ -11,7 +11,9 @@ worker each of them held one of eight threads, with no limit once its first byte
   is answered 408 and closed (:class:`Worker`); a keep-alive connection waits ``keepalive`` seconds
   for its next request, then is closed without a word, as gunicorn does;
 - a request's body must arrive whole within ``request_timeout_s`` of its head, or it is answered
-  408 and the connection is closed; the app only ever sees complete bodies (:class:`BufferedBodies`).
+  408 and the connection is closed; the app only ever sees complete bodies (:class:`BufferedBodies`);
+- connections take turns: after each request a connection answers, every other connection with a
+  request ready goes first, so one client sending requests back to back cannot hold the process.
 
 Everything the web process does cooperates with gevent once gunicorn's worker has monkey-patched
 it (before the app is loaded): Redis and PostgreSQL sockets (psycopg picks a cooperative wait when
@@ -279,3 +281,8 @@ class Worker(GeventWorker):
             raise StopIteration(f"no progress writing to the client for {self.head_timeout_s:g} s") from exc
         finally:
             _connection.request = None
+            # Take turns: gunicorn reads a connection's next request from what it buffered without
+            # yielding, so a client sending requests back to back (or pipelined) kept every other
+            # connection waiting for as long as it kept sending. Each answered request lets the
+            # others' ready requests go first.
+            gevent.sleep(0)
