@@ -6,6 +6,7 @@ import pytest
 from kombu.transport.sqlalchemy import Channel
 
 from webhook.broker import FALLBACK_S, WATCH_S, Watch, WatchingChannel, WatchingSQLTransport, sqlite_files
+from webhook.store import create_db_engine
 from webhook.worker import TASK_NAME, declare_queues, make_celery
 
 from .helpers.configs import Clock
@@ -87,3 +88,18 @@ def test_the_sqlite_broker_is_in_wal_mode_from_the_start(make_config):
     declare_queues(make_celery(config))
     with sqlite3.connect(config.server.data_dir / "broker.sqlite") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_broker_commits_do_not_wait_for_the_disk_and_build_records_do(make_config):
+    """A delivery's answer waits for one sync to disk, its build record's; a lost message is sent again (the reconciler)."""
+    config = make_config()
+    config.server.data_dir.mkdir(parents=True)
+    celery = make_celery(config)
+    declare_queues(celery)
+    with celery.connection_for_write() as connection:
+        engine, _ = connection.default_channel._open()
+        with engine.connect() as conn:
+            broker_sync = conn.exec_driver_sql("PRAGMA synchronous").scalar()
+    with create_db_engine(config.server.state_url).connect() as conn:
+        state_sync = conn.exec_driver_sql("PRAGMA synchronous").scalar()
+    assert (broker_sync, state_sync) == (1, 2)  # NORMAL, FULL

@@ -104,3 +104,14 @@ def test_a_form_field_of_many_slices_of_escapes_decodes_exactly():
     value = (b"%7B%7d%%zz%4=x+" * 70_000)
     assert payload_bytes(b"payload=" + value, "application/x-www-form-urlencoded") == unquote_to_bytes(
         value.replace(b"+", b" "))
+
+
+def test_nesting_exactly_at_the_limit_is_taken_and_one_deeper_is_refused():
+    """64 levels are taken, whether the text has few brackets (counted at once) or many more beside them; 65 are not."""
+    lists = b"[" * 63 + b"]" * 63  # in an object: 64 levels
+    assert decode_body(b'{"a": ' + lists + b"}", "application/json")["a"] == json.loads(lists)
+    crowded = b'{"many": [' + b",".join([b"[]"] * 100) + b'], "a": ' + lists + b"}"
+    assert len(decode_body(crowded, "application/json")["many"]) == 100
+    for deeper in (b'{"a": [' + lists + b"]}", b'{"many": [' + b",".join([b"[]"] * 100) + b'], "a": [' + lists + b"]}"):
+        with pytest.raises(BadRequest, match="nested deeper"):
+            decode_body(deeper, "application/json")

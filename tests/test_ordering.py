@@ -52,8 +52,20 @@ def _unread():
 
 def test_a_push_replaces_the_queued_build_of_the_commit_it_names_without_reading_more():
     """B names A as the commit it replaced: A's queued build is superseded, and no other push is looked at."""
-    assert superseded(P(2, B, A), [P(1, A, "0" * 40)], _unread) == [P(1, A, "0" * 40)]
-    assert superseded(P(2, B, A), [P(2, B, A), P(3, B, C)], _unread) == []  # itself, and its own commit
+    assert superseded(P(2, B, A), [P(1, A, "0" * 40)], _unread, followed=_unread) == [P(1, A, "0" * 40)]
+    assert superseded(P(2, B, A), [P(2, B, A), P(3, B, C)], _unread, followed=_unread) == []  # itself, its own commit
+
+
+def test_a_push_no_push_followed_replaces_the_queued_builds_accepted_before_it_without_reading_more():
+    """A force-push (B from a commit never built): nothing names B as replaced, so nothing queued before it is newer."""
+    waiting = [P(1, A, "0" * 40), P(2, C, "e" * 40)]
+    assert superseded(P(3, B, "f" * 40), waiting, _unread, followed=lambda: False) == waiting
+
+
+def test_a_queued_build_accepted_after_the_push_is_judged_by_the_branchs_pushes():
+    """Even when nothing followed the push, a waiting build accepted after it is judged by reading the pushes."""
+    pushes = [P(1, B, "f" * 40), P(2, A, "0" * 40)]
+    assert superseded(P(1, B, "f" * 40), [P(2, A, "0" * 40)], lambda: pushes, followed=lambda: False) == []
 
 
 @pytest.mark.parametrize("waiting, replaced", [
@@ -63,4 +75,10 @@ def test_a_push_replaces_the_queued_build_of_the_commit_it_names_without_reading
 def test_other_queued_builds_are_judged_by_the_branchs_pushes(waiting, replaced):
     """A queued build that is not the commit the new push names is judged by following the links."""
     pushes = [P(1, A, None), P(2, B, A), P(4, "d" * 40, C)]
-    assert superseded(P(3, C, B), waiting, lambda: pushes) == replaced
+    assert superseded(P(3, C, B), waiting, lambda: pushes, followed=lambda: True) == replaced
+
+
+def test_a_push_that_a_later_push_followed_is_not_newer_than_it():
+    """D followed C (named it as replaced) and was accepted first: C, delivered late, does not cancel D."""
+    pushes = [P(1, "d" * 40, C), P(2, C, B)]
+    assert superseded(P(2, C, B), [P(1, "d" * 40, C)], lambda: pushes, followed=lambda: True) == []

@@ -386,3 +386,16 @@ def test_a_pruned_success_still_outranks_a_late_older_push_when_newer_builds_fai
     assert pruner(db, clock).prune().builds == 1
     [late], _ = store.record([event(sha=a, before=e)], from_forge=True)
     assert _successes_newer_than(store, late) == [success.id]
+
+
+def test_a_late_older_push_does_not_cancel_a_queued_newer_one_it_links_to_only_through_a_pruned_push(store, db, clock):
+    """B→C pruned, C→D kept, D→E queued: A→B delivered late is older (it links through B→C), so E stays queued."""
+    a, b, c, d, e = ("a" * 40, "b" * 40, "c" * 40, "d" * 40, "e" * 40)
+    finished(store, clock, sha=c, before=b)
+    finished(store, clock, sha=d, before=c)
+    clock.now += 91 * DAY_S
+    assert pruner(db, clock).prune().builds == 1
+    [queued] = store.accept([event(sha=e, before=d)], from_forge=True, supersede=True).builds
+    late = store.accept([event(sha=b, before=a)], from_forge=True, supersede=True)
+    assert late.created and late.cancelled == ()
+    assert store.get(queued.id).state is BuildState.QUEUED

@@ -12,8 +12,8 @@ write-locking transaction on SQLite: a build waited up to a second for an idle w
 Publishing is one statement in one short transaction (:meth:`WatchingChannel._put`): kombu's own
 goes through an ORM session that first selects the queue's row, then inserts, on every message
 (about 1.5 ms of the webhook's path). The embedded SQLite broker is put in WAL mode by its first
-publisher, as the state database is: a commit then syncs one file once, instead of writing,
-syncing and deleting a rollback journal besides the database.
+publisher, as the state database is, and its commits do not wait for the disk
+(:meth:`WatchingChannel._engine_from_config`): the build records are what must not be lost.
 
 (kombu's own ``polling_interval`` option cannot be used: its SQLAlchemy transport hands every
 transport option to ``create_engine``, which refuses it.) Redis blocks until a message comes
@@ -89,6 +89,20 @@ class WatchingChannel(SQLChannel):
 
     _put_statement: Any = None
 
+    def _engine_from_config(self) -> sa.Engine:
+        """kombu's engine; on SQLite, its commits do not wait for the disk (``synchronous=NORMAL``).
+
+        In WAL mode that still survives any process dying; only the machine losing power can lose
+        the last messages, and the build records (the source of truth, synced on every commit)
+        then have the reconciler queue them again. A delivery's answer so waits for one sync to
+        disk (its record), not two: about 0.7 ms less on this machine's disk, during which a web
+        process serves nothing else.
+        """
+        engine = super()._engine_from_config()
+        if engine.dialect.name == "sqlite":
+            sa.event.listen(engine, "connect", _no_sync_wait)
+        return engine
+
     def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
         """Store one message: the row kombu's ORM would insert, in one ``INSERT … SELECT`` naming the queue by name.
 
@@ -135,6 +149,10 @@ class WatchingSQLTransport(SQLTransport):
         self.watch = None if files is None else Watch(files)
         if self.watch is not None:
             self.polling_interval = WATCH_S
+
+
+def _no_sync_wait(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA synchronous=NORMAL")
 
 
 def _put_statement(messages: sa.Table, queues: sa.Table) -> sa.Insert:

@@ -152,8 +152,12 @@ def _check_depth(text: str) -> None:
     """Refuse JSON nested deeper than :data:`MAX_JSON_DEPTH`, counting brackets outside strings.
 
     The strings go first, in one regular-expression pass; only the brackets left are counted.
-    (A loop over every character in Python cost a millisecond on a GitHub push payload.)
+    (A loop over every character in Python cost a millisecond on a GitHub push payload.) Text
+    with no more opening brackets than the limit, strings included, cannot be nested deeper:
+    that is counted first (a push of one commit has about 60; the pass costs 0.1 ms on it).
     """
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return
     depth = 0
     for bracket in _NOT_BRACKETS.sub("", _JSON_STRING.sub("", text)):
         if bracket in "[{":

@@ -47,16 +47,22 @@ def is_newer(candidate: Push, than: Push, pushes: Iterable[Push]) -> bool:
     return candidate.id > than.id
 
 
-def superseded(newest: Push, waiting: Iterable[Push], known: Callable[[], Iterable[Push]]) -> list[Push]:
+def superseded(newest: Push, waiting: Iterable[Push], known: Callable[[], Iterable[Push]], *,
+               followed: Callable[[], bool]) -> list[Push]:
     """Return the pushes of ``waiting`` (queued builds of ``newest``'s branch) that ``newest`` is newer than.
 
-    ``known`` returns the branch's known pushes (:func:`is_newer`). It is called only when a
-    waiting push is not the very commit ``newest`` replaced, which needs no more to be proved
-    older: a branch pushed to faster than it builds reads nothing more. ``newest`` itself is
-    never among the result.
+    ``known`` returns the branch's known pushes (:func:`is_newer`); ``followed`` says whether any
+    of them names ``newest``'s commit as the one it replaced. Neither is asked when every waiting
+    push is the very commit ``newest`` replaced, which needs no more to be proved older: a branch
+    pushed to faster than it builds reads nothing more. When no push followed ``newest``'s
+    commit, no push can be proved newer than ``newest``, so the waiting pushes accepted before it
+    are older (:func:`is_newer`'s answer, without reading the branch's pushes): a force-push reads
+    one index entry. ``newest`` itself is never among the result.
     """
     candidates = [push for push in waiting if push.id != newest.id and push.sha != newest.sha]
     if all(newest.before == push.sha for push in candidates):
+        return candidates
+    if all(push.id < newest.id for push in candidates) and not followed():
         return candidates
     pushes = list(known())
     return [push for push in candidates if is_newer(newest, push, pushes)]

@@ -68,6 +68,8 @@ builds = sa.Table(
 
 sa.Index("ix_builds_push_key", builds.c.push_key, unique=True)
 sa.Index("ix_builds_forge_repo_ref", builds.c.forge, builds.c.repo, builds.c.ref)
+#: Whether a push of a branch followed a commit (named it as the one it replaced): one index entry (ordering.superseded).
+sa.Index("ix_builds_forge_repo_ref_before", builds.c.forge, builds.c.repo, builds.c.ref, builds.c.before)
 
 #: Which ref owns each tag made from a ref's name: the first to push it (see rules.BuildPlan.named_tags).
 image_tags = sa.Table(
@@ -109,6 +111,8 @@ seen_pushes = sa.Table(
 )
 
 sa.Index("ix_seen_pushes_forge_repo_ref", seen_pushes.c.forge, seen_pushes.c.repo, seen_pushes.c.ref)
+sa.Index("ix_seen_pushes_forge_repo_ref_before", seen_pushes.c.forge, seen_pushes.c.repo, seen_pushes.c.ref,
+         seen_pushes.c.before)
 
 
 class BuildState(str, enum.Enum):
@@ -395,7 +399,8 @@ class BuildStore:
         waiting = [p for p in _pushes_of_ref(conn, window, queued=True) if p.id != newest.id]
         if not waiting:
             return []  # the common case: one query, nothing to compare
-        replaced = superseded(newest, waiting, lambda: _pushes_of_ref(conn, window))
+        replaced = superseded(newest, waiting, lambda: _pushes_of_ref(conn, window),
+                              followed=lambda: bool(conn.execute(_FOLLOWED, {**window, "sha": newest.sha}).scalar()))
         reason = superseded_reason(newest.id, newest.sha, newest.ref)
         return [push.id for push in replaced
                 if conn.execute(_CANCEL_QUEUED, {"build_id": push.id, "reason": reason,
@@ -781,6 +786,9 @@ _REMEMBERED = sa.select(seen_pushes).where(
            seen_pushes.c.push_key.in_(sa.bindparam("push_keys", expanding=True))))
 _KEPT_WINDOWS = {queued: _window(builds, builds.c.id, queued=queued) for queued in (False, True)}
 _PRUNED_WINDOW = _window(seen_pushes, seen_pushes.c.build_id, queued=False)
+_FOLLOWED = sa.select(sa.or_(*(sa.exists().where(
+    table.c.forge == sa.bindparam("forge"), table.c.repo == sa.bindparam("repo"), table.c.ref == sa.bindparam("ref"),
+    table.c.before == sa.bindparam("sha")) for table in (builds, seen_pushes))))
 _CANCEL_QUEUED = (builds.update()
                   .where(builds.c.id == sa.bindparam("build_id"), builds.c.state == BuildState.QUEUED.value)
                   .values(state=BuildState.CANCELLED.value, error=sa.bindparam("reason"),
