@@ -103,36 +103,50 @@ def encode_request(port: int, body: bytes, headers: dict[str, str]) -> bytes:
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
-def send_lean(port: int, made: list[tuple[bytes, dict[str, str]]], concurrency: int) -> list[tuple[int, float]]:
+def send_lean(port: int, made: list[tuple[bytes, dict[str, str]]], concurrency: int,
+              rate: float | None = None) -> list[tuple[int, float]]:
     """Send every delivery over ``concurrency`` keep-alive connections from one thread; (status, seconds) of each.
 
-    Each connection sends its next request as soon as its answer is whole. One thread and a
-    selector, about 0.1 ms of CPU a request: the client takes next to nothing from the server
-    on this machine's two cores, and adds no queueing of its own to the latencies.
+    One thread and a selector, about 0.1 ms of CPU a request: the client takes next to nothing
+    from the server on this machine's two cores, and adds no queueing of its own to the latencies.
+    Without ``rate``, each connection sends its next request as soon as its answer is whole (the
+    server is kept saturated: latency is then ``concurrency`` over throughput, Little's law). With
+    ``rate``, request *i* is due at *i* / ``rate`` seconds, sent then on a free connection, and its
+    latency counts from when it was due: a request that waited for a free connection (a server
+    that stalled) counts that wait, as a forge's delivery would.
     """
     payloads = [encode_request(port, body, headers) for body, headers in made]
     results: list[tuple[int, float]] = [(0, 0.0)] * len(payloads)
-    pending = iter(range(len(payloads)))
     selector = selectors.DefaultSelector()
+    idle: list[dict] = []
+    sent = 0
+    began = time.perf_counter()
 
-    def send_next(conn: dict) -> None:
-        index = next(pending, None)
-        if index is None:
-            selector.unregister(conn["sock"])
-            conn["sock"].close()
-            return
-        conn.update(index=index, buffer=b"", started=time.perf_counter())
-        conn["sock"].sendall(payloads[index])
+    def due(index: int) -> float:
+        return began + index / rate if rate else began
+
+    def send_due() -> None:
+        nonlocal sent
+        now = time.perf_counter()
+        while idle and sent < len(payloads) and due(sent) <= now:
+            conn = idle.pop()
+            conn.update(index=sent, buffer=b"", started=due(sent) if rate else now)
+            conn["sock"].sendall(payloads[sent])
+            sent += 1
 
     for _ in range(min(concurrency, len(payloads))):
         sock = socket.create_connection(("127.0.0.1", port), timeout=FORGE_TIMEOUT_S)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = {"sock": sock}
         selector.register(sock, selectors.EVENT_READ, conn)
-        send_next(conn)
-    while selector.get_map():
-        ready = selector.select(timeout=FORGE_TIMEOUT_S)
-        if not ready:
+        idle.append(conn)
+    answered = 0
+    while answered < len(payloads):
+        send_due()
+        waiting_to_send = idle and sent < len(payloads)
+        timeout = max(0.0, due(sent) - time.perf_counter()) if waiting_to_send else FORGE_TIMEOUT_S
+        ready = selector.select(timeout=timeout)
+        if not ready and not waiting_to_send:
             raise SystemExit(f"no answer within {FORGE_TIMEOUT_S} s")
         for key, _ in ready:
             conn = key.data
@@ -147,13 +161,19 @@ def send_lean(port: int, made: list[tuple[bytes, dict[str, str]]], concurrency: 
             length = next((int(line.split(":", 1)[1]) for line in head if line.lower().startswith("content-length:")), 0)
             if len(conn["buffer"]) - head_end - 4 >= length:
                 results[conn["index"]] = (int(head[0].split()[1]), time.perf_counter() - conn["started"])
-                send_next(conn)
+                answered += 1
+                idle.append(conn)
+    for key in list(selector.get_map().values()):
+        key.fileobj.close()
     selector.close()
     return results
 
 
-def send_requests(port: int, made: list[tuple[bytes, dict[str, str]]], concurrency: int) -> list[tuple[int, float]]:
+def send_requests(port: int, made: list[tuple[bytes, dict[str, str]]], concurrency: int,
+                  rate: float | None = None) -> list[tuple[int, float]]:
     """The same with ``requests``, one session per thread of ``concurrency``: 1.2–1.8 ms of client CPU a request."""
+    if rate:
+        raise SystemExit("--rate needs the lean client")
     local = threading.local()
 
     def send(delivery: tuple[bytes, dict[str, str]]) -> tuple[int, float]:
@@ -342,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client", choices=sorted(SENDERS), default="lean",
                         help="lean (default): one thread, raw keep-alive connections, so the client takes next to "
                              "no CPU from the server; requests: a thread and a requests session per connection")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="requests a second, each due at its time and its latency counted from then (open loop); "
+                             "default: as fast as the server answers, --concurrency always in flight")
     parser.add_argument("--p99-limit-s", type=float, default=1.0)
     parser.add_argument("--report-latency-only", action="store_true", help="report p99 without failing on it (CI)")
     parser.add_argument("--stalled", type=int, default=0,
@@ -365,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
             unique = deliveries(args.deliveries)
             requests_to_send = [d for d in unique for _ in range(1 + args.replays)]
             began = time.perf_counter()
-            results = SENDERS[args.client](port, requests_to_send, args.concurrency)
+            results = SENDERS[args.client](port, requests_to_send, args.concurrency, args.rate)
             elapsed = time.perf_counter() - began
         finally:
             os.killpg(server.pid, signal.SIGTERM)
@@ -381,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         codes[code] = codes.get(code, 0) + 1
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     report = {
-        "requests": len(results), "client": args.client, "distinct_deliveries": args.deliveries, "concurrency": args.concurrency,
+        "requests": len(results), "client": args.client, "rate": args.rate, "distinct_deliveries": args.deliveries, "concurrency": args.concurrency,
         "gunicorn_workers": args.workers, "seconds": round(elapsed, 2), "requests_per_s": round(len(results) / elapsed, 1),
         "distinct_deliveries_per_s": round(args.deliveries / elapsed, 1),
         "p50_ms": round(statistics.median(latencies) * 1000, 1), "p99_ms": round(p99 * 1000, 1),

@@ -57,6 +57,11 @@ PRUNE_LOG_ROWS = 200
 #: A build finished less recently than this is never pruned: its statuses and hooks are still
 #: being recorded, and a cancelled one's worker may still be stopping.
 PRUNE_MIN_AGE_S = 3600.0
+#: A web process answers a replay of a push it accepted within this long from memory (webhook.recent_pushes);
+#: well within PRUNE_MIN_AGE_S, so what it remembers is always still recorded.
+RECENT_PUSHES_S = 600.0
+#: How many deliveries and pushes it remembers so.
+RECENT_PUSHES = 8192
 #: A build chosen for pruning by a worker that died before deleting it is finished by another after this.
 PRUNE_STALE_CLAIM_S = 3600.0
 #: BuildKit's build cache not used by any image is cut to this size, least recently used first.

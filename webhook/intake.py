@@ -22,6 +22,7 @@ from .events import Ignored, PushEvent, decode_body
 from .last_delivery import Arrival, LastDeliveries, builds_detail, mentioned_repo
 from .logs import log_context
 from .outcomes import ACCEPTED, BAD_REQUEST, DUPLICATE, IGNORED, REFUSED_SIGNATURE
+from .recent_pushes import RecentPushes
 from .rules import skip_marker
 from .store import Build, BuildStore
 from .worker import Dispatcher
@@ -62,7 +63,7 @@ def unwanted(event: PushEvent, repo: RepoConfig) -> str | None:
 
 def receive(config: Config, store: BuildStore, dispatcher: Dispatcher, forge: forges.Forge, *,
             headers: Mapping[str, str], body: bytes, content_type: str | None, now: float,
-            last: LastDeliveries | None = None) -> Intake:
+            last: LastDeliveries | None = None, recent: RecentPushes | None = None) -> Intake:
     """Take one delivery of ``forge`` (``headers`` with lowercased names, the raw ``body``) in.
 
     Raises :class:`~webhook.errors.SignatureError` when no configured repository signed it, or
@@ -91,7 +92,7 @@ def receive(config: Config, store: BuildStore, dispatcher: Dispatcher, forge: fo
         arrival.note(repo.name, REFUSED_SIGNATURE, f"refused: {error.message}", event=event, verified=False)
         raise error
     with log_context(forge=forge.name, repo=repo.name, delivery=parsed[0].delivery_id):
-        taken = take(store, dispatcher, repo, parsed, from_forge=True)
+        taken = take(store, dispatcher, repo, parsed, from_forge=True, recent=recent)
     if not taken.created:  # a delivery that recorded builds is read back from them (webhook.last_delivery)
         arrival.note(repo.name, taken.outcome, taken.detail, event=event, delivery_id=parsed[0].delivery_id,
                      build_id=taken.builds[0].id if taken.builds else None)
@@ -112,8 +113,11 @@ def _signed_for(config: Config, forge: forges.Forge, *, headers: Mapping[str, st
 
 
 def take(store: BuildStore, dispatcher: Dispatcher | None, repo: RepoConfig, events: Sequence[PushEvent], *,
-         from_forge: bool) -> Intake:
+         from_forge: bool, recent: RecentPushes | None = None) -> Intake:
     """Record and queue the pushes the rules build; ``from_forge`` also deduplicates on the push itself.
+
+    With ``recent``, a forge's push this process accepted lately is answered from it, and what is
+    accepted (or found recorded) is noted in it.
 
     Without a ``dispatcher`` the builds are recorded but not queued: the caller runs them (``pushbuild build``).
     """
@@ -123,8 +127,13 @@ def take(store: BuildStore, dispatcher: Dispatcher | None, repo: RepoConfig, eve
     wanted = [event for event, reason in zip(events, reasons, strict=True) if reason is None]
     if not wanted:
         return Intake(ignored="; ".join(r for r in reasons if r))
+    remembering = recent if from_forge else None
+    if remembering is not None and (known := remembering.recorded(wanted)) is not None:
+        return Intake(builds=known)
     recorded = store.accept(wanted, dispatching=dispatcher is not None, from_forge=from_forge,
                             supersede=repo.cancel_superseded)
+    if remembering is not None:
+        remembering.remember(wanted, recorded.builds)
     if not recorded.created:
         return Intake(builds=recorded.builds)
     for build in recorded.builds:  # fewer than the events when a delivery named the same change twice

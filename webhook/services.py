@@ -13,6 +13,7 @@ from .last_delivery import LastDeliveries
 from .metrics import Metrics
 from .notify.deliveries import DeliveryStore
 from .notify.notifier import Notifier
+from .recent_pushes import RecentPushes
 from .redact import Redactor
 from .store import BuildStore, create_db_engine
 
@@ -26,6 +27,8 @@ class Services:
     deliveries: DeliveryStore = field(init=False)
     #: Each configured repository's last delivery from its forge (the console's repositories page).
     last_deliveries: LastDeliveries = field(init=False)
+    #: The pushes this process accepted lately, so their replays are answered from memory.
+    recent_pushes: RecentPushes = field(init=False, default_factory=RecentPushes)
     #: What this process counts for /metrics.
     metrics: Metrics = field(init=False)
     mirrors: Mirrors = field(init=False)

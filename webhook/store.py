@@ -344,7 +344,7 @@ class BuildStore:
             for event in events:
                 unique.setdefault(push_key(event), event)
             events = list(unique.values())
-        keys = [f"{e.forge}:{e.repo}:{e.delivery_id}" if e.delivery_id else None for e in events]
+        keys = [delivery_key(e) if e.delivery_id else None for e in events]
         push_keys = [push_key(e) if from_forge else None for e in events]
         now = self.clock()
         rows = [dict(
@@ -814,6 +814,11 @@ def _pushes_of_ref(conn: sa.Connection, window: Mapping[str, str], *, queued: bo
     for row in [] if queued else conn.execute(_PRUNED_WINDOW, window).all():
         found.setdefault(row.id, row)
     return [found[build_id] for build_id in sorted(found)[-defaults.ORDERING_WINDOW:]]
+
+
+def delivery_key(event: PushEvent) -> str:
+    """Identify the delivery that carried a push: forge, repository and the forge's delivery id."""
+    return f"{event.forge}:{event.repo}:{event.delivery_id}"
 
 
 def push_key(event: PushEvent) -> str:

@@ -74,7 +74,8 @@ def _answer(forge: forges.Forge) -> tuple[Any, str]:
     # Verify the raw bytes first (FORGES.md: request.data is empty for form bodies).
     taken = receive_delivery(config, services.store, current_app.extensions["pushbuild.dispatcher"], forge,
                              headers=headers, body=_body(config.server.max_body_bytes),
-                             content_type=request.content_type, now=time.time(), last=services.last_deliveries)
+                             content_type=request.content_type, now=time.time(), last=services.last_deliveries,
+                             recent=services.recent_pushes)
     if taken.ignored is not None:
         return (jsonify(ignored=taken.ignored), 200), taken.outcome
     if not taken.created:

@@ -1,0 +1,108 @@
+"""A replay of a push this process accepted lately is answered from memory, the database untouched."""
+
+import json
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from webhook import forges
+from webhook.events import PushEvent
+from webhook.intake import receive
+from webhook.recent_pushes import RecentPushes
+from webhook.services import Services
+from webhook.store import Build, BuildState
+from webhook.worker import Dispatcher, make_celery
+
+from .helpers.configs import GITHUB_SECRET, Clock, repo_table
+from .helpers.support import github_headers, github_push, queued
+
+REPO = "Codertocat/Hello-World"
+A, B = "a" * 40, "b" * 40
+
+
+@pytest.fixture
+def service(make_config):
+    """intake.receive as the web layer calls it, with a memory of recent pushes and a count of SQL statements run."""
+    config = make_config(repo_table(REPO))
+    services = Services(config)
+    dispatcher = Dispatcher(make_celery(config), services.store)
+    clock = Clock()
+    recent = RecentPushes(capacity=4, ttl_s=600, clock=clock)
+    statements = []
+    sa.event.listen(services.store.db, "before_cursor_execute", lambda *args: statements.append(args[2]))
+
+    def deliver(payload, delivery):
+        body = json.dumps(payload).encode()
+        headers = {k.lower(): v for k, v in github_headers(body, GITHUB_SECRET, delivery=delivery).items()}
+        return receive(config, services.store, dispatcher, forges.forge("github"), headers=headers, body=body,
+                       content_type="application/json", now=time.time(), recent=recent)
+
+    deliver.config, deliver.store, deliver.clock, deliver.statements = config, services.store, clock, statements
+    return deliver
+
+
+def test_a_replayed_delivery_is_the_same_build_and_runs_no_sql(service):
+    first = service(github_push(repo=REPO, sha=A), "d-1")
+    service.statements.clear()
+    again = service(github_push(repo=REPO, sha=A), "d-1")
+    assert (again.created, again.builds) == (False, first.builds)
+    assert service.statements == []
+    assert queued(service.config) == [first.builds[0].id]
+
+
+def test_the_same_push_under_a_new_delivery_id_is_answered_from_memory_too(service):
+    """GitHub signs the body, not the delivery id header: a captured delivery comes back under any id."""
+    first = service(github_push(repo=REPO, sha=A), "d-1")
+    service.statements.clear()
+    again = service(github_push(repo=REPO, sha=A), "forged-id")
+    assert (again.created, [b.id for b in again.builds]) == (False, [first.builds[0].id])
+    assert service.statements == []
+
+
+def test_a_new_push_still_goes_to_the_database(service):
+    service(github_push(repo=REPO, sha=A), "d-1")
+    service.statements.clear()
+    second = service(github_push(repo=REPO, sha=B, before=A), "d-2")
+    assert second.created and service.statements
+    assert [b.sha for b in service.store.list()] == [B, A]
+
+
+def test_past_its_time_a_replay_is_answered_by_the_database_as_before(service):
+    first = service(github_push(repo=REPO, sha=A), "d-1")
+    service.clock.now += 601
+    service.statements.clear()
+    again = service(github_push(repo=REPO, sha=A), "d-1")
+    assert (again.created, [b.id for b in again.builds]) == (False, [first.builds[0].id])
+    assert service.statements  # asked the database, which still says duplicate
+    service.statements.clear()
+    assert not service(github_push(repo=REPO, sha=A), "d-1").created and service.statements == []  # noted again
+
+
+def build(build_id, ref, sha):
+    return Build(id=build_id, repo="acme/app", forge="github", ref=ref, sha=sha, before=None, pusher=None,
+                 default_branch=None, state=BuildState.QUEUED, tags=(), digest=None, error=None, attempts=0,
+                 created_at=0.0, started_at=None, finished_at=None)
+
+
+def event(ref, sha, delivery):
+    return PushEvent(forge="github", repo="acme/app", ref=ref, sha=sha, before="0" * 40, pusher="p", delivery_id=delivery)
+
+
+def test_two_refs_at_one_commit_are_remembered_each_with_its_own_build():
+    recent = RecentPushes(capacity=10, ttl_s=60, clock=Clock())
+    main, tag = event("refs/heads/main", A, "d"), event("refs/tags/v1", A, "d")
+    recent.remember([main, tag], [build(1, main.ref, A), build(2, tag.ref, A)])
+    assert [b.id for b in recent.recorded([event("refs/tags/v1", A, "other")])] == [2]
+    assert [b.id for b in recent.recorded([main, tag])] == [1, 2]
+    assert recent.recorded([event("refs/heads/dev", A, "other")]) is None
+
+
+def test_the_memory_holds_at_most_its_capacity_forgetting_the_oldest():
+    recent = RecentPushes(capacity=4, ttl_s=60, clock=Clock())
+    for i in range(1, 4):  # two keys each: the delivery and the push
+        pushed = event("refs/heads/main", f"{i:040x}", f"d-{i}")
+        recent.remember([pushed], [build(i, pushed.ref, pushed.sha)])
+    assert len(recent._builds) == 4
+    assert recent.recorded([event("refs/heads/main", f"{1:040x}", "d-1")]) is None
+    assert [b.id for b in recent.recorded([event("refs/heads/main", f"{3:040x}", "x")])] == [3]
