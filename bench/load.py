@@ -192,6 +192,21 @@ def send_requests(port: int, made: list[tuple[bytes, dict[str, str]]], concurren
 SENDERS = {"lean": send_lean, "requests": send_requests}
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user and system) the processes used so far."""
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def web_processes(master: int) -> list[int]:
+    """gunicorn's worker processes under ``master`` (the ones that answer)."""
+    children = Path(f"/proc/{master}/task/{master}/children")
+    return [int(pid) for pid in children.read_text().split()]
+
+
 #: The setup before webhook.web.serving, for --compare-gthread: gthread, 8 threads.
 GTHREAD_ARGS = ("--worker-class", "gthread", "--threads", "8")
 #: The forges give up on a delivery after this long (GitLab disables a hook after four in a row).
@@ -387,9 +402,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             unique = deliveries(args.deliveries)
             requests_to_send = [d for d in unique for _ in range(1 + args.replays)]
-            began = time.perf_counter()
+            workers = web_processes(server.pid)
+            cpu_before, began = cpu_seconds(workers), time.perf_counter()
             results = SENDERS[args.client](port, requests_to_send, args.concurrency, args.rate)
-            elapsed = time.perf_counter() - began
+            elapsed, server_cpu_s = time.perf_counter() - began, cpu_seconds(workers) - cpu_before
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=30)
@@ -409,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         "distinct_deliveries_per_s": round(args.deliveries / elapsed, 1),
         "p50_ms": round(statistics.median(latencies) * 1000, 1), "p99_ms": round(p99 * 1000, 1),
         "max_ms": round(latencies[-1] * 1000, 1), "status_codes": codes,
+        "server_cpu_ms_per_request": round(server_cpu_s / len(results) * 1000, 2),
         "builds_recorded": recorded[0], "distinct_delivery_keys": recorded[1], "distinct_commits": recorded[2],
         "messages_queued": queued,
     }

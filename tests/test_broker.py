@@ -1,13 +1,16 @@
 """The SQL broker transport: the embedded SQLite broker is watched, not queried all day."""
 
+import base64
+import json
 import sqlite3
 
 import pytest
 from kombu.transport.sqlalchemy import Channel
 
 from webhook.broker import FALLBACK_S, WATCH_S, Watch, WatchingChannel, WatchingSQLTransport, sqlite_files
-from webhook.store import create_db_engine
-from webhook.worker import TASK_NAME, declare_queues, make_celery
+from webhook.events import PushEvent
+from webhook.store import BuildStore, create_db_engine
+from webhook.worker import TASK_NAME, Dispatcher, declare_queues, make_celery
 
 from .helpers.configs import Clock
 
@@ -103,3 +106,53 @@ def test_broker_commits_do_not_wait_for_the_disk_and_build_records_do(make_confi
     with create_db_engine(config.server.state_url).connect() as conn:
         state_sync = conn.exec_driver_sql("PRAGMA synchronous").scalar()
     assert (broker_sync, state_sync) == (1, 2)  # NORMAL, FULL
+
+
+#: What differs between any two messages: their ids, and the delivery tag kombu gives each.
+_IDS = (("headers", "id"), ("headers", "root_id"), ("properties", "correlation_id"), ("properties", "delivery_tag"))
+
+
+@pytest.mark.parametrize("countdown_s", [None, 30])
+def test_a_dispatched_build_is_the_message_celerys_send_task_stores(make_config, countdown_s):
+    """The dispatcher publishes to a SQL broker without kombu's producer, and stores exactly what send_task does."""
+    config = make_config()
+    config.server.data_dir.mkdir(parents=True)
+    celery = make_celery(config)
+    declare_queues(celery)
+    dispatcher = Dispatcher(celery, BuildStore(create_db_engine(config.server.state_url)))
+    assert dispatcher.dispatch(7, marked=True, countdown_s=countdown_s)
+    celery.send_task(TASK_NAME, args=[7], countdown=countdown_s)
+    with sqlite3.connect(config.server.data_dir / "broker.sqlite") as db:
+        ours, theirs = (json.loads(payload) for (payload,) in db.execute("SELECT payload FROM kombu_message ORDER BY id"))
+    for section, key in _IDS:
+        assert ours[section].pop(key) != theirs[section].pop(key)
+    if countdown_s:  # each is due countdown_s after it was made
+        ours["headers"].pop("eta"), theirs["headers"].pop("eta")
+    assert ours == theirs, json.dumps([ours, theirs], indent=1)
+    assert json.loads(base64.b64decode(ours["body"]))[0] == [7]
+
+
+def test_a_build_the_broker_did_not_take_is_left_to_the_reconciler_and_the_next_one_gets_through(make_config):
+    """A failed publish clears the record's dispatch mark (so the reconciler sends it) and drops the held channel."""
+    config = make_config()
+    config.server.data_dir.mkdir(parents=True)
+    celery = make_celery(config)
+    declare_queues(celery)
+    store = BuildStore(create_db_engine(config.server.state_url))
+    store.create_schema()
+    dispatcher = Dispatcher(celery, store)
+    [build] = store.accept([PushEvent(forge="github", repo="acme/app", ref="refs/heads/main", sha="a" * 40,
+                                      before="0" * 40, pusher="p", delivery_id="d")], dispatching=True).builds
+    broker_db = config.server.data_dir / "broker.sqlite"
+    with sqlite3.connect(broker_db) as db:
+        schema = db.execute("SELECT sql FROM sqlite_master WHERE name = 'kombu_message'").fetchone()[0]
+        db.execute("DROP TABLE kombu_message")
+    assert not dispatcher.dispatch(build.id, marked=True)
+    assert store.lost(redispatch_after_s=3600) == [store.get(build.id)]  # not dispatched: the reconciler's to send
+    with sqlite3.connect(broker_db) as db:
+        db.execute(schema)
+    assert dispatcher.dispatch(build.id)
+    assert store.lost(redispatch_after_s=3600) == []
+    with sqlite3.connect(broker_db) as db:
+        assert db.execute("SELECT json_extract(payload, '$.headers.argsrepr') FROM kombu_message").fetchall() == [
+            (f"[{build.id}]",)]

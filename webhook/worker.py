@@ -91,6 +91,8 @@ class Dispatcher:
     def __init__(self, celery: Celery, store: BuildStore) -> None:
         self.celery = celery
         self.store = store
+        #: A SQL broker is published to directly (:class:`webhook.broker.SQLPublisher`); any other through ``send_task``.
+        self._sql = broker.SQLPublisher(celery) if _is_sql_broker(celery) else None
 
     def dispatch(self, build_id: int, *, marked: bool = False, countdown_s: float | None = None) -> bool:
         """Queue ``build_id``; say whether the broker took it (the reconciler retries if not).
@@ -99,7 +101,10 @@ class Dispatcher:
         the build, saving a write per delivery); a failure then clears the mark.
         """
         try:
-            self.celery.send_task(TASK_NAME, args=[build_id], countdown=countdown_s)
+            if self._sql is not None:
+                self._sql.send(TASK_NAME, [build_id], countdown_s=countdown_s)
+            else:
+                self.celery.send_task(TASK_NAME, args=[build_id], countdown=countdown_s)
         except Exception:  # any broker failure: the record is durable, the reconciler resends
             log.warning("could not queue build %s; it will be re-dispatched", build_id, exc_info=True)
             if marked:
@@ -108,6 +113,11 @@ class Dispatcher:
         if not marked:
             self.store.mark_dispatched(build_id)
         return True
+
+
+def _is_sql_broker(celery: Celery) -> bool:
+    transport = celery.conf.broker_transport
+    return isinstance(transport, type) and issubclass(transport, broker.WatchingSQLTransport)
 
 
 class Leases:
