@@ -58,3 +58,14 @@ def test_the_query_string_is_never_logged(access_log):
     logger, read = access_log
     log_request(logger, "/", query="token=test-read-token-5d2f0c8e9a7b4c1d8e6f3a2b")
     assert "test-read-token" not in read() and '"GET / HTTP/1.1" 404' in read()
+
+
+def test_a_format_naming_headers_and_variables_gets_them_escaped(access_log):
+    """Only the atoms a format names are made; one naming a request header gets it (escaped), as gunicorn's does."""
+    logger, read = access_log
+    logger.cfg.set("access_log_format", '%(m)s %(U)s %({x-forge}i)s %({content-type}o)s %(L)s')
+    environ = {"REMOTE_ADDR": "127.0.0.1", "REQUEST_METHOD": "POST", "RAW_URI": "/hooks/github",
+               "PATH_INFO": "/hooks/github", "QUERY_STRING": "", "SERVER_PROTOCOL": "HTTP/1.1"}
+    response = SimpleNamespace(status="202 ACCEPTED", sent=2, headers=[("Content-Type", "application/json")])
+    logger.access(response, [("X-Forge", "git\x1bhub")], environ, datetime.timedelta(milliseconds=3))
+    assert read().splitlines() == ["POST /hooks/github git\\x1bhub application/json 0.003000"]
