@@ -21,6 +21,7 @@ Fails when a real delivery is not answered 202 within the forges' 10 s, or (unle
 from __future__ import annotations
 
 import argparse
+import collections
 import concurrent.futures
 import json
 import os
@@ -118,29 +119,30 @@ def send_lean(port: int, made: list[tuple[bytes, dict[str, str]]], concurrency: 
     payloads = [encode_request(port, body, headers) for body, headers in made]
     results: list[tuple[int, float]] = [(0, 0.0)] * len(payloads)
     selector = selectors.DefaultSelector()
-    idle: list[dict] = []
-    sent = 0
+    idle: collections.deque[dict] = collections.deque()  # used in turn, so none sits past the server's keep-alive
+    sent = answered = 0
     began = time.perf_counter()
 
     def due(index: int) -> float:
         return began + index / rate if rate else began
 
+    def connect() -> dict:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=FORGE_TIMEOUT_S)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = {"sock": sock, "index": None}
+        selector.register(sock, selectors.EVENT_READ, conn)
+        return conn
+
     def send_due() -> None:
         nonlocal sent
         now = time.perf_counter()
         while idle and sent < len(payloads) and due(sent) <= now:
-            conn = idle.pop()
+            conn = idle.popleft()
             conn.update(index=sent, buffer=b"", started=due(sent) if rate else now)
             conn["sock"].sendall(payloads[sent])
             sent += 1
 
-    for _ in range(min(concurrency, len(payloads))):
-        sock = socket.create_connection(("127.0.0.1", port), timeout=FORGE_TIMEOUT_S)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = {"sock": sock}
-        selector.register(sock, selectors.EVENT_READ, conn)
-        idle.append(conn)
-    answered = 0
+    idle.extend(connect() for _ in range(min(concurrency, len(payloads))))
     while answered < len(payloads):
         send_due()
         waiting_to_send = idle and sent < len(payloads)
@@ -151,6 +153,12 @@ def send_lean(port: int, made: list[tuple[bytes, dict[str, str]]], concurrency: 
         for key, _ in ready:
             conn = key.data
             data = conn["sock"].recv(65536)
+            if not data and conn["index"] is None:  # an idle connection the server closed (keep-alive over)
+                selector.unregister(conn["sock"])
+                conn["sock"].close()
+                idle.remove(conn)
+                idle.append(connect())
+                continue
             if not data:
                 raise SystemExit("the server closed a connection in the middle of a request")
             conn["buffer"] += data
@@ -162,6 +170,7 @@ def send_lean(port: int, made: list[tuple[bytes, dict[str, str]]], concurrency: 
             if len(conn["buffer"]) - head_end - 4 >= length:
                 results[conn["index"]] = (int(head[0].split()[1]), time.perf_counter() - conn["started"])
                 answered += 1
+                conn["index"] = None
                 idle.append(conn)
     for key in list(selector.get_map().values()):
         key.fileobj.close()
