@@ -56,7 +56,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_gunicorn(workdir: Path, port: int, workers: int, *, gunicorn_args: tuple[str, ...] = ()) -> subprocess.Popen:
+def start_gunicorn(workdir: Path, port: int, workers: int, *, gunicorn_args: tuple[str, ...] = (),
+                   root: Path = ROOT) -> subprocess.Popen:
     config = workdir / "pushbuild.toml"
     config.write_text(
         f'[server]\ndata_dir = "{workdir / "data"}"\nmirror_dir = "{workdir / "mirrors"}"\n'
@@ -69,7 +70,7 @@ def start_gunicorn(workdir: Path, port: int, workers: int, *, gunicorn_args: tup
     process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "python:webhook.gunicorn_conf",
                                 "--bind", f"127.0.0.1:{port}", "--access-logfile", "/dev/null", *gunicorn_args,
                                 "webhook:create_app()"],
-                               env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
+                               env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=root)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -389,6 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=None,
                         help="requests a second, each due at its time and its latency counted from then (open loop); "
                              "default: as fast as the server answers, --concurrency always in flight")
+    parser.add_argument("--compare-with", metavar="REVISION",
+                        help="run this git revision's webhook package and the working tree's in turn, and print ratios")
+    parser.add_argument("--rounds", type=int, default=3, help="--compare-with: runs of each")
     parser.add_argument("--p99-limit-s", type=float, default=1.0)
     parser.add_argument("--report-latency-only", action="store_true", help="report p99 without failing on it (CI)")
     parser.add_argument("--stalled", type=int, default=0,
@@ -404,10 +408,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.stalled:
         return run_slow_clients(args)
 
+    if args.compare_with:
+        return compare(args)
+    report, failures = load_once(args)
+    print(json.dumps(report, indent=2))
+    if report["p99_ms"] > args.p99_limit_s * 1000 and not args.report_latency_only:
+        failures.append(f"p99 {report['p99_ms']} ms over {args.p99_limit_s} s")
+    for failure in failures:
+        print(f"FAIL: {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def load_once(args: argparse.Namespace, root: Path = ROOT) -> tuple[dict, list[str]]:
+    """One run against a fresh gunicorn serving the ``webhook`` package under ``root``: its report, and what failed."""
     with tempfile.TemporaryDirectory(prefix="pushbuild-load-") as tmp:
         workdir = Path(tmp)
         port = free_port()
-        server = start_gunicorn(workdir, port, args.workers)
+        server = start_gunicorn(workdir, port, args.workers, root=root)
         try:
             unique = deliveries(args.deliveries)
             requests_to_send = [d for d in unique for _ in range(1 + args.replays)]
@@ -429,8 +446,9 @@ def main(argv: list[str] | None = None) -> int:
         codes[code] = codes.get(code, 0) + 1
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     report = {
-        "requests": len(results), "client": args.client, "rate": args.rate, "distinct_deliveries": args.deliveries, "concurrency": args.concurrency,
-        "gunicorn_workers": args.workers, "seconds": round(elapsed, 2), "requests_per_s": round(len(results) / elapsed, 1),
+        "requests": len(results), "client": args.client, "rate": args.rate, "distinct_deliveries": args.deliveries,
+        "concurrency": args.concurrency, "gunicorn_workers": args.workers, "seconds": round(elapsed, 2),
+        "requests_per_s": round(len(results) / elapsed, 1),
         "distinct_deliveries_per_s": round(args.deliveries / elapsed, 1),
         "p50_ms": round(statistics.median(latencies) * 1000, 1), "p99_ms": round(p99 * 1000, 1),
         "max_ms": round(latencies[-1] * 1000, 1), "status_codes": codes,
@@ -438,7 +456,6 @@ def main(argv: list[str] | None = None) -> int:
         "builds_recorded": recorded[0], "distinct_delivery_keys": recorded[1], "distinct_commits": recorded[2],
         "messages_queued": queued,
     }
-    print(json.dumps(report, indent=2))
     failures = []
     if any(code >= 500 for code in codes):
         failures.append("5xx answers")
@@ -446,11 +463,44 @@ def main(argv: list[str] | None = None) -> int:
         failures.append("not every distinct delivery was accepted once and every replay answered as a duplicate")
     if not (recorded[0] == recorded[1] == recorded[2] == args.deliveries == queued):
         failures.append("builds recorded, delivery keys, commits and queued messages differ")
-    if p99 > args.p99_limit_s and not args.report_latency_only:
-        failures.append(f"p99 {p99:.3f}s over {args.p99_limit_s}s")
-    for failure in failures:
+    return report, failures
+
+
+#: What --compare-with prints of each run, and which way is better.
+COMPARED = (("requests_per_s", "requests/s"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
+            ("server_cpu_ms_per_request", "server CPU ms/request"))
+
+
+def compare(args: argparse.Namespace) -> int:
+    """Run the working tree and another revision's ``webhook`` package in turn, ``--rounds`` times; print medians and ratios.
+
+    This machine is shared and its speed drifts within minutes: only runs that alternate in
+    one sitting compare. Each run must still record every delivery exactly once.
+    """
+    with tempfile.TemporaryDirectory(prefix="pushbuild-compare-") as tmp:
+        other = Path(tmp)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.compare_with, "webhook"],
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(other)], input=archive, check=True)
+        runs: dict[str, list[dict]] = {args.compare_with: [], "this tree": []}
+        failed = []
+        for round_index in range(args.rounds):
+            order = [(args.compare_with, other), ("this tree", ROOT)]
+            for name, root in order if round_index % 2 == 0 else reversed(order):
+                report, failures = load_once(args, root)
+                runs[name].append(report)
+                failed += [f"{name}, round {round_index + 1}: {failure}" for failure in failures]
+                print(f"round {round_index + 1} {name:>12}: " + "  ".join(
+                    f"{label} {report[key]}" for key, label in COMPARED), flush=True)
+    print(f"\nmedians over {args.rounds} rounds, {args.deliveries} deliveries and {args.replays} replay(s) of each, "
+          f"concurrency {args.concurrency}" + (f", {args.rate:g} requests/s" if args.rate else ", closed loop"))
+    print(f"{'':24}{args.compare_with:>14}{'this tree':>14}{'ratio':>8}")
+    for key, label in COMPARED:
+        before, after = (statistics.median(r[key] for r in runs[name]) for name in runs)
+        print(f"{label:24}{before:>14g}{after:>14g}{after / before:>7.2f}×")
+    for failure in failed:
         print(f"FAIL: {failure}", file=sys.stderr)
-    return 1 if failures else 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
