@@ -92,7 +92,7 @@ def event(ref, sha, delivery):
 def test_two_refs_at_one_commit_are_remembered_each_with_its_own_build():
     recent = RecentPushes(capacity=10, ttl_s=60, clock=Clock())
     main, tag = event("refs/heads/main", A, "d"), event("refs/tags/v1", A, "d")
-    recent.remember([main, tag], [build(1, main.ref, A), build(2, tag.ref, A)])
+    recent.remember([main, tag], [build(1, main.ref, A), build(2, tag.ref, A)], recorded_here=True)
     assert [b.id for b in recent.recorded([event("refs/tags/v1", A, "other")])] == [2]
     assert [b.id for b in recent.recorded([main, tag])] == [1, 2]
     assert recent.recorded([event("refs/heads/dev", A, "other")]) is None
@@ -102,7 +102,16 @@ def test_the_memory_holds_at_most_its_capacity_forgetting_the_oldest():
     recent = RecentPushes(capacity=4, ttl_s=60, clock=Clock())
     for i in range(1, 4):  # two keys each: the delivery and the push
         pushed = event("refs/heads/main", f"{i:040x}", f"d-{i}")
-        recent.remember([pushed], [build(i, pushed.ref, pushed.sha)])
+        recent.remember([pushed], [build(i, pushed.ref, pushed.sha)], recorded_here=True)
     assert len(recent._builds) == 4
     assert recent.recorded([event("refs/heads/main", f"{1:040x}", "d-1")]) is None
     assert [b.id for b in recent.recorded([event("refs/heads/main", f"{3:040x}", "x")])] == [3]
+
+
+def test_a_duplicate_is_remembered_by_its_push_not_by_the_delivery_id_it_came_with():
+    """A replay under a made-up id is answered by its push; the id it came with stays unknown here, as in the records."""
+    recent = RecentPushes(capacity=10, ttl_s=60, clock=Clock())
+    replay = event("refs/heads/main", A, "made-up")
+    recent.remember([replay], [build(1, replay.ref, A)], recorded_here=False)
+    assert recent.recorded([event("refs/heads/main", B, "made-up")]) is None
+    assert [b.id for b in recent.recorded([replay])] == [1]

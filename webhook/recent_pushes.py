@@ -50,13 +50,17 @@ class RecentPushes:
                 found.update((build.id, build) for build in entry[1])
         return tuple(found[build_id] for build_id in sorted(found)) if found else None
 
-    def remember(self, events: Sequence[PushEvent], builds: Sequence[Build]) -> None:
-        """Note that this delivery recorded ``builds`` (one per event, in order, after a delivery's own duplicates are dropped)."""
+    def remember(self, events: Sequence[PushEvent], builds: Sequence[Build], *, recorded_here: bool) -> None:
+        """Note the builds this delivery's pushes are recorded as; by its delivery id too if it ``recorded_here`` them.
+
+        A delivery answered as a duplicate is remembered by its pushes only: its delivery id is
+        the sender's to choose (a replay under a made-up id), and the records do not hold it.
+        """
         now = self.clock()
         by_push = {(build.ref, build.sha): build for build in builds}
         with self._lock:
             for event in events:
-                if event.delivery_id:
+                if event.delivery_id and recorded_here:
                     self._put(delivery_key(event), (now, tuple(builds)))
                 if (build := by_push.get((event.ref, event.sha))) is not None:
                     self._put(push_key(event), (now, (build,)))
