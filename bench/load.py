@@ -479,7 +479,9 @@ def compare(args: argparse.Namespace) -> int:
     """
     with tempfile.TemporaryDirectory(prefix="pushbuild-compare-") as tmp:
         other = Path(tmp)
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.compare_with, "webhook"],
+        revision = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "--end-of-options",
+                                   f"{args.compare_with}^{{commit}}"], check=True, capture_output=True, text=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision.stdout.strip(), "webhook"],
                                  check=True, capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", str(other)], input=archive, check=True)
         runs: dict[str, list[dict]] = {args.compare_with: [], "this tree": []}

@@ -108,6 +108,18 @@ def test_broker_commits_do_not_wait_for_the_disk_and_build_records_do(make_confi
     assert (broker_sync, state_sync) == (1, 2)  # NORMAL, FULL
 
 
+def test_a_broker_not_in_wal_mode_waits_for_the_disk(make_config):
+    """synchronous=NORMAL is safe in WAL mode only: in a rollback journal a power cut could corrupt the broker."""
+    config = make_config()
+    config.server.data_dir.mkdir(parents=True)
+    with sqlite3.connect(config.server.data_dir / "broker.sqlite") as db:
+        db.execute("PRAGMA journal_mode=DELETE")
+    with make_celery(config).connection_for_write() as connection:
+        engine, _ = connection.default_channel._open()
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2
+
+
 #: What differs between any two messages: their ids, and the delivery tag kombu gives each.
 _IDS = (("headers", "id"), ("headers", "root_id"), ("properties", "correlation_id"), ("properties", "delivery_tag"))
 
@@ -120,10 +132,13 @@ def test_a_dispatched_build_is_the_message_celerys_send_task_stores(make_config,
     celery = make_celery(config)
     declare_queues(celery)
     dispatcher = Dispatcher(celery, BuildStore(create_db_engine(config.server.state_url)))
-    assert dispatcher.dispatch(7, marked=True, countdown_s=countdown_s)
+    with pytest.MonkeyPatch.context() as patch:  # the dispatcher's own publishing, not send_task's
+        patch.setattr(celery, "send_task", lambda *args, **kwargs: pytest.fail("send_task was used"))
+        assert dispatcher.dispatch(7, marked=True, countdown_s=countdown_s)
     celery.send_task(TASK_NAME, args=[7], countdown=countdown_s)
     with sqlite3.connect(config.server.data_dir / "broker.sqlite") as db:
         ours, theirs = (json.loads(payload) for (payload,) in db.execute("SELECT payload FROM kombu_message ORDER BY id"))
+    assert ours["headers"]["root_id"] == ours["headers"]["id"]  # a task with no parent is its own root
     for section, key in _IDS:
         assert ours[section].pop(key) != theirs[section].pop(key)
     if countdown_s:  # each is due countdown_s after it was made
@@ -156,3 +171,21 @@ def test_a_build_the_broker_did_not_take_is_left_to_the_reconciler_and_the_next_
     with sqlite3.connect(broker_db) as db:
         assert db.execute("SELECT json_extract(payload, '$.headers.argsrepr') FROM kombu_message").fetchall() == [
             (f"[{build.id}]",)]
+
+
+def test_when_publishing_directly_fails_celerys_send_task_has_a_go(make_config):
+    """A broker busy past SQLite's busy timeout: send_task's retries may still get the message through."""
+    config = make_config()
+    config.server.data_dir.mkdir(parents=True)
+    celery = make_celery(config)
+    declare_queues(celery)
+    dispatcher = Dispatcher(celery, BuildStore(create_db_engine(config.server.state_url)))
+
+    def busy(*args, **kwargs):
+        raise sqlite3.OperationalError("database is locked")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dispatcher._sql, "send", busy)
+        assert dispatcher.dispatch(9, marked=True)
+    with sqlite3.connect(config.server.data_dir / "broker.sqlite") as db:
+        assert db.execute("SELECT json_extract(payload, '$.headers.argsrepr') FROM kombu_message").fetchall() == [("[9]",)]

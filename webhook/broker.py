@@ -93,7 +93,7 @@ class WatchingChannel(SQLChannel):
     _put_statement: Any = None
 
     def _engine_from_config(self) -> sa.Engine:
-        """kombu's engine; on SQLite, its commits do not wait for the disk (``synchronous=NORMAL``).
+        """kombu's engine; on SQLite in WAL mode, its commits do not wait for the disk (``synchronous=NORMAL``).
 
         In WAL mode that still survives any process dying; only the machine losing power can lose
         the last messages, and the build records (the source of truth, synced on every commit)
@@ -128,9 +128,12 @@ class WatchingChannel(SQLChannel):
             return
         try:
             with engine.connect() as conn:
-                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+                mode = conn.exec_driver_sql("PRAGMA journal_mode=WAL").scalar()
         except sa.exc.OperationalError:  # another process held it: a later start or publisher switches it
             log.info("the SQLite broker stays in its journal mode for now", exc_info=True)
+            return
+        if str(mode).lower() == "wal":
+            engine.pool.dispose()  # connections opened before the switch wait for the disk: open new ones
 
     def _get(self, queue: str) -> Any:
         watch: Watch | None = self.connection.watch
@@ -163,8 +166,9 @@ class SQLPublisher:
     its envelope (``prepare_message``, ``basic_publish``), on a channel held for the process: the
     row stored is the one ``send_task`` stores (a test compares them), for half the time. The queue
     was declared at start (:func:`webhook.worker.declare_queues`); if it is missing, kombu's own
-    ``_put`` creates it. A failure raises: the caller leaves the build to the reconciler, and the
-    next message opens a new channel.
+    ``_put`` creates it. A failure raises and drops the channel (the next message opens another):
+    the dispatcher then tries ``send_task``, whose retries outlast a broker busy for longer than
+    its busy timeout, and failing that leaves the build to the reconciler.
     """
 
     def __init__(self, celery: Any) -> None:
@@ -204,7 +208,9 @@ PERSISTENT = 2
 
 
 def _no_sync_wait(dbapi_connection: Any, _record: Any) -> None:
-    dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+    """``synchronous=NORMAL`` on a broker connection in WAL mode; in a rollback journal it could corrupt on power loss."""
+    if dbapi_connection.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
 
 
 def _put_statement(messages: sa.Table, queues: sa.Table) -> sa.Insert:

@@ -132,8 +132,8 @@ def take(store: BuildStore, dispatcher: Dispatcher | None, repo: RepoConfig, eve
         return Intake(builds=known)
     recorded = store.accept(wanted, dispatching=dispatcher is not None, from_forge=from_forge,
                             supersede=repo.cancel_superseded)
-    if remembering is not None:
-        remembering.remember(wanted, recorded.builds, recorded_here=recorded.created)
+    if remembering is not None and recorded.created:
+        remembering.remember(wanted, recorded.builds)
     if not recorded.created:
         return Intake(builds=recorded.builds)
     for build in recorded.builds:  # fewer than the events when a delivery named the same change twice

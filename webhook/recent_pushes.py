@@ -18,6 +18,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from . import defaults
 from .events import PushEvent
@@ -50,18 +51,21 @@ class RecentPushes:
                 found.update((build.id, build) for build in entry[1])
         return tuple(found[build_id] for build_id in sorted(found)) if found else None
 
-    def remember(self, events: Sequence[PushEvent], builds: Sequence[Build], *, recorded_here: bool) -> None:
-        """Note the builds this delivery's pushes are recorded as; by its delivery id too if it ``recorded_here`` them.
+    def remember(self, events: Sequence[PushEvent], builds: Sequence[Build]) -> None:
+        """Note that this delivery's ``events`` were just recorded as ``builds`` (one per event, in order).
 
-        A delivery answered as a duplicate is remembered by its pushes only: its delivery id is
-        the sender's to choose (a replay under a made-up id), and the records do not hold it.
+        Only a delivery that recorded its builds itself is remembered: a duplicate's answer may
+        name builds of another push (a delivery id recorded before, with a different body), whose
+        keys no record holds. What is kept of a build is what an answer needs: its changed paths
+        (megabytes, for a large push) are dropped.
         """
         now = self.clock()
-        by_push = {(build.ref, build.sha): build for build in builds}
+        kept = tuple(replace(build, changed_paths=None) for build in builds)
+        by_push = {(build.ref, build.sha): build for build in kept}
         with self._lock:
             for event in events:
-                if event.delivery_id and recorded_here:
-                    self._put(delivery_key(event), (now, tuple(builds)))
+                if event.delivery_id:
+                    self._put(delivery_key(event), (now, kept))
                 if (build := by_push.get((event.ref, event.sha))) is not None:
                     self._put(push_key(event), (now, (build,)))
 

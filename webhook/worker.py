@@ -101,10 +101,7 @@ class Dispatcher:
         the build, saving a write per delivery); a failure then clears the mark.
         """
         try:
-            if self._sql is not None:
-                self._sql.send(TASK_NAME, [build_id], countdown_s=countdown_s)
-            else:
-                self.celery.send_task(TASK_NAME, args=[build_id], countdown=countdown_s)
+            self._send(build_id, countdown_s)
         except Exception:  # any broker failure: the record is durable, the reconciler resends
             log.warning("could not queue build %s; it will be re-dispatched", build_id, exc_info=True)
             if marked:
@@ -115,9 +112,21 @@ class Dispatcher:
         return True
 
 
+    def _send(self, build_id: int, countdown_s: float | None) -> None:
+        if self._sql is not None:
+            try:
+                self._sql.send(TASK_NAME, [build_id], countdown_s=countdown_s)
+                return
+            except Exception:  # a busy or broken broker: Celery's own publishing, which retries, has a go
+                log.info("publishing build %s directly failed; trying Celery's send_task", build_id, exc_info=True)
+        self.celery.send_task(TASK_NAME, args=[build_id], countdown=countdown_s)
+
+
 def _is_sql_broker(celery: Celery) -> bool:
+    """Say whether messages go to a SQL broker, with none of the routing SQLPublisher does not do (make_celery sets none)."""
     transport = celery.conf.broker_transport
-    return isinstance(transport, type) and issubclass(transport, broker.WatchingSQLTransport)
+    return (isinstance(transport, type) and issubclass(transport, broker.WatchingSQLTransport)
+            and not celery.conf.task_routes and celery.conf.task_serializer == "json")
 
 
 class Leases:
