@@ -116,8 +116,8 @@ def take(store: BuildStore, dispatcher: Dispatcher | None, repo: RepoConfig, eve
          from_forge: bool, recent: RecentPushes | None = None) -> Intake:
     """Record and queue the pushes the rules build; ``from_forge`` also deduplicates on the push itself.
 
-    With ``recent``, a forge's push this process accepted lately is answered from it, and what is
-    accepted (or found recorded) is noted in it.
+    With ``recent``, a forge's push this process accepted lately is answered from it, and what this
+    call records is noted in it (a duplicate teaches it nothing: see :mod:`webhook.recent_pushes`).
 
     Without a ``dispatcher`` the builds are recorded but not queued: the caller runs them (``pushbuild build``).
     """
