@@ -5,7 +5,15 @@
 Checks, on loopback only: no 5xx; every distinct delivery recorded exactly once (replays
 answered as duplicates); as many builds as distinct commits; p99 latency under 1 s (the
 forges give up after 10 s). Runs gunicorn on the embedded defaults (SQLite state and broker)
-with no worker, so only the receiving side is measured. Stops what it starts.
+with no worker, so only the receiving side is measured, and reports the web worker's CPU time per
+request. Stops what it starts.
+
+The client is one thread with raw keep-alive connections (``--client requests`` is the former
+one, a thread and a ``requests`` session per connection, which took a core of its own). By
+default each connection sends its next request when its answer is whole (a closed loop);
+``--rate R`` sends request *i* at *i*/R seconds and counts its latency from then.
+``--compare-with REV --rounds N`` runs that revision's ``webhook`` package and the working
+tree's in turn and prints medians and ratios (this machine's speed drifts within minutes).
 
     ./dev bench --stalled 1000 [--compare-gthread]
 

@@ -92,7 +92,7 @@ class Dispatcher:
         self.celery = celery
         self.store = store
         #: A SQL broker is published to directly (:class:`webhook.broker.SQLPublisher`); any other through ``send_task``.
-        self._sql = broker.SQLPublisher(celery) if _is_sql_broker(celery) else None
+        self._sql = broker.SQLPublisher(celery) if _publishes_directly(celery) else None
 
     def dispatch(self, build_id: int, *, marked: bool = False, countdown_s: float | None = None) -> bool:
         """Queue ``build_id``; say whether the broker took it (the reconciler retries if not).
@@ -122,8 +122,8 @@ class Dispatcher:
         self.celery.send_task(TASK_NAME, args=[build_id], countdown=countdown_s)
 
 
-def _is_sql_broker(celery: Celery) -> bool:
-    """Say whether messages go to a SQL broker, with none of the routing SQLPublisher does not do (make_celery sets none)."""
+def _publishes_directly(celery: Celery) -> bool:
+    """Say whether builds go to a SQL broker through SQLPublisher: no routing it would skip (make_celery sets none)."""
     transport = celery.conf.broker_transport
     return (isinstance(transport, type) and issubclass(transport, broker.WatchingSQLTransport)
             and not celery.conf.task_routes and celery.conf.task_serializer == "json")
