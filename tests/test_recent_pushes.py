@@ -5,7 +5,6 @@ import time
 from dataclasses import replace
 
 import pytest
-import sqlalchemy as sa
 
 from webhook import forges
 from webhook.events import PushEvent
@@ -16,7 +15,7 @@ from webhook.store import Build, BuildState
 from webhook.worker import Dispatcher, make_celery
 
 from .helpers.configs import GITHUB_SECRET, Clock, repo_table
-from .helpers.support import github_headers, github_push, queued
+from .helpers.support import github_headers, github_push, queued, sqlite_statements
 
 REPO = "Codertocat/Hello-World"
 A, B = "a" * 40, "b" * 40
@@ -30,8 +29,6 @@ def service(make_config):
     dispatcher = Dispatcher(make_celery(config), services.store)
     clock = Clock()
     recent = RecentPushes(capacity=4, ttl_s=600, clock=clock)
-    statements = []
-    sa.event.listen(services.store.db, "before_cursor_execute", lambda *args: statements.append(args[2]))
 
     def deliver(payload, delivery):
         body = json.dumps(payload).encode()
@@ -39,8 +36,9 @@ def service(make_config):
         return receive(config, services.store, dispatcher, forges.forge("github"), headers=headers, body=body,
                        content_type="application/json", now=time.time(), recent=recent)
 
-    deliver.config, deliver.store, deliver.clock, deliver.statements = config, services.store, clock, statements
-    return deliver
+    with sqlite_statements(services.store.db) as statements:
+        deliver.config, deliver.store, deliver.clock, deliver.statements = config, services.store, clock, statements
+        yield deliver
 
 
 @pytest.mark.parametrize("delivery", ["d-1", "made-up"])

@@ -3,16 +3,18 @@
 The deadlines themselves need real sockets and gunicorn: tests/test_slow_clients.py.
 """
 
+import gc
 import io
 import resource
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
 from webhook import create_app, defaults
 from webhook.errors import ConfigError
-from webhook.web.serving import BufferedBodies, raise_open_files_limit, read_body, request_timeout_of
+from webhook.web.serving import BufferedBodies, Worker, raise_open_files_limit, read_body, request_timeout_of
 
 from .helpers.configs import repo_table
 
@@ -56,6 +58,21 @@ def test_request_timeout_s_is_a_server_setting_that_reaches_the_worker(make_conf
     assert request_timeout_of(object()) == defaults.REQUEST_TIMEOUT_S
     with pytest.raises(ConfigError, match="server.request_timeout_s"):
         make_config(server={"request_timeout_s": 0})
+
+
+def test_the_web_worker_leaves_the_loaded_app_out_of_later_garbage_collections(make_config):
+    """A full collection visits what is not frozen; the app and all that loading made is frozen once loaded."""
+    app = create_app(make_config())
+    worker = object.__new__(Worker)  # only what load_wsgi uses: gunicorn's application, which makes the app
+    worker.app = SimpleNamespace(wsgi=lambda: app)
+    assert any(tracked is app for tracked in gc.get_objects())
+    try:
+        worker.load_wsgi()
+        assert worker.wsgi is app
+        assert not any(tracked is app for tracked in gc.get_objects())  # collections no longer visit it
+        assert gc.get_freeze_count() > 10_000  # nor Flask's, SQLAlchemy's and Celery's objects
+    finally:
+        gc.unfreeze()
 
 
 def test_the_open_files_limit_is_raised_toward_the_hard_limit_never_past_it():

@@ -37,6 +37,8 @@ from kombu.transport.sqlalchemy import Transport as SQLTransport
 from kombu.transport.sqlalchemy import dumps
 from sqlalchemy.engine import make_url
 
+from .prepared import Prepared
+
 log = logging.getLogger(__name__)
 
 #: How often a worker looks at the SQLite broker's files.
@@ -117,7 +119,7 @@ class WatchingChannel(SQLChannel):
             self._put_statement = _put_statement(self.message_cls.__table__, self.queue_cls.__table__)
             self.use_wal()  # already done at start (declare_queues), unless this process did not start it
         with engine.begin() as conn:
-            stored = conn.execute(self._put_statement, {"payload": dumps(payload), "queue": queue}).rowcount
+            stored = self._put_statement.count(conn, {"payload": dumps(payload), "queue": queue})
         if not stored:
             super()._put(queue, payload, **kwargs)
 
@@ -181,7 +183,8 @@ class SQLPublisher:
         """Publish one message of task ``name`` with ``args`` to the default queue."""
         task_id = str(uuid.uuid4())
         headers, properties, body, _ = self.celery.amqp.create_task_message(
-            task_id, name, args, {}, countdown=countdown_s, ignore_result=None, reply_to=self.celery.thread_oid)
+            task_id, name, args, {}, countdown=countdown_s, ignore_result=None, reply_to=self.celery.thread_oid,
+            argsrepr=repr(args), kwargsrepr="{}")  # Celery's saferepr of a build id, without its cost
         content_type, content_encoding, data = serialization.dumps(body, serializer="json")
         with self._lock:
             try:
@@ -213,11 +216,11 @@ def _no_sync_wait(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.execute("PRAGMA synchronous=NORMAL")
 
 
-def _put_statement(messages: sa.Table, queues: sa.Table) -> sa.Insert:
+def _put_statement(messages: sa.Table, queues: sa.Table) -> Prepared:
     """``INSERT INTO <messages> … SELECT … FROM <queues> WHERE name = :queue``: a visible message of version 1, as kombu's model makes."""
     row = sa.select(sa.true(), sa.bindparam("payload", type_=sa.Text), sa.literal(1, sa.SmallInteger), queues.c.id)
-    return messages.insert().from_select(["visible", "payload", "version", "queue_id"],
-                                         row.where(queues.c.name == sa.bindparam("queue", type_=sa.String)))
+    return Prepared(messages.insert().from_select(["visible", "payload", "version", "queue_id"],
+                                                  row.where(queues.c.name == sa.bindparam("queue", type_=sa.String))))
 
 
 def transport_for(poll_s: float) -> type[WatchingSQLTransport]:

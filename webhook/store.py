@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from . import defaults
 from .events import PushEvent
 from .ordering import is_newer, superseded, superseded_reason
+from .prepared import Prepared
 from .refs import TAG_PREFIX, is_branch, short_name
 from .timestamps import iso_time
 
@@ -236,7 +237,7 @@ def create_db_engine(url: str) -> sa.Engine:
         try:
             # Take the write lock up front: upgrading a read lock later can fail at once with
             # "database is locked" when two processes write, whatever the busy timeout.
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            _BEGIN_IMMEDIATE.count(connection, {})
         except BaseException:
             connection.info.pop("pushbuild_turn", None)
             turns.release()
@@ -355,7 +356,6 @@ class BuildStore:
             dispatched_at=now if dispatching else None,
         ) for e, key, content in zip(events, keys, push_keys, strict=True)]
         delivery_keys, content_keys = [k for k in keys if k], [k for k in push_keys if k]
-        seen_keys = {"delivery_keys": delivery_keys, "push_keys": content_keys}
         insert = _insert_new(self.db.dialect.name) if self.db.dialect.insert_returning else None  # SQLite < 3.35
         cancelled: list[tuple[int, int]] = []
         try:
@@ -370,13 +370,13 @@ class BuildStore:
                     if insert is None:
                         made.append(_inserted(conn.execute(_INSERT, row).inserted_primary_key[0], row))
                         continue
-                    build_id = conn.execute(insert, row).scalar()
-                    if build_id is None and not made:  # recorded before: answered in this transaction, which wrote nothing
+                    new = insert.rows(conn, row)
+                    if not new and not made:  # recorded before: answered in this transaction, which wrote nothing
                         return Recorded(builds=tuple(self._recorded(conn, events, keys, push_keys)), created=False)
-                    if build_id is None:
+                    if not new:
                         raise _Seen()  # all or none: undo what this delivery inserted
-                    made.append(_inserted(build_id, row))
-                if (delivery_keys or content_keys) and conn.execute(_SEEN, seen_keys).first():
+                    made.append(_inserted(new[0].id, row))
+                if (delivery_keys or content_keys) and _seen_before(conn, delivery_keys, content_keys):
                     raise _Seen()
                 if supersede:
                     for build in made:
@@ -396,15 +396,14 @@ class BuildStore:
         ``before``); the whole window is read only when something of the branch is queued.
         """
         window = {"forge": newest.forge, "repo": newest.repo, "ref": newest.ref}
-        waiting = [p for p in _pushes_of_ref(conn, window, queued=True) if p.id != newest.id]
+        waiting = sorted((p for p in _QUEUED_WINDOW.rows(conn, window) if p.id != newest.id), key=lambda p: p.id)
         if not waiting:
-            return []  # the common case: one query, nothing to compare
+            return []  # nothing to compare
         replaced = superseded(newest, waiting, lambda: _pushes_of_ref(conn, window),
-                              followed=lambda: bool(conn.execute(_FOLLOWED, {**window, "sha": newest.sha}).scalar()))
+                              followed=lambda: bool(_FOLLOWED.rows(conn, {**window, "sha": newest.sha})[0][0]))
         reason = superseded_reason(newest.id, newest.sha, newest.ref)
         return [push.id for push in replaced
-                if conn.execute(_CANCEL_QUEUED, {"build_id": push.id, "reason": reason,
-                                                 "finished_at": self.clock()}).rowcount == 1]
+                if _CANCEL_QUEUED.count(conn, {"build_id": push.id, "reason": reason, "finished_at": self.clock()}) == 1]
 
     def _recorded(self, conn: sa.Connection, events: Sequence[PushEvent], keys: Sequence[str | None],
                   push_keys: Sequence[str | None]) -> list[Build]:
@@ -784,34 +783,50 @@ _RECORDED = builds.select().where(
 _REMEMBERED = sa.select(seen_pushes).where(
     sa.or_(seen_pushes.c.delivery_key.in_(sa.bindparam("delivery_keys", expanding=True)),
            seen_pushes.c.push_key.in_(sa.bindparam("push_keys", expanding=True))))
-_KEPT_WINDOWS = {queued: _window(builds, builds.c.id, queued=queued) for queued in (False, True)}
+_KEPT_WINDOW = _window(builds, builds.c.id, queued=False)
 _PRUNED_WINDOW = _window(seen_pushes, seen_pushes.c.build_id, queued=False)
-_FOLLOWED = sa.select(sa.or_(*(sa.exists().where(
+#: The statements a new delivery runs, on the driver's cursor (webhook.prepared).
+_BEGIN_IMMEDIATE = Prepared(sa.text("BEGIN IMMEDIATE"))
+#: Only finished builds are pruned (webhook.retention): the queued ones are all among the kept.
+_QUEUED_WINDOW = Prepared(_window(builds, builds.c.id, queued=True))
+_SEEN_ONE = Prepared(sa.select(seen_pushes.c.id).where(
+    sa.or_(seen_pushes.c.delivery_key == sa.bindparam("delivery_key", type_=sa.String),
+           seen_pushes.c.push_key == sa.bindparam("push_key", type_=sa.String))).limit(1))
+_FOLLOWED = Prepared(sa.select(sa.or_(*(sa.exists().where(
     table.c.forge == sa.bindparam("forge"), table.c.repo == sa.bindparam("repo"), table.c.ref == sa.bindparam("ref"),
-    table.c.before == sa.bindparam("sha")) for table in (builds, seen_pushes))))
-_CANCEL_QUEUED = (builds.update()
-                  .where(builds.c.id == sa.bindparam("build_id"), builds.c.state == BuildState.QUEUED.value)
-                  .values(state=BuildState.CANCELLED.value, error=sa.bindparam("reason"),
-                          finished_at=sa.bindparam("finished_at"), lease_owner=None, lease_expires_at=None))
+    table.c.before == sa.bindparam("sha")) for table in (builds, seen_pushes)))))
+_CANCEL_QUEUED = Prepared(builds.update()
+                          .where(builds.c.id == sa.bindparam("build_id"), builds.c.state == BuildState.QUEUED.value)
+                          .values(state=BuildState.CANCELLED.value, error=sa.bindparam("reason"),
+                                  finished_at=sa.bindparam("finished_at"), lease_owner=None, lease_expires_at=None))
+#: The columns :meth:`BuildStore.accept` gives a new build.
+_ACCEPTED_COLUMNS = ("repo", "forge", "ref", "sha", "before", "pusher", "default_branch", "delivery_key", "push_key",
+                     "state", "changed_paths", "tags", "attempts", "created_at", "queued_at", "dispatched_at")
 
 
 @functools.cache
-def _insert_new(dialect: str) -> sa.Insert | None:
+def _insert_new(dialect: str) -> Prepared | None:
     """An insert of a build that inserts nothing when its delivery or push is recorded already, returning the new id.
 
     ``None`` on a database without ``ON CONFLICT DO NOTHING``: a plain insert then raises instead.
     """
     insert = _UPSERTS.get(dialect)
-    return None if insert is None else insert(builds).on_conflict_do_nothing().returning(builds.c.id)
+    return None if insert is None else Prepared(insert(builds).on_conflict_do_nothing().returning(builds.c.id),
+                                                column_keys=_ACCEPTED_COLUMNS)
 
 
-def _pushes_of_ref(conn: sa.Connection, window: Mapping[str, str], *, queued: bool = False) -> list[Any]:
-    """What :meth:`BuildStore.of_ref` returns (of the queued builds only, with ``queued``), as rows of id, commit and ``before``.
+def _seen_before(conn: sa.Connection, delivery_keys: Sequence[str], push_keys: Sequence[str]) -> bool:
+    """Say whether pruning remembers any of these deliveries or pushes (``seen_pushes``)."""
+    if len(delivery_keys) <= 1 and len(push_keys) <= 1:  # a push of one ref: the statement without lists
+        return bool(_SEEN_ONE.rows(conn, {"delivery_key": next(iter(delivery_keys), None),
+                                          "push_key": next(iter(push_keys), None)}))
+    return conn.execute(_SEEN, {"delivery_keys": delivery_keys, "push_keys": push_keys}).first() is not None
 
-    Only finished builds are pruned (webhook.retention): the queued ones are all among the kept.
-    """
-    found = {row.id: row for row in conn.execute(_KEPT_WINDOWS[queued], window).all()}
-    for row in [] if queued else conn.execute(_PRUNED_WINDOW, window).all():
+
+def _pushes_of_ref(conn: sa.Connection, window: Mapping[str, str]) -> list[Any]:
+    """What :meth:`BuildStore.of_ref` returns, as rows of id, commit and ``before``."""
+    found = {row.id: row for row in conn.execute(_KEPT_WINDOW, window).all()}
+    for row in conn.execute(_PRUNED_WINDOW, window).all():
         found.setdefault(row.id, row)
     return [found[build_id] for build_id in sorted(found)[-defaults.ORDERING_WINDOW:]]
 

@@ -229,6 +229,30 @@ def finish(app: Any, build: Any, state: Any = None) -> None:
 
 
 @contextmanager
+def sqlite_statements(db: Any) -> Iterator[list[str]]:
+    """Collect every statement SQLite runs for the engine ``db`` while the block runs, however it was issued.
+
+    SQLite's own trace, not SQLAlchemy's events: statements run on the driver's cursor
+    (webhook.prepared) are seen too, and so are ``BEGIN`` and ``COMMIT``.
+    """
+    statements: list[str] = []
+    traced = []
+
+    def trace(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.set_trace_callback(statements.append)
+        traced.append(dbapi_connection)
+
+    db.dispose()  # connections opened from here on are traced
+    sa.event.listen(db, "connect", trace)
+    try:
+        yield statements
+    finally:
+        sa.event.remove(db, "connect", trace)
+        for dbapi_connection in traced:
+            dbapi_connection.set_trace_callback(None)
+
+
+@contextmanager
 def writes(db: Any) -> Iterator[list[str]]:
     """Collect the statements that write to ``db`` while the block runs."""
     statements = []

@@ -23,6 +23,7 @@ locks, threads and ``time.sleep``. SQLite calls run to completion without yieldi
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import resource
@@ -204,6 +205,20 @@ def _reply(start_response: Callable[..., Any], status: str, body: dict[str, str]
     return [reply]
 
 
+def keep_out_of_collections() -> int:
+    """Leave what is alive now (the loaded app, its modules and libraries) out of every later garbage collection.
+
+    A full collection visits every object the process holds: about 65 ms here for the web
+    process's 130,000, once every few thousand requests, with every connection waiting (each
+    answer in flight 65 ms late, a fifth of the requests in a p99). Objects made by loading are
+    kept for the process's life, so they are collected first, then frozen (:func:`gc.freeze`):
+    later collections visit only what requests made. Returns how many objects were frozen.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 def request_timeout_of(app: Any) -> float:
     """The deadline the app was made with (``server.request_timeout_s``), or the default."""
     wrapped = getattr(app, "wsgi_app", app)
@@ -256,6 +271,7 @@ class Worker(GeventWorker):
     def load_wsgi(self) -> None:
         super().load_wsgi()
         self.head_timeout_s = request_timeout_of(self.wsgi)
+        keep_out_of_collections()
 
     def handle(self, listener: Any, client: socket.socket, addr: Any) -> None:
         _connection.client = client
