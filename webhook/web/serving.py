@@ -208,11 +208,12 @@ def _reply(start_response: Callable[..., Any], status: str, body: dict[str, str]
 def keep_out_of_collections() -> int:
     """Leave what is alive now (the loaded app, its modules and libraries) out of every later garbage collection.
 
-    A full collection visits every object the process holds: about 65 ms here for the web
-    process's 130,000, once every few thousand requests, with every connection waiting (each
-    answer in flight 65 ms late, a fifth of the requests in a p99). Objects made by loading are
-    kept for the process's life, so they are collected first, then frozen (:func:`gc.freeze`):
-    later collections visit only what requests made. Returns how many objects were frozen.
+    A full collection visits every object the process holds: 65–80 ms on this project's 2-core
+    machine for the web process's 130,000 or so, once every few thousand requests, while every
+    connection waits (in the intake bench, the 20 answers in flight each came 77 ms late).
+    Objects made by loading are kept for the process's life, so they are collected first, then
+    frozen (:func:`gc.freeze`): later collections visit only what requests made (9–13 ms, and
+    rarer). Returns how many objects were frozen.
     """
     gc.collect()
     gc.freeze()
