@@ -388,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deliveries", type=int, default=2000, help="distinct deliveries (each a new commit)")
     parser.add_argument("--replays", type=int, default=1, help="extra copies of each delivery, sent too")
+    parser.add_argument("--warmup", type=int, default=0, metavar="N",
+                        help="first send N other deliveries (and their replays), not measured: a server that has run a while")
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--workers", type=int, default=1,
                         help="gunicorn worker processes (default 1: the embedded default's one web process, "
@@ -434,9 +436,12 @@ def load_once(args: argparse.Namespace, root: Path = ROOT) -> tuple[dict, list[s
         port = free_port()
         server = start_gunicorn(workdir, port, args.workers, root=root)
         try:
-            unique = deliveries(args.deliveries)
+            made = deliveries(args.warmup + args.deliveries)
+            warm, unique = made[:args.warmup], made[args.warmup:]
             requests_to_send = [d for d in unique for _ in range(1 + args.replays)]
             workers = web_processes(server.pid)
+            if warm:  # a server that has run a while: its files grown, its caches filled; not measured
+                SENDERS[args.client](port, [d for d in warm for _ in range(1 + args.replays)], args.concurrency, None)
             cpu_before, began = cpu_seconds(workers), time.perf_counter()
             results = SENDERS[args.client](port, requests_to_send, args.concurrency, args.rate)
             elapsed, server_cpu_s = time.perf_counter() - began, cpu_seconds(workers) - cpu_before
@@ -455,6 +460,7 @@ def load_once(args: argparse.Namespace, root: Path = ROOT) -> tuple[dict, list[s
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     report = {
         "requests": len(results), "client": args.client, "rate": args.rate, "distinct_deliveries": args.deliveries,
+        "warmup_deliveries": args.warmup,
         "concurrency": args.concurrency, "gunicorn_workers": args.workers, "seconds": round(elapsed, 2),
         "requests_per_s": round(len(results) / elapsed, 1),
         "distinct_deliveries_per_s": round(args.deliveries / elapsed, 1),
@@ -469,7 +475,7 @@ def load_once(args: argparse.Namespace, root: Path = ROOT) -> tuple[dict, list[s
         failures.append("5xx answers")
     if codes.get(202, 0) != args.deliveries or codes.get(200, 0) != args.deliveries * args.replays:
         failures.append("not every distinct delivery was accepted once and every replay answered as a duplicate")
-    if not (recorded[0] == recorded[1] == recorded[2] == args.deliveries == queued):
+    if not (recorded[0] == recorded[1] == recorded[2] == args.warmup + args.deliveries == queued):
         failures.append("builds recorded, delivery keys, commits and queued messages differ")
     return report, failures
 
@@ -503,7 +509,8 @@ def compare(args: argparse.Namespace) -> int:
                 print(f"round {round_index + 1} {name:>12}: " + "  ".join(
                     f"{label} {report[key]}" for key, label in COMPARED), flush=True)
     print(f"\nmedians over {args.rounds} rounds, {args.deliveries} deliveries and {args.replays} replay(s) of each, "
-          f"concurrency {args.concurrency}" + (f", {args.rate:g} requests/s" if args.rate else ", closed loop"))
+          f"concurrency {args.concurrency}" + (f", {args.rate:g} requests/s" if args.rate else ", closed loop")
+          + (f", after {args.warmup} deliveries unmeasured" if args.warmup else ""))
     print(f"{'':24}{args.compare_with:>14}{'this tree':>14}{'ratio':>8}")
     for key, label in COMPARED:
         before, after = (statistics.median(r[key] for r in runs[name]) for name in runs)
