@@ -80,6 +80,35 @@ def test_a_replayed_old_delivery_is_still_a_duplicate_after_its_build_was_pruned
     assert ids(store) == [newer.id], "the replay recorded no build"
 
 
+def test_a_pruned_delivery_sent_again_with_another_push_is_still_a_duplicate(store, db, clock):
+    """A delivery id is remembered by itself too: a forge's delivery records once, whatever body comes with it."""
+    first = finished(store, clock, delivery="gh-delivery-1", sha="a" * 40)
+    newer = finished(store, clock, before="a" * 40, sha="b" * 40)
+    clock.now += 91 * DAY_S
+    assert pruner(db, clock).prune().builds == 1
+
+    [again], created = store.record([event(delivery="gh-delivery-1", sha="c" * 40)], from_forge=True)
+    assert (created, again.id) == (False, first.id)
+    assert ids(store) == [newer.id], "the replay recorded no build"
+
+
+def test_a_pruned_delivery_of_two_branches_sent_again_is_still_a_duplicate(store, db, clock):
+    """One delivery naming two refs (Bitbucket sends several changes in one, each its own delivery key) is remembered."""
+    both = [event(ref=ref, delivery=f"bb-delivery-1:{ref}", sha="a" * 40) for ref in ("refs/heads/main", "refs/heads/dev")]
+    originals, created = store.record(both, from_forge=True)
+    assert created
+    for build in originals:
+        store.claim(build.id, owner="w", lease_s=60)
+        store.finish(build.id, BuildState.SUCCEEDED, owner="w")
+    newer = [finished(store, clock, ref=ref, before="a" * 40, sha="b" * 40) for ref in ("refs/heads/main", "refs/heads/dev")]
+    clock.now += 91 * DAY_S
+    assert pruner(db, clock).prune().builds == 2
+
+    again, created = store.record(both, from_forge=True)
+    assert (created, sorted(b.id for b in again)) == (False, sorted(b.id for b in originals))
+    assert ids(store) == sorted(b.id for b in newer), "the replay recorded no build"
+
+
 def test_a_pruned_push_is_remembered_for_replay_memory_days_after_its_pruning(store, db, clock):
     """The memory of a pruned push is bounded: it goes replay_memory_days after the push was pruned.
 

@@ -1,13 +1,16 @@
 """Build records: deduplication, leases, and finding lost builds."""
 
+import sqlite3
 import threading
 
 import pytest
+import sqlalchemy as sa
 
+from webhook import defaults
 from webhook.events import PushEvent
 from webhook.store import BuildState, BuildStore, create_db_engine
 
-from .helpers.support import all_at_once
+from .helpers.support import all_at_once, can_write
 
 SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
 
@@ -337,3 +340,19 @@ def test_an_accepted_push_survives_a_new_connection(db_url, clock):
     other = BuildStore(create_db_engine(db_url), clock=clock)
     assert [other.get(b.id) for b in accepted.builds] == list(accepted.builds)
     other.db.dispose()
+
+
+def test_a_write_lock_held_elsewhere_fails_the_transaction_once_and_the_next_one_goes_through(tmp_path, monkeypatch):
+    """``BEGIN IMMEDIATE`` refused (another process writing past the busy timeout): an error, and the turn given back once."""
+    monkeypatch.setattr(defaults, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    path = tmp_path / "state.sqlite"
+    engine = create_db_engine(f"sqlite:///{path}")
+    BuildStore(engine).create_schema()
+    other_process = sqlite3.connect(path, isolation_level=None)
+    other_process.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sa.exc.OperationalError, match="locked"), engine.begin():
+        pass
+    other_process.execute("COMMIT")
+    assert can_write(engine)
+    other_process.close()
+    engine.dispose()

@@ -229,25 +229,29 @@ def create_db_engine(url: str) -> sa.Engine:
     # Threads of one process take turns at the write lock here, in order, instead of in
     # SQLite's busy handler, which sleeps up to 100 ms between tries and makes a long tail.
     turns = threading.Lock()
+    #: The connections holding the turn. Not in ``connection.info``: that is the DBAPI connection's,
+    #: and an invalidated connection (a statement interrupted) cannot reach it to give the turn back.
+    holding: set[Any] = set()
+
+    def give_back(connection: Any) -> None:
+        if connection in holding:  # once, whichever of a failed begin, a commit or a rollback comes first
+            holding.discard(connection)
+            turns.release()
 
     @sa.event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
         turns.acquire()
-        connection.info["pushbuild_turn"] = True
+        holding.add(connection)
         try:
             # Take the write lock up front: upgrading a read lock later can fail at once with
             # "database is locked" when two processes write, whatever the busy timeout.
             _BEGIN_IMMEDIATE.count(connection, {})
         except BaseException:
-            connection.info.pop("pushbuild_turn", None)
-            turns.release()
+            give_back(connection)
             raise
 
-    @sa.event.listens_for(engine, "commit")
-    @sa.event.listens_for(engine, "rollback")
-    def _end(connection: Any) -> None:
-        if connection.info.pop("pushbuild_turn", False):
-            turns.release()
+    for name in ("commit", "rollback"):
+        sa.event.listen(engine, name, give_back)
 
     return engine
 
@@ -786,7 +790,7 @@ _REMEMBERED = sa.select(seen_pushes).where(
 _KEPT_WINDOW = _window(builds, builds.c.id, queued=False)
 _PRUNED_WINDOW = _window(seen_pushes, seen_pushes.c.build_id, queued=False)
 #: The statements a new delivery runs, on the driver's cursor (webhook.prepared).
-_BEGIN_IMMEDIATE = Prepared(sa.text("BEGIN IMMEDIATE"))
+_BEGIN_IMMEDIATE = Prepared(sa.text("BEGIN IMMEDIATE"), begins=True)
 #: Only finished builds are pruned (webhook.retention): the queued ones are all among the kept.
 _QUEUED_WINDOW = Prepared(_window(builds, builds.c.id, queued=True))
 _SEEN_ONE = Prepared(sa.select(seen_pushes.c.id).where(

@@ -228,6 +228,19 @@ def finish(app: Any, build: Any, state: Any = None) -> None:
                  digest="sha256:" + "a" * 64)
 
 
+def can_write(db: Any, *, within_s: float = 10) -> bool:
+    """Say whether a write transaction on the engine ``db`` goes through in time (a write turn never given back hangs it)."""
+    done = threading.Event()
+
+    def write() -> None:
+        with db.begin() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        done.set()
+
+    threading.Thread(target=write, daemon=True).start()
+    return done.wait(within_s)
+
+
 @contextmanager
 def sqlite_statements(db: Any) -> Iterator[list[str]]:
     """Collect every statement SQLite runs for the engine ``db`` while the block runs, however it was issued.
