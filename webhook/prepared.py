@@ -113,7 +113,6 @@ class Prepared:
         made = self._by_dialect[dialect] = _Compiled(
             sql=compiled.string, order=tuple(compiled.positiontup) if compiled.positional else None,
             required=frozenset(name for bind, name in names.items() if bind.required),
-            fixed={name: value for bind, name in names.items() if not bind.required
-                   for value in (compiled.params[name],)},
+            fixed={name: compiled.params[name] for bind, name in names.items() if not bind.required},
             convert=convert)
         return made
