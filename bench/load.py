@@ -89,6 +89,14 @@ def start_gunicorn(workdir: Path, port: int, workers: int, *, gunicorn_args: tup
     raise SystemExit(f"gunicorn did not start:\n{(workdir / 'gunicorn.log').read_text()}")
 
 
+def queue_backlog(state_db: Path, count: int) -> None:
+    """Record ``count`` queued builds of another repository, over 50 branches: a backlog no worker has taken yet."""
+    with sqlite3.connect(state_db) as db:
+        db.executemany("insert into builds (repo, forge, ref, sha, state, tags, attempts, created_at) "
+                       "values ('load/backlog', 'github', ?, ?, 'queued', '[]', 0, 0)",
+                       ((f"refs/heads/b{i % 50}", f"{i + 1:040x}") for i in range(count)))
+
+
 def deliveries(count: int) -> list[tuple[bytes, dict[str, str]]]:
     """Distinct signed push deliveries, each of its own commit."""
     template = json.loads(FIXTURE.read_text())
@@ -388,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deliveries", type=int, default=2000, help="distinct deliveries (each a new commit)")
     parser.add_argument("--replays", type=int, default=1, help="extra copies of each delivery, sent too")
+    parser.add_argument("--backlog", type=int, default=0, metavar="N",
+                        help="N queued builds of another repository recorded before the run (no worker runs them)")
     parser.add_argument("--warmup", type=int, default=0, metavar="N",
                         help="first send N other deliveries (and their replays), not measured: a server that has run a while")
     parser.add_argument("--concurrency", type=int, default=20)
@@ -440,6 +450,8 @@ def load_once(args: argparse.Namespace, root: Path = ROOT) -> tuple[dict, list[s
             warm, unique = made[:args.warmup], made[args.warmup:]
             requests_to_send = [d for d in unique for _ in range(1 + args.replays)]
             workers = web_processes(server.pid)
+            if args.backlog:
+                queue_backlog(workdir / "data" / "state.sqlite", args.backlog)
             if warm:  # a server that has run a while: its files grown, its caches filled; not measured
                 SENDERS[args.client](port, [d for d in warm for _ in range(1 + args.replays)], args.concurrency, None)
             cpu_before, began = cpu_seconds(workers), time.perf_counter()
@@ -449,7 +461,8 @@ def load_once(args: argparse.Namespace, root: Path = ROOT) -> tuple[dict, list[s
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=30)
         with sqlite3.connect(workdir / "data" / "state.sqlite") as db:
-            recorded = db.execute("select count(*), count(distinct delivery_key), count(distinct sha) from builds").fetchone()
+            recorded = db.execute("select count(*), count(distinct delivery_key), count(distinct sha) from builds "
+                                  "where repo = 'load/test'").fetchone()
         with sqlite3.connect(workdir / "data" / "broker.sqlite") as db:
             queued = db.execute("select count(*) from kombu_message").fetchone()[0]
 
@@ -460,7 +473,7 @@ def load_once(args: argparse.Namespace, root: Path = ROOT) -> tuple[dict, list[s
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     report = {
         "requests": len(results), "client": args.client, "rate": args.rate, "distinct_deliveries": args.deliveries,
-        "warmup_deliveries": args.warmup,
+        "warmup_deliveries": args.warmup, "backlog": args.backlog,
         "concurrency": args.concurrency, "gunicorn_workers": args.workers, "seconds": round(elapsed, 2),
         "requests_per_s": round(len(results) / elapsed, 1),
         "distinct_deliveries_per_s": round(args.deliveries / elapsed, 1),
@@ -510,7 +523,8 @@ def compare(args: argparse.Namespace) -> int:
                     f"{label} {report[key]}" for key, label in COMPARED), flush=True)
     print(f"\nmedians over {args.rounds} rounds, {args.deliveries} deliveries and {args.replays} replay(s) of each, "
           f"concurrency {args.concurrency}" + (f", {args.rate:g} requests/s" if args.rate else ", closed loop")
-          + (f", after {args.warmup} deliveries unmeasured" if args.warmup else ""))
+          + (f", after {args.warmup} deliveries unmeasured" if args.warmup else "")
+          + (f", {args.backlog} builds of another repository queued" if args.backlog else ""))
     print(f"{'':24}{args.compare_with:>14}{'this tree':>14}{'ratio':>8}")
     for key, label in COMPARED:
         before, after = (statistics.median(r[key] for r in runs[name]) for name in runs)
