@@ -18,7 +18,7 @@ from webhook.store import BuildState, BuildStore, create_db_engine, seen_pushes
 
 from .helpers.configs import SECRETS_ENV
 from .helpers.service import write_toml
-from .helpers.support import all_at_once
+from .helpers.support import all_at_once, sqlite_statements
 
 ZERO = "0" * 40
 HOUR_S = 3600.0
@@ -428,3 +428,19 @@ def test_a_late_older_push_does_not_cancel_a_queued_newer_one_it_links_to_only_t
     late = store.accept([event(sha=b, before=a)], from_forge=True, supersede=True)
     assert late.created and late.cancelled == ()
     assert store.get(queued.id).state is BuildState.QUEUED
+
+
+def test_a_branchs_latest_pruned_pushes_are_read_in_order_not_sorted_from_all_it_ever_had(store, db, db_url, clock):
+    """Ordering reads a branch's 200 latest pushes, pruned ones too; a year of pruned pushes must not be sorted each time."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("SQLite's query plan")
+    finished(store, clock, sha="a" * 40)
+    finished(store, clock, before="a" * 40, sha="b" * 40)
+    clock.now += 91 * DAY_S
+    assert pruner(db, clock).prune().builds == 1
+    with sqlite_statements(db) as statements:
+        store.of_ref("github", "acme/app", "refs/heads/main")
+    [read] = [s for s in statements if "FROM seen_pushes" in s and "ORDER BY" in s]
+    with db.connect() as conn:
+        plan = " ".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + read))
+    assert "TEMP B-TREE" not in plan, plan

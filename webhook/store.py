@@ -114,7 +114,11 @@ seen_pushes = sa.Table(
     sa.Column("before", sa.String(64)),
 )
 
-sa.Index("ix_seen_pushes_forge_repo_ref", seen_pushes.c.forge, seen_pushes.c.repo, seen_pushes.c.ref)
+#: A branch's latest pruned pushes, newest first (BuildStore.of_ref, ordering): read in order, not
+#: sorted from every push of the branch that pruning ever remembered. (It replaces an index on
+#: (forge, repo, ref) alone, which databases made before keep: harmless.)
+sa.Index("ix_seen_pushes_forge_repo_ref_build", seen_pushes.c.forge, seen_pushes.c.repo, seen_pushes.c.ref,
+         seen_pushes.c.build_id)
 sa.Index("ix_seen_pushes_forge_repo_ref_before", seen_pushes.c.forge, seen_pushes.c.repo, seen_pushes.c.ref,
          seen_pushes.c.before)
 
