@@ -5,12 +5,16 @@ from urllib.parse import quote
 
 import pytest
 
+from webhook.events import PushEvent
 from webhook.last_delivery import Heard, LastDeliveries, LastDelivery, mentioned_repo
+from webhook.store import BuildStore
 
 from .helpers.configs import GITHUB_SECRET, Clock, repo_table
-from .helpers.support import API_REPO, fixture, github_headers, github_push, signed_in, writes
+from .helpers.support import API_REPO, fixture, github_headers, github_push, signed_in, sqlite_statements, writes
 
 SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
+#: The repositories asked about: one name on two forges.
+BOTH = [("github", "acme/app"), ("gitlab", "acme/app")]
 
 
 @pytest.fixture
@@ -30,16 +34,16 @@ def test_a_repository_keeps_its_last_verified_and_its_last_refused_delivery(last
     other = LastDelivery(forge="gitlab", repo="acme/app", at=2.0, delivery_id=None, event="ping", outcome="ignored",
                          detail="ignored: ping")
     assert last.note(accepted) and last.note(other)
-    assert last.all() == {("github", "acme/app"): Heard(last=accepted), ("gitlab", "acme/app"): Heard(last=other)}
+    assert last.all(BOTH) == {("github", "acme/app"): Heard(last=accepted), ("gitlab", "acme/app"): Heard(last=other)}
     assert last.note(refused(5.0))
-    heard = last.all()[("github", "acme/app")]
+    heard = last.all(BOTH)[("github", "acme/app")]
     assert heard == Heard(last=accepted, refused=refused(5.0)) and heard.refused_since == refused(5.0)
     assert heard.refused_since.to_json()["at"].startswith("1970-01-01T00:00:05")
     later = LastDelivery(forge="github", repo="acme/app", at=9.0, delivery_id="g-2", event="push",
                          outcome="duplicate", detail="duplicate of build 3", build_id=3)
     last.monotonic.now += 1.0
     assert last.note(later)
-    assert last.all()[("github", "acme/app")].refused_since is None  # the secret matches again
+    assert last.all(BOTH)[("github", "acme/app")].refused_since is None  # the secret matches again
 
 
 def test_deliveries_that_build_nothing_are_noted_at_most_once_a_second_per_repository(last):
@@ -91,7 +95,8 @@ def post(app, payload, *, secret=GITHUB_SECRET, event="push"):
 
 
 def noted(app):
-    return app.extensions["pushbuild"].last_deliveries.all()
+    services = app.extensions["pushbuild"]
+    return services.last_deliveries.all((repo.forge, repo.name) for repo in services.config.repos)
 
 
 def test_an_accepted_push_is_noted_with_its_build(app):
@@ -134,3 +139,22 @@ def test_deliveries_for_repositories_not_configured_note_nothing(app):
     assert post(app, github_push(repo="stranger/repo", sha=SHA), secret="whatever").status_code == 401
     assert post(app, github_push(repo="stranger/repo", sha=SHA)).status_code == 404
     assert noted(app) == {}
+
+
+def test_each_repositorys_last_accepted_delivery_is_one_index_lookup(last, db, db_url):
+    """The console's /repos reads the newest delivered build of each configured repository, never all builds."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("SQLite's query plan")
+    store = BuildStore(db)
+    for i, repo in enumerate(["acme/app", "acme/other"] * 3):
+        store.record([PushEvent(forge="github", repo=repo, ref="refs/heads/main", sha=f"{i + 1:040x}", before="0" * 40,
+                                pusher="p", delivery_id=f"d-{i}")], from_forge=True)
+    store.record([PushEvent(forge="github", repo="acme/app", ref="refs/heads/main", sha="f" * 40, before=None,
+                            pusher="someone", delivery_id=None)])  # a manual build: not a delivery
+    with sqlite_statements(db) as statements:
+        heard = last.all([("github", "acme/app"), ("github", "nobody/else")])
+    assert list(heard) == [("github", "acme/app")] and heard["github", "acme/app"].last.build_id == 5
+    [lookup, _none] = [s for s in statements if "FROM builds" in s]
+    with db.connect() as conn:
+        plan = " ".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + lookup))
+    assert plan.startswith("SEARCH builds USING INDEX") and "TEMP B-TREE" not in plan, plan

@@ -444,3 +444,18 @@ def test_a_branchs_latest_pruned_pushes_are_read_in_order_not_sorted_from_all_it
     with db.connect() as conn:
         plan = " ".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + read))
     assert "TEMP B-TREE" not in plan, plan
+
+
+def test_asking_for_a_branchs_queued_builds_does_not_read_what_pruning_remembered(store, db, db_url, clock):
+    """Only finished builds are pruned: the memory of pruned pushes is read for finished states, never for queued ones."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("SQLite's trace of the statements run")
+    old = finished(store, clock, sha="a" * 40)
+    finished(store, clock, before="a" * 40, sha="b" * 40)
+    clock.now += 91 * DAY_S
+    assert pruner(db, clock).prune().builds == 1
+    with sqlite_statements(db) as statements:
+        assert store.of_ref("github", "acme/app", "refs/heads/main", state=BuildState.QUEUED) == []
+    assert not [s for s in statements if "seen_pushes" in s]
+    succeeded = store.of_ref("github", "acme/app", "refs/heads/main", state=BuildState.SUCCEEDED)
+    assert old.id in [b.id for b in succeeded]  # the pruned push, as remembered

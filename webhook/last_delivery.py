@@ -134,15 +134,17 @@ class LastDeliveries:
             self._last_noted[key] = now
         return True
 
-    def all(self) -> dict[tuple[str, str], Heard]:
-        """Return what each repository last heard, by (forge, repository); repositories never delivered to are absent."""
-        newest = (sa.select(sa.func.max(builds.c.id)).where(builds.c.push_key.is_not(None))  # a forge's delivery
-                  .group_by(builds.c.forge, builds.c.repo))
+    def all(self, repos: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Heard]:
+        """Return what each of ``repos`` (forge, name) last heard; repositories never delivered to are absent.
+
+        A repository's last accepted delivery is read from its newest build a forge's delivery
+        recorded: one index lookup each. (Grouping every build of every repository instead took
+        311 ms with 154,000 builds, while the web process served nothing else.)
+        """
         with self.db.begin() as conn:
             rows = conn.execute(sa.select(last_deliveries)).all()
-            accepted = conn.execute(sa.select(builds.c.id, builds.c.forge, builds.c.repo, builds.c.ref,
-                                              builds.c.delivery_key, builds.c.created_at)
-                                    .where(builds.c.id.in_(newest))).all()
+            accepted = [row for forge, repo in repos
+                        for row in conn.execute(_NEWEST_DELIVERED, {"forge": forge, "repo": repo}).all()]
         heard: dict[tuple[str, str], Heard] = {}
         for row in rows:
             delivery = LastDelivery(forge=row.forge, repo=row.repo, at=row.at, delivery_id=row.delivery_id,
@@ -155,6 +157,14 @@ class LastDeliveries:
             if before.last is None or before.last.at < row.created_at:
                 heard[row.forge, row.repo] = replace(before, last=_accepted(row))
         return heard
+
+
+#: A repository's newest build recorded by a forge's delivery (a push key: not a manual build).
+_NEWEST_DELIVERED = (sa.select(builds.c.id, builds.c.forge, builds.c.repo, builds.c.ref, builds.c.delivery_key,
+                               builds.c.created_at)
+                     .where(builds.c.forge == sa.bindparam("forge"), builds.c.repo == sa.bindparam("repo"),
+                            builds.c.push_key.is_not(None))
+                     .order_by(builds.c.id.desc()).limit(1))
 
 
 @dataclass(frozen=True)

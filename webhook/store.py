@@ -566,7 +566,9 @@ class BuildStore:
             pruned = pruned.where(seen_pushes.c.state == state.value)
         with self.db.begin() as conn:
             found = {row.id: Build.from_row(row) for row in conn.execute(query)}
-            for row in conn.execute(pruned):
+            # Only finished builds are pruned: asking for queued or running ones would walk every push
+            # of the branch pruning remembered, to find none.
+            for row in conn.execute(pruned) if state is None or state in FINISHED else ():
                 found.setdefault(row.build_id, Build.remembered(row))
         return [found[build_id] for build_id in sorted(found)[-recent:]]
 

@@ -251,7 +251,7 @@ def repos() -> Any:
     """Each repository: its webhook address and the forge's steps, the last delivery, its rules, a build form."""
     access.require(READ)
     base = _base_url()
-    heard = _services().last_deliveries.all()
+    heard = _services().last_deliveries.all((repo.forge, repo.name) for repo in _services().config.repos)
     shown = [{"repo": repo, "forge": forges.forge(repo.forge), "hook_url": links.hook_url(base, repo.forge),
               "web_url": links.web_url(repo.clone_url), "heard": heard.get((repo.forge, repo.name)),
               "rules": [rule.describe() for rule in repo.rules]}
