@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from webhook import defaults
 from webhook.events import PushEvent
-from webhook.store import BuildState, BuildStore, create_db_engine
+from webhook.store import BuildState, BuildStore, builds, create_db_engine
 
 from .helpers.support import all_at_once, can_write, sqlite_statements
 
@@ -259,6 +259,25 @@ def test_counts_by_state_and_the_oldest_queued_build(store, clock):
     counts = store.count_by_state()
     assert (counts[BuildState.QUEUED], counts[BuildState.RUNNING], counts[BuildState.FAILED]) == (1, 1, 0)
     assert store.oldest_queued_at() == clock.now
+    [legacy], _ = store.record(push("d3", sha="c" * 40))
+    with store.db.begin() as conn:  # a record made before queued_at existed: it entered the queue when made
+        conn.execute(builds.update().where(builds.c.id == legacy.id).values(queued_at=None, created_at=clock.now - 5))
+    assert store.oldest_queued_at() == clock.now - 5
+
+
+def test_the_oldest_queued_build_is_read_at_the_end_of_an_index(tmp_path):
+    """/metrics asks on every scrape; with a backlog, a scan of every queued build stalled the web process."""
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'state.sqlite'}")
+    store = BuildStore(engine)
+    store.create_schema()
+    store.record(push("d1"))
+    with sqlite_statements(engine) as statements:
+        store.oldest_queued_at()
+    with engine.connect() as conn:
+        plans = [" ".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + s))
+                 for s in statements if s.startswith("SELECT")]
+    assert plans and all("ix_builds_state_queued_at (state=? AND queued_at" in plan for plan in plans), plans
+    engine.dispose()
 
 
 def branch_push(delivery, sha, before="0" * 40, ref="refs/heads/main"):

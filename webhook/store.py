@@ -72,6 +72,8 @@ sa.Index("ix_builds_forge_repo_ref", builds.c.forge, builds.c.repo, builds.c.ref
 #: A branch's queued builds, which each new push of it reads (BuildStore._supersede): without it the
 #: lookup went through every queued build of every repository, 8.6 ms a delivery with 20,000 waiting.
 sa.Index("ix_builds_forge_repo_ref_state", builds.c.forge, builds.c.repo, builds.c.ref, builds.c.state)
+#: When the queued builds entered the queue, in order (BuildStore.oldest_queued_at, on every /metrics scrape).
+sa.Index("ix_builds_state_queued_at", builds.c.state, builds.c.queued_at)
 #: Whether a push of a branch followed a commit (named it as the one it replaced): one index entry (ordering.superseded).
 sa.Index("ix_builds_forge_repo_ref_before", builds.c.forge, builds.c.repo, builds.c.ref, builds.c.before)
 
@@ -675,11 +677,15 @@ class BuildStore:
         return {state: counted.get(state, 0) for state in BuildState}
 
     def oldest_queued_at(self) -> float | None:
-        """Return when the build waiting longest in the queue entered it, or ``None`` when none waits."""
-        query = sa.select(sa.func.min(sa.func.coalesce(builds.c.queued_at, builds.c.created_at))).where(
-            builds.c.state == BuildState.QUEUED.value)
+        """Return when the build waiting longest in the queue entered it, or ``None`` when none waits.
+
+        Two reads at the ends of an index (``/metrics`` asks on every scrape): a minimum over
+        ``coalesce(queued_at, created_at)`` went through every queued build, 6–10 ms with 20,000
+        waiting. Records older than ``queued_at`` have none, and entered the queue when made.
+        """
         with self.db.begin() as conn:
-            return conn.execute(query).scalar_one()
+            entered = [conn.execute(query).scalar_one() for query in _OLDEST_QUEUED]
+        return min((at for at in entered if at is not None), default=None)
 
     def lost(self, *, redispatch_after_s: float) -> list[Build]:
         """Return builds that need dispatching again: expired leases, or queued too long."""
@@ -798,6 +804,9 @@ _REMEMBERED = sa.select(seen_pushes).where(
            seen_pushes.c.push_key.in_(sa.bindparam("push_keys", expanding=True))))
 _KEPT_WINDOW = _window(builds, builds.c.id, queued=False)
 _PRUNED_WINDOW = _window(seen_pushes, seen_pushes.c.build_id, queued=False)
+_QUEUED = builds.c.state == BuildState.QUEUED.value
+_OLDEST_QUEUED = (sa.select(sa.func.min(builds.c.queued_at)).where(_QUEUED, builds.c.queued_at.is_not(None)),
+                  sa.select(sa.func.min(builds.c.created_at)).where(_QUEUED, builds.c.queued_at.is_(None)))
 #: The statements a new delivery runs, on the driver's cursor (webhook.prepared).
 _BEGIN_IMMEDIATE = Prepared(sa.text("BEGIN IMMEDIATE"), begins=True)
 #: Only finished builds are pruned (webhook.retention): the queued ones are all among the kept.
