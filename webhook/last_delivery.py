@@ -141,9 +141,10 @@ class LastDeliveries:
         recorded: one index lookup each. (Grouping every build of every repository instead took
         311 ms with 154,000 builds, while the web process served nothing else.)
         """
+        asked = set(repos)
         with self.db.begin() as conn:
-            rows = conn.execute(sa.select(last_deliveries)).all()
-            accepted = [row for forge, repo in repos
+            rows = [row for row in conn.execute(sa.select(last_deliveries)) if (row.forge, row.repo) in asked]
+            accepted = [row for forge, repo in sorted(asked)
                         for row in conn.execute(_NEWEST_DELIVERED, {"forge": forge, "repo": repo}).all()]
         heard: dict[tuple[str, str], Heard] = {}
         for row in rows:
