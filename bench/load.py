@@ -92,8 +92,8 @@ def start_gunicorn(workdir: Path, port: int, workers: int, *, gunicorn_args: tup
 def queue_backlog(state_db: Path, count: int) -> None:
     """Record ``count`` queued builds of another repository, over 50 branches: a backlog no worker has taken yet."""
     with sqlite3.connect(state_db) as db:
-        db.executemany("insert into builds (repo, forge, ref, sha, state, tags, attempts, created_at) "
-                       "values ('load/backlog', 'github', ?, ?, 'queued', '[]', 0, 0)",
+        db.executemany("insert into builds (repo, forge, ref, sha, state, tags, attempts, created_at, queued_at) "
+                       "values ('load/backlog', 'github', ?, ?, 'queued', '[]', 0, 0, 0)",
                        ((f"refs/heads/b{i % 50}", f"{i + 1:040x}") for i in range(count)))
 
 

@@ -193,6 +193,7 @@ def test_state_written_by_the_previous_version_gains_the_new_column_and_keeps_it
     engine.dispose()
     with sqlite3.connect(path) as db:  # back to the previous version's table: no push_key, no index on it
         db.execute("DROP INDEX ix_builds_push_key")
+        db.execute("DROP INDEX ix_builds_delivered")
         db.execute("ALTER TABLE builds DROP COLUMN push_key")
     engine = create_db_engine(f"sqlite:///{path}")
     store = BuildStore(engine)

@@ -72,6 +72,10 @@ sa.Index("ix_builds_forge_repo_ref", builds.c.forge, builds.c.repo, builds.c.ref
 #: A branch's queued builds, which each new push of it reads (BuildStore._supersede): without it the
 #: lookup went through every queued build of every repository, 8.6 ms a delivery with 20,000 waiting.
 sa.Index("ix_builds_forge_repo_ref_state", builds.c.forge, builds.c.repo, builds.c.ref, builds.c.state)
+#: Each repository's builds that a forge's delivery recorded, newest last: its last delivery, for the
+#: console's /repos (webhook.last_delivery), is one entry, however many manual builds came after it.
+sa.Index("ix_builds_delivered", builds.c.forge, builds.c.repo, builds.c.id,
+         sqlite_where=builds.c.push_key.is_not(None), postgresql_where=builds.c.push_key.is_not(None))
 #: When the queued builds entered the queue, in order (BuildStore.oldest_queued_at, on every /metrics scrape).
 sa.Index("ix_builds_state_queued_at", builds.c.state, builds.c.queued_at)
 #: Whether a push of a branch followed a commit (named it as the one it replaced): one index entry (ordering.superseded).
