@@ -10,7 +10,7 @@ from webhook.last_delivery import Heard, LastDeliveries, LastDelivery, mentioned
 from webhook.store import BuildStore
 
 from .helpers.configs import GITHUB_SECRET, Clock, repo_table
-from .helpers.support import API_REPO, fixture, github_headers, github_push, signed_in, sqlite_statements, writes
+from .helpers.support import API_REPO, fixture, github_headers, github_push, signed_in, sqlite_plan, sqlite_statements, writes
 
 SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
 #: The repositories asked about: one name on two forges.
@@ -155,8 +155,7 @@ def test_each_repositorys_last_accepted_delivery_is_one_index_lookup(last, db, d
         heard = last.all([("github", "acme/app"), ("gitlab", "acme/app"), ("github", "nobody/else")])
     assert list(heard) == [("github", "acme/app")] and heard["github", "acme/app"].last.build_id == 5
     lookups = [s for s in statements if "FROM builds" in s]
-    with db.connect() as conn:
-        plans = [" ".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + s)) for s in lookups]
+    plans = [sqlite_plan(db, lookup) for lookup in lookups]
     # One entry of the delivered builds' index each, not a walk through the repository's builds.
     assert len(plans) == 3 and all(plan == "SEARCH builds USING INDEX ix_builds_delivered (forge=? AND repo=?)"
                                    for plan in plans), plans

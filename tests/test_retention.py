@@ -18,7 +18,7 @@ from webhook.store import BuildState, BuildStore, create_db_engine, seen_pushes
 
 from .helpers.configs import SECRETS_ENV
 from .helpers.service import write_toml
-from .helpers.support import all_at_once, sqlite_statements
+from .helpers.support import all_at_once, sqlite_plan, sqlite_statements
 
 ZERO = "0" * 40
 HOUR_S = 3600.0
@@ -441,8 +441,7 @@ def test_a_branchs_latest_pruned_pushes_are_read_in_order_not_sorted_from_all_it
     with sqlite_statements(db) as statements:
         store.of_ref("github", "acme/app", "refs/heads/main")
     [read] = [s for s in statements if "FROM seen_pushes" in s and "ORDER BY" in s]
-    with db.connect() as conn:
-        plan = " ".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + read))
+    plan = sqlite_plan(db, read)
     assert "TEMP B-TREE" not in plan, plan
 
 

@@ -10,7 +10,7 @@ from webhook import defaults
 from webhook.events import PushEvent
 from webhook.store import BuildState, BuildStore, builds, create_db_engine
 
-from .helpers.support import all_at_once, can_write, sqlite_statements
+from .helpers.support import all_at_once, can_write, sqlite_plan, sqlite_statements
 
 SHA = "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
 
@@ -274,9 +274,7 @@ def test_the_oldest_queued_build_is_read_at_the_end_of_an_index(tmp_path):
     store.record(push("d1"))
     with sqlite_statements(engine) as statements:
         store.oldest_queued_at()
-    with engine.connect() as conn:
-        plans = [" ".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + s))
-                 for s in statements if s.startswith("SELECT")]
+    plans = [sqlite_plan(engine, s) for s in statements if s.startswith("SELECT")]
     assert plans and all("ix_builds_state_queued_at (state=? AND queued_at" in plan for plan in plans), plans
     engine.dispose()
 
@@ -391,7 +389,6 @@ def test_a_new_push_reads_only_its_branchs_queued_builds_however_many_wait_elsew
     with sqlite_statements(engine) as statements:
         store.accept(branch_push("quiet", SHA), from_forge=True, supersede=True)
     [lookup] = [s for s in statements if "state = 'queued'" in s and "ORDER BY" in s]
-    with engine.connect() as conn:
-        plan = " ".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + lookup))
+    plan = sqlite_plan(engine, lookup)
     assert "forge=? AND repo=? AND ref=? AND state=?" in plan, plan
     engine.dispose()

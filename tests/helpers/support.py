@@ -265,9 +265,18 @@ def sqlite_statements(db: Any) -> Iterator[list[str]]:
             dbapi_connection.set_trace_callback(None)
 
 
+def sqlite_plan(db: Any, statement: str) -> str:
+    """SQLite's plan for ``statement`` (as :func:`sqlite_statements` caught it, values in place), its steps in one line."""
+    with db.connect() as conn:
+        return " ".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement))
+
+
 @contextmanager
 def writes(db: Any) -> Iterator[list[str]]:
-    """Collect the statements that write to ``db`` while the block runs."""
+    """Collect the statements that write to ``db`` through SQLAlchemy's execute while the block runs.
+
+    The webhook's prepared statements (webhook.prepared) bypass it: :func:`sqlite_statements` sees those.
+    """
     statements = []
 
     def seen(conn, cursor, statement, parameters, context, executemany):
