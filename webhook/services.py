@@ -16,6 +16,7 @@ from .notify.notifier import Notifier
 from .recent_pushes import RecentPushes
 from .redact import Redactor
 from .store import BuildStore, create_db_engine
+from .write_groups import WriteGroups, cooperative_pause
 
 
 @dataclass
@@ -39,7 +40,8 @@ class Services:
         server.data_dir.mkdir(parents=True, exist_ok=True)
         db = create_db_engine(server.state_url)
         self.metrics = Metrics(db)
-        self.store = BuildStore(db, ended=self.metrics.build_ended)
+        self.store = BuildStore(db, ended=self.metrics.build_ended,
+                                writes=WriteGroups(db, pause=cooperative_pause(db)))
         self.deliveries = DeliveryStore(db)
         self.last_deliveries = LastDeliveries(db)
         self.store.create_schema()

@@ -11,7 +11,6 @@ import enum
 import functools
 import hashlib
 import json
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,10 +22,12 @@ from sqlalchemy.exc import IntegrityError
 
 from . import defaults
 from .events import PushEvent
+from .fair_lock import FairLock
 from .ordering import is_newer, superseded, superseded_reason
 from .prepared import Prepared
 from .refs import TAG_PREFIX, is_branch, short_name
 from .timestamps import iso_time
+from .write_groups import WriteGroups
 
 metadata = sa.MetaData()
 
@@ -180,7 +181,11 @@ class Build:
     @classmethod
     def from_row(cls, row: Any) -> Build:
         """Build the value from a ``builds`` row."""
-        m = row._mapping
+        return cls.from_mapping(row._mapping)
+
+    @classmethod
+    def from_mapping(cls, m: Mapping[str, Any]) -> Build:
+        """Build the value from a ``builds`` row's columns by name."""
         return cls(
             id=m["id"], repo=m["repo"], forge=m["forge"], ref=m["ref"], sha=m["sha"],
             before=m["before"], pusher=m["pusher"], default_branch=m["default_branch"],
@@ -241,7 +246,7 @@ def create_db_engine(url: str) -> sa.Engine:
 
     # Threads of one process take turns at the write lock here, in order, instead of in
     # SQLite's busy handler, which sleeps up to 100 ms between tries and makes a long tail.
-    turns = threading.Lock()
+    turns = FairLock()
     #: The connections holding the turn. Not in ``connection.info``: that is the DBAPI connection's,
     #: and an invalidated connection (a statement interrupted) cannot reach it to give the turn back.
     holding: set[Any] = set()
@@ -304,8 +309,10 @@ class BuildStore:
     """Reads and writes build records and their logs."""
 
     def __init__(self, db: sa.Engine, *, clock: Callable[[], float] = time.time,
-                 ended: Callable[[BuildState], None] | None = None) -> None:
+                 ended: Callable[[BuildState], None] | None = None, writes: WriteGroups | None = None) -> None:
         self.db = db
+        #: How accepted pushes are written: a transaction each, or shared with those arriving together (the web process).
+        self.writes = writes or WriteGroups(db)
         self.clock = clock
         #: Told each time a build ends (finished, failed, cancelled), once per ending: what metrics count.
         self.ended = ended or (lambda state: None)
@@ -374,37 +381,43 @@ class BuildStore:
         ) for e, key, content in zip(events, keys, push_keys, strict=True)]
         delivery_keys, content_keys = [k for k in keys if k], [k for k in push_keys if k]
         insert = _insert_new(self.db.dialect.name) if self.db.dialect.insert_returning else None  # SQLite < 3.35
-        cancelled: list[tuple[int, int]] = []
+
+        def record(conn: sa.Connection) -> Recorded:
+            if supersede and conn.dialect.name == "postgresql":
+                # SQLite runs write transactions one at a time; PostgreSQL's would not see each
+                # other's new builds, and two pushes of a branch at once would both stay queued.
+                for key in sorted({_branch_lock_key(e) for e in events if is_branch(e.ref)}):
+                    conn.execute(_ADVISORY_LOCK, {"key": key})
+            made: list[Build] = []
+            for row in rows:
+                if insert is None:
+                    made.append(_inserted(conn.execute(_INSERT, row).inserted_primary_key[0], row))
+                    continue
+                new = insert.rows(conn, row)
+                if not new and not made:  # recorded before: answered in this transaction, which wrote nothing
+                    return recall(conn)
+                if not new:
+                    raise _Seen()  # all or none: undo what this delivery inserted
+                made.append(_inserted(new[0].id, row))
+            if (delivery_keys or content_keys) and _seen_before(conn, delivery_keys, content_keys):
+                raise _Seen()
+            cancelled: list[tuple[int, int]] = []
+            if supersede:
+                for build in made:
+                    if is_branch(build.ref):
+                        cancelled += ((old, build.id) for old in self._supersede(conn, build))
+            return Recorded(builds=tuple(made), created=True, cancelled=tuple(cancelled))
+
+        def recall(conn: sa.Connection) -> Recorded:
+            return Recorded(builds=tuple(self._recorded(conn, events, keys, push_keys)), created=False)
+
         try:
-            with self.db.begin() as conn:
-                if supersede and conn.dialect.name == "postgresql":
-                    # SQLite runs write transactions one at a time; PostgreSQL's would not see each
-                    # other's new builds, and two pushes of a branch at once would both stay queued.
-                    for key in sorted({_branch_lock_key(e) for e in events if is_branch(e.ref)}):
-                        conn.execute(_ADVISORY_LOCK, {"key": key})
-                made: list[Build] = []
-                for row in rows:
-                    if insert is None:
-                        made.append(_inserted(conn.execute(_INSERT, row).inserted_primary_key[0], row))
-                        continue
-                    new = insert.rows(conn, row)
-                    if not new and not made:  # recorded before: answered in this transaction, which wrote nothing
-                        return Recorded(builds=tuple(self._recorded(conn, events, keys, push_keys)), created=False)
-                    if not new:
-                        raise _Seen()  # all or none: undo what this delivery inserted
-                    made.append(_inserted(new[0].id, row))
-                if (delivery_keys or content_keys) and _seen_before(conn, delivery_keys, content_keys):
-                    raise _Seen()
-                if supersede:
-                    for build in made:
-                        if is_branch(build.ref):
-                            cancelled += ((old, build.id) for old in self._supersede(conn, build))
+            recorded = self.writes.run(record)
         except (IntegrityError, _Seen):
-            with self.db.begin() as conn:
-                return Recorded(builds=tuple(self._recorded(conn, events, keys, push_keys)), created=False)
-        for _ in cancelled:
+            return self.writes.run(recall)
+        for _ in recorded.cancelled:
             self.ended(BuildState.CANCELLED)
-        return Recorded(builds=tuple(made), created=True, cancelled=tuple(cancelled))
+        return recorded
 
     def _supersede(self, conn: sa.Connection, newest: Build) -> list[int]:
         """Cancel, in ``conn``'s transaction, the queued builds of ``newest``'s branch that it replaces; return their ids.
@@ -426,9 +439,14 @@ class BuildStore:
                   push_keys: Sequence[str | None]) -> list[Build]:
         """Return the builds, kept or pruned, that earlier deliveries of these events recorded, oldest first."""
         delivery_keys, content_keys = [k for k in keys if k], [k for k in push_keys if k]
-        seen_keys = {"delivery_keys": delivery_keys, "push_keys": content_keys}
-        found = {row.id: Build.from_row(row) for row in conn.execute(_RECORDED, seen_keys)}
-        pruned = conn.execute(_REMEMBERED, seen_keys).all()
+        if len(delivery_keys) <= 1 and len(content_keys) <= 1:  # a push of one ref: the statements without lists
+            one = {"delivery_key": next(iter(delivery_keys), None), "push_key": next(iter(content_keys), None)}
+            found = {row.id: Build.from_mapping(row._asdict()) for row in _RECORDED_ONE.rows(conn, one)}
+            pruned: Sequence[Any] = _REMEMBERED_ONE.rows(conn, one)
+        else:
+            seen_keys = {"delivery_keys": delivery_keys, "push_keys": content_keys}
+            found = {row.id: Build.from_row(row) for row in conn.execute(_RECORDED, seen_keys)}
+            pruned = conn.execute(_REMEMBERED, seen_keys).all()
         for row in pruned:
             event = next((e for e, key, content in zip(events, keys, push_keys, strict=True)
                           if (key and key == row.delivery_key) or (content and content == row.push_key)), None)
@@ -815,6 +833,11 @@ _OLDEST_QUEUED = (sa.select(sa.func.min(builds.c.queued_at)).where(_QUEUED, buil
 _BEGIN_IMMEDIATE = Prepared(sa.text("BEGIN IMMEDIATE"), begins=True)
 #: Only finished builds are pruned (webhook.retention): the queued ones are all among the kept.
 _QUEUED_WINDOW = Prepared(_window(builds, builds.c.id, queued=True))
+#: A duplicate of a one-ref delivery: what its delivery or its push recorded, kept or pruned (BuildStore._recorded).
+_RECORDED_ONE, _REMEMBERED_ONE = (
+    Prepared(sa.select(table).where(sa.or_(table.c.delivery_key == sa.bindparam("delivery_key", type_=sa.String),
+                                           table.c.push_key == sa.bindparam("push_key", type_=sa.String))))
+    for table in (builds, seen_pushes))
 _SEEN_ONE = Prepared(sa.select(seen_pushes.c.id).where(
     sa.or_(seen_pushes.c.delivery_key == sa.bindparam("delivery_key", type_=sa.String),
            seen_pushes.c.push_key == sa.bindparam("push_key", type_=sa.String))).limit(1))
