@@ -188,6 +188,20 @@ def test_rules_and_build_settings_are_read():
     assert "npm-token-value" in [s.reveal() for s in config.secrets()]
 
 
+@pytest.mark.parametrize("rules", [
+    None,  # the default rules: every branch, every tag
+    {"branches": ["main", "release/*"], "tags": ["v*"]},
+    {"rules": [{"tag_regex": r"^v(?P<v>\d+)\.", "tags": ["{v}"]}, {"branch": ["feature/*"], "tags": ["{branch}"]}]},
+])
+def test_whether_a_ref_builds_is_what_its_plan_says(rules):
+    """Intake asks only whether a rule matches (RepoConfig.builds), without making the plan."""
+    repo = parse_config({"repos": [{**REPO, **(rules or {})}]}, {"S": "x"}).repos[0]
+    refs = ["", "refs/heads/main", "refs/heads/release/2", "refs/heads/feature/x", "refs/heads/dev",
+            "refs/tags/v1.2.3", "refs/tags/v1", "refs/tags/nightly"]
+    assert [repo.builds(ref) for ref in refs] == [repo.plan(ref, "a" * 40) is not None for ref in refs]
+    assert len({repo.builds(ref) for ref in refs}) == (1 if rules is None else 2)
+
+
 def test_duplicate_repository_is_refused():
     """The same repository twice on one forge is ambiguous."""
     with pytest.raises(ConfigError, match="configured twice"):

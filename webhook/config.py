@@ -25,7 +25,7 @@ from .forges import DeliveryKeys, Forge
 from .logs import FORMATS as LOG_FORMATS
 from .notify.redeploy import HOOK_KINDS
 from .refs import is_docker_tag
-from .rules import BuildPlan, Rule, TemplateError, cache_image, default_rules, plan, render, template_values
+from .rules import BuildPlan, Rule, TemplateError, cache_image, default_rules, first_match, plan, render, template_values
 from .urls import clone_url_problem
 
 CONFIG_ENV = "PUSHBUILD_CONFIG"
@@ -213,6 +213,10 @@ class RepoConfig:
     paths: tuple[str, ...] | None = None
     cancel_superseded: bool = True
     max_concurrent_builds: int | None = None
+
+    def builds(self, ref: str) -> bool:
+        """Say whether a push of ``ref`` builds here: whether :meth:`plan` would give a plan, without making it."""
+        return not ref or first_match(self.rules, ref) is not None
 
     def plan(self, ref: str, sha: str, *, default_branch: str | None = None) -> BuildPlan | None:
         """Return how ``ref`` at ``sha`` builds here, or ``None`` if no rule builds it."""

@@ -55,7 +55,7 @@ def unwanted(event: PushEvent, repo: RepoConfig) -> str | None:
     """Return why a push builds nothing under the repository's rules, or ``None`` if it builds."""
     if repo.skip_markers and (marker := skip_marker(event.message)):
         return f"{marker} in the head commit message"
-    if repo.plan(event.ref, event.sha, default_branch=event.default_branch) is None:
+    if not repo.builds(event.ref):
         kind = "branch" if event.branch is not None else "tag"
         return f"no build rule matches {kind} {event.ref_name!r}"
     return None

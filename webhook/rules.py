@@ -248,6 +248,14 @@ def template_values(ref: str, sha: str, captured: Mapping[str, str]) -> dict[str
     }
 
 
+def first_match(rules: tuple[Rule, ...], ref: str) -> tuple[Rule, dict[str, str]] | None:
+    """Return the first rule ``ref`` matches and the values it gives the templates, or ``None`` if none does."""
+    for rule in rules:
+        if (values := rule.match(ref)) is not None:
+            return rule, values
+    return None
+
+
 def plan(rules: tuple[Rule, ...], *, image: str, ref: str, sha: str, default_branch: str | None,
          dockerfile: str, context: str, build_args: tuple[tuple[str, str], ...] = (),
          target: str | None = None, platform: str | None = None, cache_from: tuple[str, ...] = (),
@@ -262,12 +270,9 @@ def plan(rules: tuple[Rule, ...], *, image: str, ref: str, sha: str, default_bra
     rule: Rule | None = None
     captured: dict[str, str] = {}
     if ref:
-        for candidate in rules:
-            if (values := candidate.match(ref)) is not None:
-                rule, captured = candidate, values
-                break
-        if rule is None:
+        if (matched := first_match(rules, ref)) is None:
             return None
+        rule, captured = matched
     tags: list[str] = [f"{image}:{sha}"]
     named: set[str] = set()
     commit: set[str] = set()
