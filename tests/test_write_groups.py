@@ -22,8 +22,8 @@ from webhook.write_groups import WriteGroups, cooperative_pause
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def scenario(name: str, tmp_path: Path) -> dict:
-    done = subprocess.run([sys.executable, "-m", "tests.helpers.greenlet_writes", name, str(tmp_path / "state.db")],
+def scenario(name: str, tmp_path: Path, *flags: str) -> dict:
+    done = subprocess.run([sys.executable, "-m", "tests.helpers.greenlet_writes", name, str(tmp_path / "state.db"), *flags],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
@@ -44,6 +44,21 @@ def test_a_write_that_fails_is_undone_alone_and_only_its_writer_sees_the_error(t
     report = scenario("member_fails", tmp_path)
     assert report["outcomes"] == ["i0", "i1", "ValueError", "i3", "i4"]
     assert report["items"] == ["i0", "i1", "i3", "i4"]
+    assert report["commits"] == 1
+
+
+def test_a_failure_that_rolls_the_whole_transaction_back_fails_every_writer(tmp_path):
+    """SQLite undoes a whole transaction on some errors (OR ROLLBACK, a full disk): no one may answer success then."""
+    report = scenario("whole_transaction_rolled_back", tmp_path)
+    assert report["outcomes"] == ["OperationalError", "GroupCommitFailed", "IntegrityError", "GroupCommitFailed"]
+    assert (report["items"], report["commits"]) == ([], 0)
+
+
+def test_a_write_that_lets_other_greenlets_run_keeps_the_transaction_to_its_group(tmp_path):
+    """A write arriving meanwhile waits for the next group: it is never run inside another's savepoint."""
+    report = scenario("yielding_write", tmp_path)
+    assert report["outcomes"] == ["i0", "slow", "i2", "late"]
+    assert (report["items"], report["commits"]) == (["i0", "i2", "late", "slow"], 2)
 
 
 def test_when_the_shared_commit_fails_every_writer_fails_and_nothing_is_recorded(tmp_path):
@@ -51,6 +66,13 @@ def test_when_the_shared_commit_fails_every_writer_fails_and_nothing_is_recorded
     report = scenario("commit_fails", tmp_path)
     assert report["outcomes"] == ["IntegrityError"] + ["GroupCommitFailed"] * 4
     assert report["items"] == []
+
+
+def test_a_delivery_and_its_replay_get_errors_when_their_shared_commit_fails(tmp_path):
+    """Neither a 202 nor a duplicate's 200 for a build that is not recorded."""
+    report = scenario("same_push_twice", tmp_path, "--failing")
+    assert report["outcomes"] == ["GroupCommitFailed"] * 4 + ["IntegrityError"]
+    assert report["builds"] == []
 
 
 def test_a_leader_killed_before_it_commits_fails_its_members_and_records_nothing(tmp_path):
@@ -107,7 +129,13 @@ def test_a_fair_lock_goes_to_its_waiters_in_the_order_they_asked():
 
 
 def test_a_waiter_that_gives_up_is_passed_over(tmp_path):
-    assert scenario("fair_lock_waiter_killed", tmp_path)["order"] == ["first", "third"]
+    report = scenario("fair_lock_waiter_killed", tmp_path)
+    assert (report["order"], report["free"]) == (["first", "third"], True)
+
+
+def test_a_waiter_that_gives_up_as_it_is_handed_the_lock_passes_it_on(tmp_path):
+    report = scenario("fair_lock_waiter_killed", tmp_path, "--when-handed")
+    assert (report["order"], report["free"]) == (["second", "third"], True)
 
 
 def test_a_fair_lock_refuses_a_release_it_does_not_hold():

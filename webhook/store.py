@@ -414,7 +414,10 @@ class BuildStore:
         try:
             recorded = self.writes.run(record)
         except (IntegrityError, _Seen):
-            return self.writes.run(recall)
+            recalled = self.writes.run(recall)
+            if not recalled.builds:  # the conflict was not with a recorded push (a commit that failed)
+                raise
+            return recalled
         for _ in recorded.cancelled:
             self.ended(BuildState.CANCELLED)
         return recorded

@@ -3,19 +3,21 @@
 On the embedded SQLite, each accepted delivery was a write transaction of its own, and its commit
 waits for the disk (about 0.45 ms on this project's machine, half of it the sync) while the web
 process, one event loop, serves nothing else. Under a burst of deliveries that is the largest
-single cost of the intake. Here the deliveries being answered at the same moment write into one
-transaction:
+single cost of the intake. Here the deliveries being answered at the same moment share one:
 
-* the first (the leader) takes the write turn, writes its delivery, and then lets the other
-  connections that have a request ready run (:attr:`WriteGroups.pause`, one turn of the event loop);
-* each of them that reaches a write meanwhile (a member) writes its delivery into the open
-  transaction, in a savepoint of its own, and waits;
-* the leader commits, and every one of them answers once that commit is on disk: a 202 is as
-  durable as before. If the commit fails, each of them fails (a 500, and the forge delivers again).
+* the first to write (the leader) opens a group and lets the other greenlets that can run do so,
+  once (:attr:`WriteGroups.pause`); each of them that reaches a write meanwhile adds its write to
+  the group and waits. So do those arriving while the leader then waits for the write turn;
+* holding the turn, the leader runs every write of the group, one after another, each in a
+  savepoint of its own, and commits. Nothing else runs meanwhile: the write lock is never held
+  while other requests are served (a stranger's large body being verified cannot stretch it);
+* every writer answers once that commit is on disk: a 202 is as durable as before.
 
-A member's write that fails is undone alone (its savepoint), and only that member sees the error.
-A member reads what the members before it wrote, as it would have read their committed rows: the
-writes of a group run one after another, never interleaved, as separate transactions would.
+A write that fails (it raises) is undone alone (its savepoint), and only its writer sees the error.
+If the transaction cannot commit, or a failure took the whole transaction with it (SQLite rolls
+it all back on a full disk, for one), every writer of the group fails (a 500; the forge delivers
+again). A write reads what the writes before it in the group wrote, as it would have read their
+committed rows from transactions of their own.
 
 Only where writes take turns anyway and greenlets switch at known points: SQLite (one writer at a
 time) in a process gevent has patched (the web process). Elsewhere :meth:`WriteGroups.run` is one
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -56,30 +58,48 @@ def cooperative_pause(db: sa.Engine) -> Callable[[], None] | None:
     return lambda: gevent.sleep(0)
 
 
-class _Group:
-    """One open transaction and the writes made in it, waiting for its commit."""
+class _Write:
+    """One writer's work in a group, and what became of it."""
 
-    def __init__(self, conn: sa.Connection) -> None:
-        self.conn = conn
-        self.members = 0
+    def __init__(self, work: Callable[[sa.Connection], Any]) -> None:
+        self.work = work
+        self.result: Any = None
+        self.error: Exception | None = None
+
+    def outcome(self, group: _Group) -> Any:
+        """What the writer gets: its result once the group committed, else the error."""
+        if self.error is not None:
+            raise self.error
+        if group.failure is not None:
+            raise GroupCommitFailed("the transaction this write was made in did not commit") from group.failure
+        return self.result
+
+
+class _Group:
+    """The writes that will share one transaction, and its outcome."""
+
+    def __init__(self) -> None:
+        self.writes: list[_Write] = []
         self.done = threading.Event()  # gevent's, in the processes where groups form
-        #: Why the transaction cannot commit (a savepoint that could not be undone), or why it did not.
+        #: Why the transaction did not commit.
         self.failure: BaseException | None = None
 
-    def write(self, work: Callable[[sa.Connection], T]) -> T:
-        """Run ``work`` in a savepoint: kept when it returns, undone when it raises (and the error raised)."""
-        _SAVEPOINT.count(self.conn, {})
-        try:
-            result = work(self.conn)
-        except BaseException:
+    def add(self, work: Callable[[sa.Connection], Any]) -> _Write:
+        self.writes.append(write := _Write(work))
+        return write
+
+    def write_all(self, conn: sa.Connection) -> None:
+        """Run each write in a savepoint: kept when it returns, undone when it raises (the error kept for its writer)."""
+        for write in self.writes:
+            _SAVEPOINT.count(conn, {})
             try:
-                _ROLLBACK_TO.count(self.conn, {})
-                _RELEASE.count(self.conn, {})
-            except BaseException as exc:  # the others' writes can no longer be told from this one's
-                self.failure = exc
-            raise
-        _RELEASE.count(self.conn, {})
-        return result
+                write.result = write.work(conn)
+            except Exception as exc:
+                write.error = exc
+                _ROLLBACK_TO.count(conn, {})  # fails if the error ended the whole transaction: the group fails
+            _RELEASE.count(conn, {})
+        if not conn.connection.dbapi_connection.in_transaction:  # rolled back by SQLite itself along the way
+            raise GroupCommitFailed("the transaction was rolled back before its commit")
 
 
 class WriteGroups:
@@ -89,72 +109,47 @@ class WriteGroups:
         """``pause``: let the other ready greenlets run once (:func:`cooperative_pause`); ``None``: a transaction per write."""
         self.db = db
         self.pause = pause
-        #: A leader is between taking the write turn and committing: a write arriving now waits to join its group.
+        #: A leader's group is being written: a write arriving now waits to lead or join the next one.
         self._leading = False
-        #: The group a write arriving now joins: set only while its leader pauses, and no member is writing.
+        #: The group a write arriving now joins, until its leader starts writing it.
         self._open: _Group | None = None
-        #: Set (and replaced) when a group opens or its leader is done: what waiting writes wait for.
+        #: Set (and replaced) when a leader is done: what writes arriving meanwhile wait for.
         self._changed = threading.Event()
 
     def run(self, work: Callable[[sa.Connection], T]) -> T:
         """Run ``work(conn)`` in a write transaction; return what it returned once the transaction committed.
 
-        What ``work`` raises is raised, and what it wrote is undone. ``work`` must not wait on
-        anything that lets other greenlets run (a SQLite statement does not).
+        What ``work`` raises is raised, and what it wrote is undone. In a group, ``work`` runs in
+        the leader's greenlet, holding the write turn: it should not wait on anything slow.
         """
         if self.pause is None:
             with self.db.begin() as conn:
                 return work(conn)
-        # Those arriving while a leader waits for the write turn (another transaction holds it) wait
-        # for its group to open, not in the turn's queue: each would lead a group of one there.
         while True:
             if (group := self._open) is not None:
-                return self._join(group, work)
+                write = group.add(work)
+                group.done.wait()
+                return write.outcome(group)
             if not self._leading:
                 return self._lead(work)
             self._changed.wait()
 
-    def _announce(self) -> None:
-        changed, self._changed = self._changed, threading.Event()
-        changed.set()
-
     def _lead(self, work: Callable[[sa.Connection], T]) -> T:
         self._leading = True
-        group: _Group | None = None
+        group = self._open = _Group()
+        own = group.add(work)
         try:
-            with self.db.begin() as conn:
-                result = work(conn)  # alone so far: its failure undoes the whole transaction
-                group = _Group(conn)
-                self._open = group
-                self._announce()
-                try:
-                    self.pause()
-                finally:
-                    self._open = None
-                if group.failure is not None:
-                    raise GroupCommitFailed("a write of this transaction could not be undone") from group.failure
+            self.pause()  # others reach their writes and join
+            with self.db.begin() as conn:  # the turn: others may still join while another transaction holds it
+                self._open = None
+                group.write_all(conn)
         except BaseException as exc:
-            if group is not None and group.members:
-                group.failure = exc
-                group.done.set()
+            group.failure = exc
             raise
         finally:
-            self._leading = False
-            self._announce()
-        if group.members:
+            self._open = None
             group.done.set()
-        return result
-
-    def _join(self, group: _Group, work: Callable[[sa.Connection], T]) -> T:
-        self._open = None  # one member writes at a time
-        try:
-            result = group.write(work)
-        finally:
-            if group.failure is None:
-                self._open = group
-                self._announce()
-        group.members += 1
-        group.done.wait()
-        if group.failure is not None:
-            raise GroupCommitFailed("the transaction this write was made in did not commit") from group.failure
-        return result
+            self._leading = False
+            changed, self._changed = self._changed, threading.Event()
+            changed.set()
+        return own.outcome(group)

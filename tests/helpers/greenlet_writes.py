@@ -71,6 +71,20 @@ def main(scenario, path):
     elif scenario == "member_fails":
         workers = [spawn(groups.run, insert(f"i{n}", fail=n == 2)) for n in range(5)]
         gevent.joinall(workers)
+    elif scenario == "whole_transaction_rolled_back":
+        def roll_back_all(conn):  # a conflict SQLite answers by rolling the whole transaction back
+            conn.exec_driver_sql("INSERT OR ROLLBACK INTO items (name) VALUES ('i0')")
+        workers = [spawn(groups.run, insert("i0")), spawn(groups.run, insert("i1")), spawn(groups.run, roll_back_all),
+                   spawn(groups.run, insert("i3"))]
+        gevent.joinall(workers)
+    elif scenario == "yielding_write":
+        def slow(conn):
+            gevent.sleep(0.01)  # other greenlets run meanwhile; none may touch the transaction
+            return insert("slow")(conn)
+        workers = [spawn(groups.run, insert("i0")), spawn(groups.run, slow), spawn(groups.run, insert("i2"))]
+        gevent.sleep(0.001)
+        workers.append(spawn(groups.run, insert("late")))
+        gevent.joinall(workers)
     elif scenario == "commit_fails":
         engine.dispose()  # connections opened from now on check foreign keys, when they commit (deferred)
         sa.event.listen(engine, "connect", lambda dbapi_connection, _: dbapi_connection.execute("PRAGMA foreign_keys=ON"))
@@ -105,7 +119,11 @@ def main(scenario, path):
         def accept(events):
             recorded = store.accept(events, from_forge=True)
             return [[b.id for b in recorded.builds], recorded.created]
-        workers = [spawn(accept, [e]) for e in (event, event, other, event)]
+        breaking = [spawn(groups.run, insert("orphan", bad_parent=True))] if "--failing" in sys.argv else []
+        if breaking:
+            engine.dispose()
+            sa.event.listen(engine, "connect", lambda dbapi_connection, _: dbapi_connection.execute("PRAGMA foreign_keys=ON"))
+        workers = [spawn(accept, [e]) for e in (event, event, other, event)] + breaking
         gevent.joinall(workers)
         with sqlite_reader(path) as db:
             report["builds"] = db.execute("SELECT id, ref FROM builds ORDER BY id").fetchall()
@@ -118,10 +136,14 @@ def main(scenario, path):
         lock.acquire()
         workers = [spawn(take, name) for name in ("first", "second", "third")]
         gevent.sleep(0.01)  # all three wait, in that order
-        gevent.kill(workers[1])
+        if "--when-handed" in sys.argv:
+            workers[0].kill(block=False)  # killed as the lock is handed to it: it passes the lock on
+        else:
+            gevent.kill(workers[1])
         lock.release()
         gevent.joinall(workers)
         report["order"] = order
+        report["free"] = not lock._held and not lock._waiters
     else:
         raise SystemExit(f"no such scenario: {scenario}")
 
@@ -147,4 +169,4 @@ class sqlite_reader:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2])  # --failing: same_push_twice's commit fails; --when-handed: fair_lock_waiter_killed as it gets the lock
