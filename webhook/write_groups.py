@@ -13,6 +13,9 @@ single cost of the intake. Here the deliveries being answered at the same moment
   while other requests are served (a stranger's large body being verified cannot stretch it);
 * every writer answers once that commit is on disk: a 202 is as durable as before.
 
+A group takes at most :data:`MAX_WRITES` writes, so the time the leader holds the loop stays
+bounded; each write runs in its writer's context (what its log lines are about), not the leader's.
+
 A write that fails (it raises) is undone alone (its savepoint), and only its writer sees the error.
 If the transaction cannot commit, or a failure took the whole transaction with it (SQLite rolls
 it all back on a full disk, for one), every writer of the group fails (a 500; the forge delivers
@@ -26,6 +29,7 @@ transaction per write, as before; PostgreSQL commits concurrent transactions tog
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -35,6 +39,9 @@ import sqlalchemy as sa
 from .prepared import Prepared
 
 T = TypeVar("T")
+
+#: The most writes one transaction takes: the leader makes them all without letting anything else run.
+MAX_WRITES = 64
 
 _SAVEPOINT = Prepared(sa.text("SAVEPOINT member"))
 _RELEASE = Prepared(sa.text("RELEASE SAVEPOINT member"))
@@ -51,7 +58,7 @@ def cooperative_pause(db: sa.Engine) -> Callable[[], None] | None:
         return None
     from gevent import monkey  # the web process's server; nothing else imports gevent
 
-    if not monkey.is_module_patched("socket"):
+    if not (monkey.is_module_patched("socket") and monkey.is_module_patched("threading")):  # its waits are threading's
         return None
     import gevent
 
@@ -63,6 +70,8 @@ class _Write:
 
     def __init__(self, work: Callable[[sa.Connection], Any]) -> None:
         self.work = work
+        #: The writer's context (what its log lines are about), for the leader to run its work in.
+        self.context = contextvars.copy_context()
         self.result: Any = None
         self.error: Exception | None = None
 
@@ -88,12 +97,16 @@ class _Group:
         self.writes.append(write := _Write(work))
         return write
 
+    @property
+    def full(self) -> bool:
+        return len(self.writes) >= MAX_WRITES
+
     def write_all(self, conn: sa.Connection) -> None:
         """Run each write in a savepoint: kept when it returns, undone when it raises (the error kept for its writer)."""
         for write in self.writes:
             _SAVEPOINT.count(conn, {})
             try:
-                write.result = write.work(conn)
+                write.result = write.context.run(write.work, conn)
             except Exception as exc:
                 write.error = exc
                 _ROLLBACK_TO.count(conn, {})  # fails if the error ended the whole transaction: the group fails
@@ -128,6 +141,8 @@ class WriteGroups:
         while True:
             if (group := self._open) is not None:
                 write = group.add(work)
+                if group.full:
+                    self._open = None  # the next writer waits for this group, then leads the next one
                 group.done.wait()
                 return write.outcome(group)
             if not self._leading:
@@ -145,7 +160,8 @@ class WriteGroups:
                 group.write_all(conn)
         except BaseException as exc:
             group.failure = exc
-            raise
+            if not isinstance(exc, Exception):  # the leader itself was interrupted
+                raise
         finally:
             self._open = None
             group.done.set()

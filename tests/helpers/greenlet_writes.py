@@ -77,6 +77,20 @@ def main(scenario, path):
         workers = [spawn(groups.run, insert("i0")), spawn(groups.run, insert("i1")), spawn(groups.run, roll_back_all),
                    spawn(groups.run, insert("i3"))]
         gevent.joinall(workers)
+    elif scenario == "many":
+        workers = [spawn(groups.run, insert(f"i{n:03}")) for n in range(150)]
+        gevent.joinall(workers)
+    elif scenario == "context":
+        from webhook.logs import _context, log_context
+
+        def whose(conn):
+            return dict(_context.get()).get("delivery")
+
+        def deliver(name):
+            with log_context(delivery=name):
+                return groups.run(whose)
+        workers = [spawn(deliver, f"d{n}") for n in range(3)]
+        gevent.joinall(workers)
     elif scenario == "yielding_write":
         def slow(conn):
             gevent.sleep(0.01)  # other greenlets run meanwhile; none may touch the transaction
@@ -105,7 +119,9 @@ def main(scenario, path):
             holder_done.append(1)
         holder = gevent.spawn(hold)
         gevent.sleep(0.01)
-        workers = [spawn(groups.run, insert(f"i{n}")) for n in range(6)]
+        workers = [spawn(groups.run, insert("i0"))]
+        gevent.sleep(0.05)  # its leader waits for the turn: the others arrive now
+        workers += [spawn(groups.run, insert(f"i{n}")) for n in range(1, 6)]
         gevent.joinall([holder, *workers])
     elif scenario == "same_push_twice":
         store = BuildStore(engine, writes=groups)
