@@ -110,9 +110,7 @@ class _Group:
             except Exception as exc:
                 write.error = exc
                 _ROLLBACK_TO.count(conn, {})  # fails if the error ended the whole transaction: the group fails
-            _RELEASE.count(conn, {})
-        if not conn.connection.dbapi_connection.in_transaction:  # rolled back by SQLite itself along the way
-            raise GroupCommitFailed("the transaction was rolled back before its commit")
+            _RELEASE.count(conn, {})  # fails too if SQLite rolled the whole transaction back: the group fails
 
 
 class WriteGroups:
