@@ -189,3 +189,41 @@ def test_when_publishing_directly_fails_celerys_send_task_has_a_go(make_config):
         assert dispatcher.dispatch(9, marked=True)
     with sqlite3.connect(config.server.data_dir / "broker.sqlite") as db:
         assert db.execute("SELECT json_extract(payload, '$.headers.argsrepr') FROM kombu_message").fetchall() == [("[9]",)]
+
+
+def test_a_warmed_dispatcher_publishes_on_the_channel_it_opened(make_config):
+    config = make_config()
+    config.server.data_dir.mkdir(parents=True)
+    celery = make_celery(config)
+    declare_queues(celery)
+    dispatcher = Dispatcher(celery, BuildStore(create_db_engine(config.server.state_url)))
+    dispatcher.warm()
+    assert dispatcher._sql.ready
+    channel = dispatcher._sql._channel()
+    assert dispatcher.dispatch(5, marked=True)
+    assert dispatcher._sql._channel() is channel
+    with sqlite3.connect(config.server.data_dir / "broker.sqlite") as db:
+        assert db.execute("SELECT json_extract(payload, '$.headers.argsrepr') FROM kombu_message").fetchall() == [("[5]",)]
+
+
+def test_a_broker_that_cannot_be_opened_at_start_is_opened_by_the_first_build(make_config, caplog):
+    """Warming is best effort: a missing data directory is logged, and the first dispatch opens the broker."""
+    config = make_config()
+    dispatcher = Dispatcher(make_celery(config), BuildStore(create_db_engine("sqlite://")))
+    with caplog.at_level("INFO", logger="webhook.worker"):
+        dispatcher.warm()  # data_dir does not exist yet: SQLite cannot make the file
+    assert "could not open the broker at start" in caplog.text
+    assert not dispatcher._sql.ready
+    config.server.data_dir.mkdir(parents=True)
+    assert dispatcher.dispatch(3, marked=True)
+    assert dispatcher._sql.ready
+
+
+def test_a_networked_sql_broker_is_not_opened_at_start(make_config, caplog):
+    """A broker across the network could keep a starting web process waiting: it is opened by the first build."""
+    config = make_config(server={"broker_url": "sqla+postgresql+psycopg://pb@127.0.0.1:1/pb"})
+    dispatcher = Dispatcher(make_celery(config), BuildStore(create_db_engine("sqlite://")))
+    with caplog.at_level("DEBUG"):
+        dispatcher.warm()
+    assert dispatcher._sql is not None and not dispatcher._sql.ready
+    assert "could not open the broker" not in caplog.text

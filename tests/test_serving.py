@@ -75,6 +75,21 @@ def test_the_web_worker_leaves_the_loaded_app_out_of_later_garbage_collections(m
         gc.unfreeze()
 
 
+def test_the_web_worker_opens_the_embedded_broker_before_its_first_delivery(make_config):
+    """What the first build's publish would open (kombu's channel and table models) is open once loaded, and frozen with the app."""
+    app = create_app(make_config())
+    publisher = app.extensions["pushbuild.dispatcher"]._sql
+    assert not publisher.ready
+    worker = object.__new__(Worker)
+    worker.app = SimpleNamespace(wsgi=lambda: app)
+    try:
+        worker.load_wsgi()
+        assert publisher.ready
+        assert not any(tracked is publisher for tracked in gc.get_objects())
+    finally:
+        gc.unfreeze()
+
+
 def test_the_open_files_limit_is_raised_toward_the_hard_limit_never_past_it():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:

@@ -114,14 +114,19 @@ class WatchingChannel(SQLChannel):
         A queue whose row does not exist yet inserts nothing; kombu's own way then creates it and
         stores the message. A failure raises, so the publish fails (the reconciler sends it again).
         """
-        engine, _ = self._open()
-        if self._put_statement is None:
-            self._put_statement = _put_statement(self.message_cls.__table__, self.queue_cls.__table__)
-            self.use_wal()  # already done at start (declare_queues), unless this process did not start it
+        engine = self.ready_to_put()
         with engine.begin() as conn:
             stored = self._put_statement.count(conn, {"payload": dumps(payload), "queue": queue})
         if not stored:
             super()._put(queue, payload, **kwargs)
+
+    def ready_to_put(self) -> sa.Engine:
+        """Make the publishing statement (and see the broker in WAL mode) once; return the engine to publish on."""
+        engine, _ = self._open()
+        if self._put_statement is None:
+            self._put_statement = _put_statement(self.message_cls.__table__, self.queue_cls.__table__)
+            self.use_wal()  # already done at start (declare_queues), unless this process did not start it
+        return engine
 
     def use_wal(self) -> None:
         """Put a SQLite broker in WAL mode (a commit syncs one file once); a broker busy just now stays as it is."""
@@ -179,6 +184,21 @@ class SQLPublisher:
         self._connection: Any = None
         self._lock = threading.Lock()
 
+    @property
+    def ready(self) -> bool:
+        """Whether the channel is open and its publishing statement made (:meth:`warm`, or a message sent)."""
+        return self._connection is not None and self._connection.default_channel._put_statement is not None
+
+    def warm(self) -> None:
+        """Do now what the first message would: open the channel, make the statement (kombu builds its table
+        models: about 70 ms on this project's machine, which the first deliveries after a start waited for)."""
+        with self._lock:
+            try:
+                self._channel().ready_to_put()
+            except Exception:
+                self._close()
+                raise
+
     def send(self, name: str, args: list[Any], *, countdown_s: float | None = None) -> None:
         """Publish one message of task ``name`` with ``args`` to the default queue."""
         task_id = str(uuid.uuid4())
@@ -188,15 +208,18 @@ class SQLPublisher:
         content_type, content_encoding, data = serialization.dumps(body, serializer="json")
         with self._lock:
             try:
-                if self._connection is None:
-                    self._connection = self.celery.connection_for_write()
-                channel = self._connection.default_channel
+                channel = self._channel()
                 message = channel.prepare_message(data, 0, content_type, content_encoding, headers,
                                                   {**properties, "delivery_mode": PERSISTENT})
                 channel.basic_publish(message, exchange="", routing_key=self.queue)
             except Exception:
                 self._close()
                 raise
+
+    def _channel(self) -> WatchingChannel:
+        if self._connection is None:
+            self._connection = self.celery.connection_for_write()
+        return self._connection.default_channel
 
     def _close(self) -> None:
         if self._connection is not None:

@@ -112,6 +112,19 @@ class Dispatcher:
         return True
 
 
+    def warm(self) -> None:
+        """Open the embedded SQLite broker's channel now, not on the first build (tens of ms that delivery waited).
+
+        Only a broker that is a file here: a networked one could keep a starting process waiting.
+        A failure is only logged; the first build opens the channel then, as it would have.
+        """
+        if self._sql is None or broker.sqlite_files(self.celery.conf.broker_url) is None:
+            return
+        try:
+            self._sql.warm()
+        except Exception:
+            log.info("could not open the broker at start; the first build will", exc_info=True)
+
     def _send(self, build_id: int, countdown_s: float | None) -> None:
         if self._sql is not None:
             try:

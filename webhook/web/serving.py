@@ -205,6 +205,13 @@ def _reply(start_response: Callable[..., Any], status: str, body: dict[str, str]
     return [reply]
 
 
+def warm_up(app: Any) -> None:
+    """Open what the first delivery would open (the app's broker channel), so it waits no longer than later ones."""
+    dispatcher = getattr(app, "extensions", {}).get("pushbuild.dispatcher")
+    if dispatcher is not None:
+        dispatcher.warm()
+
+
 def keep_out_of_collections() -> None:
     """Leave what is alive now (the loaded app, its modules and libraries) out of every later garbage collection.
 
@@ -270,6 +277,7 @@ class Worker(GeventWorker):
     def load_wsgi(self) -> None:
         super().load_wsgi()
         self.head_timeout_s = request_timeout_of(self.wsgi)
+        warm_up(self.wsgi)
         keep_out_of_collections()
 
     def handle(self, listener: Any, client: socket.socket, addr: Any) -> None:
