@@ -5,6 +5,7 @@ import threading
 from webhook import create_app, defaults
 from webhook.health import HealthChecks
 from webhook.services import Services
+from webhook.web.receive import Hooks
 from webhook.web.serving import BufferedBodies
 from webhook.worker import Dispatcher
 
@@ -31,11 +32,12 @@ def test_a_given_dispatcher_is_used(make_config, config):
     assert create_app(config, dispatcher=dispatcher).extensions["pushbuild.dispatcher"] is dispatcher
 
 
-def test_the_blueprints_and_the_body_buffer_are_in_place(app):
-    assert set(app.blueprints) == {"hooks", "api", "console", "metrics"}
+def test_the_blueprints_the_hooks_and_the_body_buffer_are_in_place(app):
+    """Deliveries are answered in front of Flask (webhook.web.receive), behind the body buffer."""
+    assert set(app.blueprints) == {"api", "console", "metrics"}
     rules = {rule.rule for rule in app.url_map.iter_rules()}
-    assert {"/hooks/<name>", "/healthz", "/api/builds"} <= rules
-    assert isinstance(app.wsgi_app, BufferedBodies)
+    assert {"/healthz", "/api/builds"} <= rules
+    assert isinstance(app.wsgi_app, BufferedBodies) and isinstance(app.wsgi_app.app, Hooks)
 
 
 def test_an_unknown_path_is_json_401_without_a_token_and_404_with_one(app):

@@ -4,11 +4,13 @@ import json
 from urllib.parse import quote
 
 import pytest
+from flask import jsonify
 
 from webhook import create_app
 
 from .helpers.configs import BITBUCKET_SECRET, GITEA_SECRET, GITHUB_SECRET, GITLAB_TOKEN, repo_table
 from .helpers.support import (
+    bearer,
     bitbucket_headers,
     bitbucket_push,
     fixture,
@@ -207,6 +209,54 @@ def test_bodies_over_the_limit_are_413(make_config):
 def test_unknown_forge_endpoint_is_404(client):
     """Only configured forges have endpoints."""
     assert client.post("/hooks/sourceforge", json={}).status_code == 404
+
+
+def test_a_forges_endpoint_takes_deliveries_only(app, client, config):
+    """Any other method is 405 and says which one; a path beyond an endpoint is no endpoint."""
+    for method in ("GET", "PUT", "DELETE", "OPTIONS"):
+        response = client.open("/hooks/github", method=method)
+        assert (response.status_code, response.headers["Allow"], response.mimetype) == (405, "POST", "application/json")
+        assert response.json["error"]
+    assert client.post("/hooks/github/extra", json={}).status_code == 404
+    assert_nothing_happened(app, config)
+
+
+def test_a_deliverys_answer_is_made_as_the_apps_other_answers_are(app, client, config):
+    """Deliveries are answered in front of Flask: each answer still has the headers every answer of the app has
+    (Content-Security-Policy, nosniff, Referrer-Policy, Cache-Control) and the JSON bytes Flask's jsonify makes."""
+    flask_answer = client.get("/api/no-such-path", headers=bearer())
+    assert flask_answer.status_code == 404
+    every_answer = {name: value for name, value in flask_answer.headers if name not in ("Content-Length", "Date")}
+    assert {"Content-Security-Policy", "X-Content-Type-Options", "Referrer-Policy", "Cache-Control"} <= set(every_answer)
+    body = json.dumps(github_push(repo=GH_REPO, sha=SHA)).encode()
+    answers = [client.post("/hooks/github", data=body, headers=github_headers(body, GITHUB_SECRET)),  # 202
+               client.post("/hooks/github", data=body, headers=github_headers(body, GITHUB_SECRET)),  # 200 duplicate
+               post_github(client, {"zen": "hi"}, event="ping"),  # 200 ignored
+               client.post("/hooks/github", data=body, headers=github_headers(body, "wrong")),  # 401
+               client.post("/hooks/github", data=b"{", headers=github_headers(b"{", GITHUB_SECRET)),  # 400
+               client.post("/hooks/sourceforge", json={})]  # 404
+    assert [a.status_code for a in answers] == [202, 200, 200, 401, 400, 404]
+    for answer in answers:
+        assert {name: value for name, value in answer.headers if name not in ("Content-Length", "Date")} == every_answer
+        with app.app_context():
+            assert answer.data == jsonify(answer.json).data
+    assert "WWW-Authenticate" not in answers[3].headers  # a signature's 401 asks for no sign-in
+
+
+def test_a_failure_answering_a_delivery_is_a_logged_500_the_forge_retries(app, client, config, caplog):
+    """A defect or a database down: 500 with no detail, the traceback in the log, counted as an error."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("the disk is on fire")
+
+    counted = []
+    services = app.extensions["pushbuild"]
+    services.store.accept = broken
+    services.metrics.delivery = lambda forge, outcome: counted.append((forge, outcome))
+    with caplog.at_level("ERROR"):
+        response = post_github(client, github_push(repo=GH_REPO, sha=SHA))
+    assert (response.status_code, response.json) == (500, {"error": "internal error"})
+    assert "unhandled error" in caplog.text and "the disk is on fire" in caplog.text
+    assert counted == [("github", "error")]
 
 
 def test_gitlab_push_with_the_right_token_is_queued(app, client, config):

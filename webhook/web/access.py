@@ -156,8 +156,6 @@ def local_path(path: str | None) -> str:
 
 def _after_request(response: Response) -> Response:
     csrf.set_cookie(response, secure=secure_cookies())
-    response.headers.setdefault("Referrer-Policy", "same-origin")  # no other site learns a console address
-    response.headers.setdefault("Cache-Control", "no-store")
     if response.status_code == 401 and not request.path.startswith(PUBLIC_PREFIXES):  # hooks: a signature's 401
         response.headers.setdefault("WWW-Authenticate", 'Bearer realm="pushbuild"')
     return response

@@ -13,7 +13,8 @@ from ..health import HealthChecks, broker_ping
 from ..logs import configure_logging
 from ..services import Services
 from ..worker import Dispatcher, make_celery
-from . import access, api, console, http_errors, metrics, receive
+from . import access, answer_headers, api, console, http_errors, metrics
+from .receive import Hooks
 from .serving import BufferedBodies
 
 
@@ -32,12 +33,12 @@ def create_app(test_config: Config | None = None, *, dispatcher: Dispatcher | No
         timeout_s=defaults.HEALTH_TIMEOUT_S, cache_s=defaults.HEALTH_CACHE_S, redact=services.redact)
     app.extensions["pushbuild.followers"] = threading.BoundedSemaphore(config.server.max_log_followers)
     access.install(app, config.auth.authenticator())
+    app.after_request(answer_headers.add_to)
     http_errors.register(app)
-    app.register_blueprint(receive.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(console.bp)
-    app.wsgi_app = BufferedBodies(app.wsgi_app, timeout_s=config.server.request_timeout_s,
+    app.wsgi_app = BufferedBodies(Hooks(app.wsgi_app, services, dispatcher), timeout_s=config.server.request_timeout_s,
                                   max_bytes=config.server.max_body_bytes,
                                   max_buffered_bytes=config.server.max_buffered_bytes)
     return app

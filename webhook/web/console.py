@@ -68,17 +68,6 @@ def _iso(then: float | None) -> str:
     return "" if then is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(then))
 
 
-@bp.after_app_request
-def _security_headers(response: Response) -> Response:
-    """Every page loads only pushbuild's own scripts and styles, and no other site may frame it."""
-    response.headers.setdefault(
-        "Content-Security-Policy",
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    return response
-
-
 # --- builds ------------------------------------------------------------------------------------------------
 
 def _filters() -> dict[str, str]:
