@@ -213,7 +213,7 @@ def test_a_broker_that_cannot_be_opened_at_start_is_opened_by_the_first_build(ma
     with caplog.at_level("INFO", logger="webhook.worker"):
         dispatcher.warm()  # data_dir does not exist yet: SQLite cannot make the file
     assert "could not open the broker at start" in caplog.text
-    assert not dispatcher._sql.ready
+    assert not dispatcher._sql.ready and dispatcher._sql._connection is None  # nothing half-open is kept
     config.server.data_dir.mkdir(parents=True)
     assert dispatcher.dispatch(3, marked=True)
     assert dispatcher._sql.ready

@@ -1,12 +1,16 @@
 """POST /hooks/<forge>: what is accepted, recorded and queued, and what is refused."""
 
+import io
 import json
 from urllib.parse import quote
 
 import pytest
 from flask import jsonify
+from werkzeug.test import EnvironBuilder
 
 from webhook import create_app
+from webhook.errors import RequestError
+from webhook.web.receive import delivery_body
 
 from .helpers.configs import BITBUCKET_SECRET, GITEA_SECRET, GITHUB_SECRET, GITLAB_TOKEN, repo_table
 from .helpers.support import (
@@ -212,13 +216,36 @@ def test_unknown_forge_endpoint_is_404(client):
 
 
 def test_a_forges_endpoint_takes_deliveries_only(app, client, config):
-    """Any other method is 405 and says which one; a path beyond an endpoint is no endpoint."""
+    """Any other method is 405 and says which one (a HEAD gets no body); a path beyond an endpoint is no endpoint."""
+    counted = []
+    app.extensions["pushbuild"].metrics.delivery = lambda forge, outcome: counted.append((forge, outcome))
     for method in ("GET", "PUT", "DELETE", "OPTIONS"):
         response = client.open("/hooks/github", method=method)
         assert (response.status_code, response.headers["Allow"], response.mimetype) == (405, "POST", "application/json")
         assert response.json["error"]
-    assert client.post("/hooks/github/extra", json={}).status_code == 404
+    environ = EnvironBuilder(method="HEAD", path="/hooks/github").get_environ()
+    assert app.wsgi_app(environ, lambda status, headers: None) == []
+    for method, path in (("POST", "/hooks/github/extra"), ("GET", "/hooks/a/b"), ("POST", "/hooks/")):
+        beyond = client.open(path, method=method, json={})
+        assert beyond.status_code == 404 and "no such forge" not in beyond.json["error"]
+    assert counted == []
     assert_nothing_happened(app, config)
+
+
+def test_an_unknown_forges_name_is_said_as_it_was_sent(client):
+    response = client.post("/hooks/caf%C3%A9", json={})
+    assert (response.status_code, response.json) == (404, {"error": "no such forge endpoint: café"})
+
+
+@pytest.mark.parametrize(("server", "base"), [({}, "https://ci.example:8443"),
+                                              ({"public_url": "https://pushbuild.example/"}, "https://pushbuild.example")])
+def test_the_status_url_is_on_the_public_url_else_the_address_the_delivery_came_to(make_config, server, base):
+    config = make_config(repo_table(GH_REPO), server=server)
+    client = create_app(config).test_client()
+    body = json.dumps(github_push(repo=GH_REPO, sha=SHA)).encode()
+    response = client.post("/hooks/github", data=body, headers=github_headers(body, GITHUB_SECRET),
+                           base_url="https://ci.example:8443")
+    assert response.json["status_url"] == f"{base}/api/builds/{response.json['build']}"
 
 
 def test_a_deliverys_answer_is_made_as_the_apps_other_answers_are(app, client, config):
@@ -257,6 +284,30 @@ def test_a_failure_answering_a_delivery_is_a_logged_500_the_forge_retries(app, c
     assert (response.status_code, response.json) == (500, {"error": "internal error"})
     assert "unhandled error" in caplog.text and "the disk is on fire" in caplog.text
     assert counted == [("github", "error")]
+
+
+def test_a_failure_counting_a_delivery_is_still_a_json_500(app, client):
+    def broken(*args, **kwargs):
+        raise RuntimeError("metrics broke")
+
+    app.extensions["pushbuild"].metrics.delivery = broken
+    response = post_github(client, github_push(repo=GH_REPO, sha=SHA))
+    assert (response.status_code, response.json) == (500, {"error": "internal error"})
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.mark.parametrize(("environ", "refused"), [
+    ({"CONTENT_LENGTH": "10", "wsgi.input": io.BytesIO(b"abc")}, "shorter than its Content-Length"),
+    ({"CONTENT_LENGTH": str(10**9), "wsgi.input": None}, "larger than 100 bytes"),  # refused before a byte is read
+    ({"wsgi.input": io.BytesIO(b"x" * 101)}, "larger than 100 bytes"),  # chunked: read to one byte past the limit
+])
+def test_a_body_that_is_short_or_over_the_limit_is_refused(environ, refused):
+    with pytest.raises(RequestError, match=refused):
+        delivery_body(environ, 100)
+
+
+def test_a_chunked_body_within_the_limit_is_read_whole():
+    assert delivery_body({"wsgi.input": io.BytesIO(b"x" * 100)}, 100) == b"x" * 100
 
 
 def test_gitlab_push_with_the_right_token_is_queued(app, client, config):

@@ -111,7 +111,6 @@ class Dispatcher:
             self.store.mark_dispatched(build_id)
         return True
 
-
     def warm(self) -> None:
         """Open the embedded SQLite broker's channel now, not on the first build (tens of ms that delivery waited).
 

@@ -156,7 +156,7 @@ def local_path(path: str | None) -> str:
 
 def _after_request(response: Response) -> Response:
     csrf.set_cookie(response, secure=secure_cookies())
-    if response.status_code == 401 and not request.path.startswith(PUBLIC_PREFIXES):  # hooks: a signature's 401
+    if response.status_code == 401 and not request.path.startswith(PUBLIC_PREFIXES):  # nothing public asks for a token
         response.headers.setdefault("WWW-Authenticate", 'Bearer realm="pushbuild"')
     return response
 

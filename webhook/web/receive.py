@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wsgi import get_current_url
 
@@ -28,14 +29,11 @@ from ..intake import receive as receive_delivery
 from ..services import Services
 from ..worker import Dispatcher
 from .answer_headers import EVERY_ANSWER
+from .serving import Application
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/hooks/"
-#: What any other method on a forge's endpoint is told (Werkzeug's words, as Flask said them).
-NOT_ALLOWED = "The method is not allowed for the requested URL."
-
-Application = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class Hooks:
@@ -52,9 +50,13 @@ class Hooks:
         if not name or "/" in name:  # no forge's endpoint: Flask's 404
             return self.app(environ, start_response)
         if environ.get("REQUEST_METHOD") != "POST":
-            return _answer(start_response, 405, {"error": NOT_ALLOWED}, ("Allow", "POST"))
-        status, body = self.receive(name, environ)
-        return _answer(start_response, status, body)
+            return _answer(environ, start_response, 405, {"error": MethodNotAllowed.description}, ("Allow", "POST"))
+        try:
+            status, body = self.receive(name.encode("latin-1").decode("utf-8", "replace"), environ)  # PEP 3333's str
+        except Exception:  # even counting or linking failed: the forge still gets JSON, and delivers again
+            log.exception("unhandled error")
+            status, body = 500, {"error": "internal error"}
+        return _answer(environ, start_response, status, body)
 
     def receive(self, name: str, environ: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """Answer a delivery: 202 with the build, 200 for ignored or duplicate ones, 4xx when refused; count each by outcome."""
@@ -91,7 +93,7 @@ class Hooks:
         headers = _headers(environ)
         # Verify the raw bytes first (FORGES.md: a form body's fields are parsed after).
         return receive_delivery(config, services.store, self.dispatcher, forge, headers=headers,
-                                body=_body(environ, config.server.max_body_bytes), content_type=content_type,
+                                body=delivery_body(environ, config.server.max_body_bytes), content_type=content_type,
                                 now=time.time(), last=services.last_deliveries, recent=services.recent_pushes)
 
 
@@ -111,7 +113,7 @@ def _headers(environ: dict[str, Any]) -> dict[str, str]:
     return headers
 
 
-def _body(environ: dict[str, Any], max_bytes: int) -> bytes:
+def delivery_body(environ: dict[str, Any], max_bytes: int) -> bytes:
     """Read the raw body, at most ``max_bytes`` of it, whether it has a Content-Length or comes chunked.
 
     A chunked body has no length to refuse up front; reading one byte past the limit tells a
@@ -129,10 +131,10 @@ def _body(environ: dict[str, Any], max_bytes: int) -> bytes:
     return data
 
 
-def _answer(start_response: Callable[..., Any], status: int, body: dict[str, Any],
+def _answer(environ: dict[str, Any], start_response: Callable[..., Any], status: int, body: dict[str, Any],
             *headers: tuple[str, str]) -> list[bytes]:
-    """A JSON answer as Flask's ``jsonify`` makes it, with the headers every answer of the app carries."""
+    """A JSON answer as Flask's ``jsonify`` makes it, with the headers every answer of the app carries (no body to a HEAD)."""
     data = json.dumps(body, separators=(",", ":"), sort_keys=True).encode() + b"\n"
     start_response(f"{status} {HTTP_STATUS_CODES[status].upper()}",
                    [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *headers, *EVERY_ANSWER])
-    return [data]
+    return [] if environ.get("REQUEST_METHOD") == "HEAD" else [data]
