@@ -15,6 +15,20 @@ from webhook.worker import TASK_NAME, Dispatcher, declare_queues, make_celery
 from .helpers.configs import Clock
 
 
+def embedded_dispatcher(config):
+    """A dispatcher on the config's embedded SQLite broker, its queues declared as at start."""
+    config.server.data_dir.mkdir(parents=True)
+    celery = make_celery(config)
+    declare_queues(celery)
+    return Dispatcher(celery, BuildStore(create_db_engine(config.server.state_url)))
+
+
+def queued_args(config) -> list[str]:
+    """The arguments of each message on the embedded broker, as Celery shows them (argsrepr)."""
+    with sqlite3.connect(config.server.data_dir / "broker.sqlite") as db:
+        return [args for (args,) in db.execute("SELECT json_extract(payload, '$.headers.argsrepr') FROM kombu_message")]
+
+
 @pytest.mark.parametrize(("url", "files"), [
     ("sqlite:////srv/pb/broker.sqlite", ("/srv/pb/broker.sqlite", "/srv/pb/broker.sqlite-journal",
                                          "/srv/pb/broker.sqlite-wal")),
@@ -128,14 +142,11 @@ _IDS = (("headers", "id"), ("headers", "root_id"), ("properties", "correlation_i
 def test_a_dispatched_build_is_the_message_celerys_send_task_stores(make_config, countdown_s):
     """The dispatcher publishes to a SQL broker without kombu's producer, and stores exactly what send_task does."""
     config = make_config()
-    config.server.data_dir.mkdir(parents=True)
-    celery = make_celery(config)
-    declare_queues(celery)
-    dispatcher = Dispatcher(celery, BuildStore(create_db_engine(config.server.state_url)))
+    dispatcher = embedded_dispatcher(config)
     with pytest.MonkeyPatch.context() as patch:  # the dispatcher's own publishing, not send_task's
-        patch.setattr(celery, "send_task", lambda *args, **kwargs: pytest.fail("send_task was used"))
+        patch.setattr(dispatcher.celery, "send_task", lambda *args, **kwargs: pytest.fail("send_task was used"))
         assert dispatcher.dispatch(7, marked=True, countdown_s=countdown_s)
-    celery.send_task(TASK_NAME, args=[7], countdown=countdown_s)
+    dispatcher.celery.send_task(TASK_NAME, args=[7], countdown=countdown_s)
     with sqlite3.connect(config.server.data_dir / "broker.sqlite") as db:
         ours, theirs = (json.loads(payload) for (payload,) in db.execute("SELECT payload FROM kombu_message ORDER BY id"))
     assert ours["headers"]["root_id"] == ours["headers"]["id"]  # a task with no parent is its own root
@@ -176,10 +187,7 @@ def test_a_build_the_broker_did_not_take_is_left_to_the_reconciler_and_the_next_
 def test_when_publishing_directly_fails_celerys_send_task_has_a_go(make_config):
     """A broker busy past SQLite's busy timeout: send_task's retries may still get the message through."""
     config = make_config()
-    config.server.data_dir.mkdir(parents=True)
-    celery = make_celery(config)
-    declare_queues(celery)
-    dispatcher = Dispatcher(celery, BuildStore(create_db_engine(config.server.state_url)))
+    dispatcher = embedded_dispatcher(config)
 
     def busy(*args, **kwargs):
         raise sqlite3.OperationalError("database is locked")
@@ -187,23 +195,18 @@ def test_when_publishing_directly_fails_celerys_send_task_has_a_go(make_config):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(dispatcher._sql, "send", busy)
         assert dispatcher.dispatch(9, marked=True)
-    with sqlite3.connect(config.server.data_dir / "broker.sqlite") as db:
-        assert db.execute("SELECT json_extract(payload, '$.headers.argsrepr') FROM kombu_message").fetchall() == [("[9]",)]
+    assert queued_args(config) == ["[9]"]
 
 
 def test_a_warmed_dispatcher_publishes_on_the_channel_it_opened(make_config):
     config = make_config()
-    config.server.data_dir.mkdir(parents=True)
-    celery = make_celery(config)
-    declare_queues(celery)
-    dispatcher = Dispatcher(celery, BuildStore(create_db_engine(config.server.state_url)))
+    dispatcher = embedded_dispatcher(config)
     dispatcher.warm()
     assert dispatcher._sql.ready
     channel = dispatcher._sql._channel()
     assert dispatcher.dispatch(5, marked=True)
     assert dispatcher._sql._channel() is channel
-    with sqlite3.connect(config.server.data_dir / "broker.sqlite") as db:
-        assert db.execute("SELECT json_extract(payload, '$.headers.argsrepr') FROM kombu_message").fetchall() == [("[5]",)]
+    assert queued_args(config) == ["[5]"]
 
 
 def test_a_broker_that_cannot_be_opened_at_start_is_opened_by_the_first_build(make_config, caplog):

@@ -2,8 +2,8 @@
 
 A forge's delivery is the one request strangers send at volume, and it needs nothing of Flask's:
 no sign-in, no page, no cookie. Flask's request context, routing, hooks and error handlers were
-about a fifth of a delivery's CPU time on this project's machine (intake 1.3× faster without
-them, ``./dev bench --compare-with``), so :class:`Hooks` takes the request from the WSGI environ,
+about a sixth of a delivery's CPU time on this project's machine (without them: 1.18× the
+requests a second, p99 0.83×, ``./dev bench --compare-with``), so :class:`Hooks` takes the request from the WSGI environ,
 hands it to :func:`webhook.intake.receive`, and answers as the app would: the same JSON bodies,
 statuses and errors, and the headers every answer of the app carries
 (:data:`webhook.web.answer_headers.EVERY_ANSWER`). Each delivery is counted by outcome.
