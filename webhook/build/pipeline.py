@@ -156,7 +156,7 @@ class Pipeline:
                         log: Log, timer: PhaseTimer) -> Outcome:
         """Build (or reuse) the image and push its tags."""
         image_id = engine.image_id(plan.tags[0])
-        wanted = self._labels(repo, sha, plan)
+        wanted = image_labels(repo, sha, plan)
         if image_id is not None and wanted.items() <= engine.labels(image_id).items():
             log(f"{plan.tags[0]} was built before from this commit with these settings ({image_id}); adding tags only\n")
         else:
@@ -227,19 +227,6 @@ class Pipeline:
         return retry(push, attempts=server.push_attempts, retry_on=RegistryError, retryable=lambda exc: exc.temporary,
                      before_retry=wait, give_up=give_up)
 
-    def _labels(self, repo: RepoConfig, sha: str, plan: BuildPlan) -> dict[str, str]:
-        """The labels an image built from ``sha`` under ``plan`` carries.
-
-        An image on the engine is reused only when it carries them all: built from this commit,
-        of this repository, with these settings. A tag on the engine proves nothing.
-
-        Nothing that changes from one build to the next (no ``org.opencontainers.image.created``;
-        the image's own ``Created`` says when): the classic builder makes each label a step of
-        its own, and each step after the first that differs runs a container (about 85 ms on a
-        2-core machine). A rebuild of the same commit with the same settings is the same image.
-        """
-        return {REVISION_LABEL: sha, SOURCE_LABEL: redacted_url(repo.clone_url), PLAN_LABEL: plan.fingerprint()}
-
     def _nothing_changed_under_paths(self, repo: RepoConfig, build: Build, sha: str, log: Log) -> str | None:
         """Say why the push changed nothing under ``paths``, or ``None`` if it must be built.
 
@@ -262,7 +249,7 @@ class Pipeline:
         """Stream the commit's context to the repository's build backend (``builder``) and return the new image's id."""
         with timer.phase(CONTEXT):
             rules = self._ignore_rules(repo, sha, plan)
-        labels = self._labels(repo, sha, plan)
+        labels = image_labels(repo, sha, plan)
         server = self.config.server
         limits = BuildLimits(timeout_s=server.build_timeout_s, memory_bytes=server.build_memory_bytes,
                              cpu_shares=server.build_cpu_shares)
@@ -284,6 +271,21 @@ class Pipeline:
             raise ContextError(f"no {plan.dockerfile} in {plan.context!r} at {sha}")
         ignore = files[dockerignore] or b""
         return IgnoreRules(dockerignore_patterns(ignore.decode("utf-8", "replace")), dockerfile=plan.dockerfile)
+
+
+def image_labels(repo: RepoConfig, sha: str, plan: BuildPlan) -> dict[str, str]:
+    """The labels an image built from ``sha`` under ``plan`` carries.
+
+    An image on the engine is reused only when it carries them all: built from this commit,
+    of this repository, with these settings. A tag on the engine proves nothing.
+
+    Each label costs the classic builder a step of its own, run in a container, whenever a
+    step before it changed (75–100 ms each on a 2-core machine; ``bench/pipeline.py`` gives
+    the engine alone these same labels). So nothing that changes from one build to the next
+    (no ``org.opencontainers.image.created``; the image's own ``Created`` says when), and no
+    label beyond these three. A rebuild of the same commit with the same settings is the same image.
+    """
+    return {REVISION_LABEL: sha, SOURCE_LABEL: redacted_url(repo.clone_url), PLAN_LABEL: plan.fingerprint()}
 
 
 def _within(context: str, path: str) -> str:
