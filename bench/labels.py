@@ -11,8 +11,11 @@ order turning from round to round: the tiny repository's (``COPY`` a file) and t
 (``webhook.build.pipeline.image_labels``), added in their sorted order. Reported: medians, and
 each label's cost (the slope from none to all).
 
-Services as ``bench/pipeline.py``'s: ``./dev bench labels`` starts a private engine when
-``PUSHBUILD_TEST_DOCKER_HOST`` and ``PUSHBUILD_TEST_BASE_IMAGE`` are not set, and stops it after.
+Every build must succeed and carry the labels it was given (beside the base image's); otherwise
+the bench fails. CI runs it with ``--rounds 1 --log-lines 2000`` for that alone.
+
+Services as ``bench/pipeline.py``'s: ``./dev bench labels`` starts a private engine and registry
+unless ``./dev test``'s ``PUSHBUILD_TEST_*`` variables are set, and stops them after.
 """
 
 from __future__ import annotations
@@ -58,8 +61,9 @@ def context(base_image: str, *, lines: int, round_marker: str) -> bytes:
     return buffer.getvalue()
 
 
-def build_s(client: docker.APIClient, tar: bytes, *, labels: dict[str, str], network_mode: str | None) -> float:
-    """Build ``tar`` with ``labels``; return the seconds it took (the image is removed after)."""
+def build_s(client: docker.APIClient, tar: bytes, *, labels: dict[str, str], base_labels: dict[str, str],
+            network_mode: str | None) -> float:
+    """Build ``tar`` with ``labels`` and check the image has them; return the seconds it took (the image is removed after)."""
     tag = f"pushbuild-bench-labels:{uuid.uuid4().hex[:12]}"
     started = time.perf_counter()
     for line in client.build(fileobj=io.BytesIO(tar), custom_context=True, tag=tag, labels=labels, rm=True,
@@ -67,7 +71,10 @@ def build_s(client: docker.APIClient, tar: bytes, *, labels: dict[str, str], net
         if "error" in line or "errorDetail" in line:
             raise RuntimeError(f"building with {len(labels)} labels failed: {line}")
     took = time.perf_counter() - started
+    carried = client.inspect_image(tag)["Config"].get("Labels") or {}
     client.remove_image(tag, force=True)
+    if carried != {**base_labels, **labels}:
+        raise RuntimeError(f"asked for the labels {labels}, the image carries {carried}")
     return took
 
 
@@ -82,6 +89,7 @@ def main() -> int:
     client = docker.APIClient(base_url=os.environ["PUSHBUILD_TEST_DOCKER_HOST"], version="auto", timeout=600)
     base_image = os.environ["PUSHBUILD_TEST_BASE_IMAGE"]
     network_mode = None if client.networks(names=["bridge"]) else "none"
+    base_labels = client.inspect_image(base_image)["Config"].get("Labels") or {}
     every = pushbuild_labels("0" * 40)
     keys = sorted(every)
     counts = list(range(len(keys) + 1))
@@ -95,7 +103,7 @@ def main() -> int:
                 labelled = pushbuild_labels(sha)
                 labels = {key: labelled[key] for key in keys[:count]}
                 took = build_s(client, context(base_image, lines=lines, round_marker=sha), labels=labels,
-                               network_mode=network_mode)
+                               base_labels=base_labels, network_mode=network_mode)
                 if round_:  # the first round warms the engine's cache of the base image
                     seconds[count].append(took)
         medians = {count: statistics.median(values) for count, values in seconds.items()}
