@@ -465,6 +465,11 @@ def _poll(probe: Callable[[], Any], *, what: str) -> Any:
     raise RuntimeError(f"timed out after {BUILD_TIMEOUT_S:g}s waiting for {what}")
 
 
+def _failure(extra: dict[str, Any]) -> str:
+    """A failed run's error, after the state pushbuild recorded for it, if it got that far."""
+    return f"{extra['state']}: {extra['error']}" if extra.get("state") else str(extra["error"])
+
+
 def repo_config(case: Case) -> RepoConfig:
     """``case``'s repository as pushbuild's configuration names it: enough to find its mirror and make its labels."""
     return RepoConfig(name=case.name, forge="github", clone_url=case.clone_url, image=case.name)
@@ -632,8 +637,8 @@ def report(args: argparse.Namespace, cases: list[Case], warmup: list[Run], runs:
     print(f"pushbuild queue wait over {waits['builds']} builds: p50 {_fmt(waits['p50'], '.3f', ' s')}, "
           f"p99 {_fmt(waits['p99'], '.3f', ' s')}, max {_fmt(waits['max'], '.3f', ' s')}")
 
-    failures = [f"{r.approach} build of {r.case} round {r.round} ({r.sha[:12]}): digest {r.digest}, registry serves "
-                f"{r.registry_digest}" + (f" ({r.extra.get('state')}: {r.extra.get('error')})" if r.extra.get("error") else "")
+    failures = [f"{r.approach} build of {r.case} round {r.round} ({r.sha[:12]}): "
+                + (_failure(r.extra) if r.extra.get("error") else f"digest {r.digest}, registry serves {r.registry_digest}")
                 for r in [*warmup, *runs] if not r.ok]
     if args.short:
         print("(--short: correctness only; the timings are reported, not judged)")
