@@ -25,7 +25,6 @@ import io
 import os
 import statistics
 import sys
-import tarfile
 import time
 import uuid
 from pathlib import Path
@@ -35,6 +34,7 @@ import docker
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.helpers.build_contexts import tar_context  # noqa: E402
 from webhook.build.pipeline import image_labels  # noqa: E402
 from webhook.config import RepoConfig  # noqa: E402
 
@@ -51,14 +51,7 @@ def pushbuild_labels(sha: str) -> dict[str, str]:
 def context(base_image: str, *, lines: int, round_marker: str) -> bytes:
     """A tar of a Dockerfile copying a file that changes every round (and then printing ``lines`` lines, if any)."""
     dockerfile = f"FROM {base_image}\nCOPY round.txt /round.txt\n" + (f"RUN seq 1 {lines}\n" if lines else "")
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, text in {"Dockerfile": dockerfile, "round.txt": round_marker + "\n"}.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+    return b"".join(tar_context({"Dockerfile": dockerfile, "round.txt": round_marker + "\n"}))
 
 
 def build_s(client: docker.APIClient, tar: bytes, *, labels: dict[str, str], base_labels: dict[str, str],
